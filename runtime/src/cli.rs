@@ -1,0 +1,171 @@
+//! The command line every binary shares: `--help`, `--version`, settings
+//! flags, and the `probe` subcommand. Exit codes follow sysexits: 64 for a
+//! usage or configuration error.
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use crate::settings::{self, ConfigError, Settings, Sources};
+
+/// Exit code for a bad flag, variable or file (sysexits `EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command<S> {
+    /// Run the server with these settings.
+    Serve(S),
+    /// Check the `/readyz` of a running instance at this address.
+    Probe(SocketAddr),
+    /// Stop now with this code (after `--help`, `--version` or an error,
+    /// already printed).
+    Exit(ExitCode),
+}
+
+/// What a binary says about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct About {
+    /// The binary's name.
+    pub name: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// One line on what it does.
+    pub summary: &'static str,
+}
+
+/// Settings that know where their admin listener is, so `probe` can find it.
+pub trait AdminAddr {
+    /// The admin HTTP listen address.
+    fn admin_listen(&self) -> SocketAddr;
+}
+
+/// Parses this process's command line.
+pub fn parse<S: Settings + AdminAddr>(about: About) -> Command<S> {
+    parse_from(about, Sources::from_process(1))
+}
+
+/// Parses `sources` (arguments after the binary name).
+pub fn parse_from<S: Settings + AdminAddr>(about: About, mut sources: Sources) -> Command<S> {
+    match sources.args.first().map(String::as_str) {
+        Some("--help" | "-h" | "help") => {
+            print!("{}", usage::<S>(about));
+            return Command::Exit(ExitCode::SUCCESS);
+        }
+        Some("--version" | "-V") => {
+            println!("{} {}", about.name, about.version);
+            return Command::Exit(ExitCode::SUCCESS);
+        }
+        Some("probe") => {
+            sources.args.remove(0);
+            return probe_command(&mut sources);
+        }
+        _ => {}
+    }
+    match settings::load::<S>(&sources) {
+        Ok(s) => Command::Serve(s),
+        Err(e) => config_error(about, &e),
+    }
+}
+
+fn probe_command<S: Settings + AdminAddr>(sources: &mut Sources) -> Command<S> {
+    // `probe --url host:port` overrides; otherwise the settings' admin address.
+    if let Some(i) = sources.args.iter().position(|a| a == "--addr") {
+        let value = sources.args.get(i + 1).cloned().unwrap_or_default();
+        return match value.parse() {
+            Ok(addr) => Command::Probe(addr),
+            Err(e) => {
+                eprintln!("error: invalid configuration: `--addr`: {e}");
+                Command::Exit(ExitCode::from(EXIT_CONFIG))
+            }
+        };
+    }
+    match settings::load::<S>(sources) {
+        Ok(s) => Command::Probe(crate::probe::local_target(s.admin_listen())),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Command::Exit(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn config_error<S>(about: About, e: &ConfigError) -> Command<S> {
+    eprintln!("{}: error: {e}", about.name);
+    Command::Exit(ExitCode::from(EXIT_CONFIG))
+}
+
+/// Runs a probe and turns its outcome into an exit code (0 ready, 1 not).
+pub async fn run_probe(addr: SocketAddr) -> ExitCode {
+    match crate::probe::probe(addr, "/readyz", Duration::from_secs(3)).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("probe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `--help` text.
+pub fn usage<S: Settings>(about: About) -> String {
+    format!(
+        "{name} {version}: {summary}\n\n\
+         Usage:\n  {name} [--config FILE] [--KEY VALUE]...\n  {name} probe [--addr HOST:PORT]\n  \
+         {name} --help | --version\n\n\
+         Settings (flag > environment > file given by --config or SWITCHYARD_CONFIG):\n{keys}\n\
+         Exit codes: 0 ok, 1 probe failed, 64 invalid configuration.\n",
+        name = about.name,
+        version = about.version,
+        summary = about.summary,
+        keys = settings::help::<S>(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::settings! {
+        /// Test settings.
+        pub(crate) struct Demo {
+            /// Admin listen address.
+            pub(crate) admin_listen: SocketAddr = ([0, 0, 0, 0], 7001).into(),
+        }
+    }
+    impl Settings for Demo {}
+    impl AdminAddr for Demo {
+        fn admin_listen(&self) -> SocketAddr {
+            self.admin_listen
+        }
+    }
+
+    const ABOUT: About = About {
+        name: "demo",
+        version: "1.0",
+        summary: "a demo",
+    };
+
+    fn run(args: &[&str]) -> Command<Demo> {
+        let sources = Sources {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: Default::default(),
+        };
+        parse_from(ABOUT, sources)
+    }
+
+    #[test]
+    fn serve_probe_and_errors() {
+        assert!(matches!(run(&[]), Command::Serve(_)));
+        match run(&["probe", "--admin-listen", "0.0.0.0:9"]) {
+            Command::Probe(addr) => assert_eq!(addr, "127.0.0.1:9".parse().expect("addr")),
+            other => panic!("{other:?}"),
+        }
+        match run(&["probe", "--addr", "10.0.0.1:5"]) {
+            Command::Probe(addr) => assert_eq!(addr, "10.0.0.1:5".parse().expect("addr")),
+            other => panic!("{other:?}"),
+        }
+        let Command::Exit(code) = run(&["--admin-listen", "nope"]) else {
+            panic!("bad value must exit")
+        };
+        assert_eq!(code, ExitCode::from(EXIT_CONFIG));
+        assert!(matches!(run(&["--version"]), Command::Exit(c) if c == ExitCode::SUCCESS));
+        assert!(usage::<Demo>(ABOUT).contains("SWITCHYARD_ADMIN_LISTEN"));
+    }
+}

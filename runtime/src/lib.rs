@@ -1,0 +1,29 @@
+//! Plumbing every Switchyard binary shares.
+//!
+//! # Layout
+//!
+//! - [`settings`]: flags > `SWITCHYARD_*` environment > TOML file, one typed
+//!   struct per binary declared with [`settings!`], errors that name the key.
+//! - [`cli`]: `--help`, `--version`, `probe`, exit code 64 on bad settings.
+//! - [`logging`]: tracing init (`RUST_LOG`, text or JSON).
+//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token, and drain.
+//! - [`admin`]: the admin HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+//! - [`readiness`]: what `/readyz` waits for; latches once ready.
+//! - [`probe`]: checks a running instance's `/readyz`.
+//! - [`clock`]: the injectable clock for timers.
+//! - [`backoff`]: exponential backoff with jitter for reconnect loops.
+
+pub mod admin;
+pub mod backoff;
+pub mod cli;
+pub mod clock;
+pub mod logging;
+pub mod probe;
+pub mod readiness;
+pub mod settings;
+pub mod shutdown;
+
+pub use backoff::Backoff;
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use readiness::Readiness;
+pub use settings::{ConfigError, Settings};
