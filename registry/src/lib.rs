@@ -1,1 +1,264 @@
-//! placeholder
+//! The Switchyard registry: which service instances exist, their state and
+//! metadata. It knows nothing of traffic.
+//!
+//! # Layout
+//!
+//! - [`model`]: domain types (`Instance`, `InstanceSpec`, `Event`, ...).
+//! - [`state`]: leases, instances, revisions, history; the one lock.
+//! - [`hub`]: fan-out of events to watchers with bounded buffers.
+//! - [`brake`]: the mass-expiry brake.
+//! - [`checks`]: active health checks.
+//! - [`store`]: durable operator overrides behind a trait.
+//! - [`grpc`], [`convert`]: the tonic service and prost conversions.
+//! - [`http`]: the JSON API.
+//! - [`watch`]: the task behind each Watch stream.
+//! - [`auth`], [`validate`], [`error`], [`config`].
+//!
+//! [`serve`] runs it all on bound listeners until a shutdown token fires.
+
+pub mod auth;
+pub mod brake;
+mod checks;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod hub;
+pub mod model;
+pub mod state;
+pub mod store;
+pub mod validate;
+pub mod watch;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use switchyard_proto::registry::v1::registry_server::RegistryServer;
+use switchyard_runtime::{Readiness, SharedClock, admin};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::{
+    auth::Tokens,
+    brake::BrakeConfig,
+    state::{CoreConfig, Registry},
+    store::{FileStore, MemoryStore, Store},
+};
+
+/// The registry's bound sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP (JSON API and admin).
+    pub http: TcpListener,
+}
+
+/// Why the registry could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The durable store could not be opened.
+    #[error("data_dir: {0}")]
+    Store(String),
+    /// A listener failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptors.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+// === impl Listeners ===
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: TcpListener::bind(config.grpc_listen).await?,
+            http: TcpListener::bind(config.http_listen).await?,
+        })
+    }
+}
+
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    if config.data_dir.is_empty() {
+        tracing::warn!("data_dir is not set: operator overrides will not survive a restart");
+        return Ok(Arc::new(MemoryStore::default()));
+    }
+    let store = FileStore::open(Path::new(&config.data_dir))
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    Ok(Arc::new(store))
+}
+
+/// Runs the registry until `shutdown` is cancelled, then stops accepting,
+/// ends watch streams cleanly and returns within `shutdown_timeout`.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let core = CoreConfig {
+        warm_up: config.warm_up,
+        history_limit: config.history_limit,
+        watch_buffer: config.watch_buffer,
+        brake: BrakeConfig {
+            min_leases: config.brake_min_leases,
+            percent: config.brake_percent,
+            window: config.brake_window,
+            max_hold: config.brake_max_hold,
+        },
+    };
+    let registry = Registry::new(core, clock.clone(), open_store(&config)?)
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let tokens = Arc::new(Tokens::new(
+        &config.register_tokens,
+        &config.operator_tokens,
+        config.open_reads,
+    ));
+    if tokens.disabled() {
+        tracing::warn!("no tokens configured: anyone may register, drain and deregister");
+    }
+    let readiness = Readiness::waiting_for(["warm_up"]);
+    tokio::spawn(expiry_loop(
+        registry.clone(),
+        clock,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(metrics_loop(registry.clone(), shutdown.clone()));
+
+    let grpc = grpc_server(
+        &config,
+        registry.clone(),
+        tokens.clone(),
+        listeners.grpc,
+        shutdown.clone(),
+    )?;
+    let router =
+        admin::router(readiness).merge(http::router(registry.clone(), tokens, config.limits()));
+    let http = tokio::spawn(admin::serve(
+        listeners.http,
+        router,
+        shutdown.clone().cancelled_owned(),
+    ));
+    tracing::info!(grpc = %config.grpc_listen, http = %config.http_listen, epoch = %registry.epoch(), "registry serving");
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: ending watch streams");
+    registry.stop_checks();
+    let stopped = tokio::time::timeout(config.shutdown_timeout, async {
+        let grpc = grpc.await;
+        let http = http.await;
+        (grpc, http)
+    })
+    .await;
+    match stopped {
+        Ok((Ok(Err(e)), _)) => return Err(e.into()),
+        Ok((_, Ok(Err(e)))) => return Err(e.into()),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("shutdown timeout passed with connections still open"),
+    }
+    Ok(())
+}
+
+fn grpc_server(
+    config: &Config,
+    registry: Arc<Registry>,
+    tokens: Arc<Tokens>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let service = grpc::RegistryService::new(
+        registry,
+        tokens,
+        config.limits(),
+        config.progress_interval,
+        shutdown.clone(),
+    );
+    let server = RegistryServer::new(service)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes.max(64 * 1024 * 1024));
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(server);
+    let incoming = TcpListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        health
+            .set_serving::<RegistryServer<grpc::RegistryService>>()
+            .await;
+        let stop = shutdown.clone();
+        let result = router
+            .serve_with_incoming_shutdown(incoming, async move {
+                stop.cancelled().await;
+                health
+                    .set_not_serving::<RegistryServer<grpc::RegistryService>>()
+                    .await;
+            })
+            .await;
+        result
+    }))
+}
+
+async fn expiry_loop(
+    registry: Arc<Registry>,
+    clock: SharedClock,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if !registry.list().warming_up {
+            readiness.done("warm_up");
+        }
+        let deadline = registry.next_deadline(Duration::from_secs(1));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = clock.sleep_until(deadline) => registry.tick(),
+        }
+    }
+}
+
+async fn metrics_loop(registry: Arc<Registry>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let l = registry.list();
+        for s in &l.services {
+            for state in ["STARTING", "SERVING", "DRAINING", "OUT_OF_SERVICE"] {
+                let n = s.by_state.get(state).copied().unwrap_or(0);
+                metrics::gauge!("switchyard_registry_instances", "service" => s.service.clone(), "state" => state)
+                    .set(f64::from(n));
+            }
+        }
+        metrics::gauge!("switchyard_registry_leases").set(f64::from(l.leases));
+        metrics::gauge!("switchyard_registry_brake_engaged").set(if l.brake.engaged.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!("switchyard_registry_brake_held_leases")
+            .set(f64::from(l.brake.held_leases));
+        metrics::gauge!("switchyard_registry_revision").set(l.position.revision as f64);
+    }
+}

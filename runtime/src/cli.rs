@@ -103,6 +103,55 @@ pub async fn run_probe(addr: SocketAddr) -> ExitCode {
     }
 }
 
+/// The whole `main` of a binary: parse the command line, run `probe` or
+/// initialise logging and run `serve` on a multi-threaded runtime with a
+/// shutdown token cancelled by SIGTERM/SIGINT. A serve error exits 1.
+pub fn main<S, F, Fut, E>(about: About, serve: F) -> ExitCode
+where
+    S: Settings + AdminAddr + LogSettings,
+    F: FnOnce(S, crate::shutdown::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let command = parse::<S>(about);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", about.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    match command {
+        Command::Exit(code) => code,
+        Command::Probe(addr) => runtime.block_on(run_probe(addr)),
+        Command::Serve(settings) => runtime.block_on(async move {
+            crate::logging::init(settings.log_format(), "info");
+            tracing::info!(name = about.name, version = about.version, "starting");
+            let shutdown = crate::shutdown::on_signal();
+            match serve(settings, shutdown).await {
+                Ok(()) => {
+                    tracing::info!("stopped");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    tracing::error!(%error, "fatal");
+                    eprintln!("{}: error: {error}", about.name);
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+/// Settings that choose the log format.
+pub trait LogSettings {
+    /// Text or JSON.
+    fn log_format(&self) -> crate::logging::LogFormat;
+}
+
 /// The `--help` text.
 pub fn usage<S: Settings>(about: About) -> String {
     format!(

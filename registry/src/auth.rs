@@ -1,0 +1,152 @@
+//! Bearer tokens: two lists (lists allow rotation), compared in constant time,
+//! never logged.
+
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// No token, reads allowed.
+    Reader,
+    /// Register, KeepAlive, and Deregister of its own lease's instances.
+    Register,
+    /// Everything.
+    Operator,
+}
+
+/// The configured tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    register: Vec<Vec<u8>>,
+    operator: Vec<Vec<u8>>,
+    open_reads: bool,
+}
+
+// === impl Tokens ===
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the tokens themselves.
+        f.debug_struct("Tokens")
+            .field("register", &self.register.len())
+            .field("operator", &self.operator.len())
+            .field("open_reads", &self.open_reads)
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// From the settings. With both lists empty, auth is off: everyone is an operator.
+    pub fn new(register: &[String], operator: &[String], open_reads: bool) -> Self {
+        let bytes = |v: &[String]| v.iter().map(|t| t.as_bytes().to_vec()).collect();
+        Self {
+            register: bytes(register),
+            operator: bytes(operator),
+            open_reads,
+        }
+    }
+
+    /// True when no tokens are configured.
+    pub fn disabled(&self) -> bool {
+        self.register.is_empty() && self.operator.is_empty()
+    }
+
+    /// Resolves the `authorization` value (`Bearer <token>`) to a role.
+    fn role(&self, header: Option<&str>) -> Result<Option<Role>, Error> {
+        if self.disabled() {
+            return Ok(Some(Role::Operator));
+        }
+        let Some(header) = header else {
+            return Ok(None);
+        };
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .unwrap_or(header)
+            .trim()
+            .as_bytes();
+        // Check every token of both lists, so timing does not say which matched.
+        let operator = any_equal(&self.operator, token);
+        let register = any_equal(&self.register, token);
+        match (operator, register) {
+            (true, _) => Ok(Some(Role::Operator)),
+            (false, true) => Ok(Some(Role::Register)),
+            (false, false) => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// The caller's role if it is at least `needed`.
+    pub fn require(&self, header: Option<&str>, needed: Role) -> Result<Role, Error> {
+        let role = match self.role(header)? {
+            Some(role) => role,
+            None if needed == Role::Reader && self.open_reads => Role::Reader,
+            None => return Err(Error::Unauthenticated),
+        };
+        if role < needed {
+            return Err(Error::PermissionDenied(format!(
+                "this needs an {} token",
+                if needed == Role::Operator {
+                    "operator"
+                } else {
+                    "register"
+                }
+            )));
+        }
+        Ok(role)
+    }
+}
+
+fn any_equal(list: &[Vec<u8>], token: &[u8]) -> bool {
+    list.iter().fold(0u8, |found, t| {
+        found | t.as_slice().ct_eq(token).unwrap_u8()
+    }) == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(open: bool) -> Tokens {
+        Tokens::new(
+            &["reg-token-1".into(), "reg-token-2".into()],
+            &["op-token-1".into()],
+            open,
+        )
+    }
+
+    #[test]
+    fn roles_follow_token_lists() {
+        let t = tokens(true);
+        assert_eq!(
+            t.require(Some("Bearer reg-token-2"), Role::Register),
+            Ok(Role::Register)
+        );
+        assert_eq!(
+            t.require(Some("Bearer op-token-1"), Role::Register),
+            Ok(Role::Operator)
+        );
+        assert!(matches!(
+            t.require(Some("Bearer reg-token-1"), Role::Operator),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert_eq!(t.require(None, Role::Register), Err(Error::Unauthenticated));
+        assert_eq!(
+            t.require(Some("Bearer nope"), Role::Reader),
+            Err(Error::Unauthenticated)
+        );
+        assert_eq!(t.require(None, Role::Reader), Ok(Role::Reader));
+        assert_eq!(
+            tokens(false).require(None, Role::Reader),
+            Err(Error::Unauthenticated)
+        );
+        assert!(!format!("{t:?}").contains("reg-token"));
+    }
+
+    #[test]
+    fn no_tokens_means_auth_off() {
+        let t = Tokens::new(&[], &[], true);
+        assert_eq!(t.require(None, Role::Operator), Ok(Role::Operator));
+    }
+}

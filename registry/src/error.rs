@@ -1,0 +1,53 @@
+//! The registry's error, translated once at each edge: into a `tonic::Status`
+//! here, and into an HTTP status with a small JSON body in `http`.
+
+use tonic::{Code, Status};
+
+/// What went wrong with a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A field is malformed or out of bounds. Nothing was changed.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, as a path (`instances[2].address`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The named instance or lease does not exist.
+    #[error("{field}: {what} not found")]
+    NotFound {
+        /// The field that named it.
+        field: &'static str,
+        /// What was looked for.
+        what: String,
+    },
+    /// No token, or a token nobody knows.
+    #[error("missing or unknown token")]
+    Unauthenticated,
+    /// A known token that may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The durable store failed; the change was not made.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The registry is shutting down.
+    #[error("registry is shutting down")]
+    ShuttingDown,
+}
+
+// === impl Error ===
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Invalid { .. } => Code::InvalidArgument,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::Unauthenticated => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Storage(_) => Code::Internal,
+            Error::ShuttingDown => Code::Unavailable,
+        };
+        Status::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,281 @@
+//! The tonic service: auth, validation, and the calls into the state.
+
+use std::{collections::BTreeSet, pin::Pin, sync::Arc, time::Instant};
+
+use futures_util::StreamExt;
+use switchyard_proto::registry::v1::{self as pb, registry_server};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+
+use crate::{
+    auth::{Role, Tokens},
+    config::Limits,
+    convert,
+    error::Error,
+    state::{Registry, Renewal},
+    validate, watch,
+};
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The `switchyard.registry.v1.Registry` service.
+#[derive(Debug, Clone)]
+pub struct RegistryService {
+    registry: Arc<Registry>,
+    tokens: Arc<Tokens>,
+    limits: Limits,
+    progress_interval: std::time::Duration,
+    shutdown: CancellationToken,
+}
+
+/// Records an RPC's latency when dropped.
+struct Timer(&'static str, Instant);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        metrics::histogram!("switchyard_registry_rpc_seconds", "method" => self.0)
+            .record(self.1.elapsed().as_secs_f64());
+    }
+}
+
+fn timer(method: &'static str) -> Timer {
+    Timer(method, Instant::now())
+}
+
+fn bearer(md: &MetadataMap) -> Option<&str> {
+    md.get("authorization").and_then(|v| v.to_str().ok())
+}
+
+// === impl RegistryService ===
+
+impl RegistryService {
+    /// A service over `registry`; `shutdown` ends every watch stream.
+    pub fn new(
+        registry: Arc<Registry>,
+        tokens: Arc<Tokens>,
+        limits: Limits,
+        progress_interval: std::time::Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            registry,
+            tokens,
+            limits,
+            progress_interval,
+            shutdown,
+        }
+    }
+
+    fn require<T>(&self, req: &Request<T>, role: Role) -> Result<Role, Status> {
+        Ok(self.tokens.require(bearer(req.metadata()), role)?)
+    }
+}
+
+#[tonic::async_trait]
+impl registry_server::Registry for RegistryService {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let _t = timer("Register");
+        self.require(&req, Role::Register)?;
+        let (lease_id, ttl, specs) = convert::register_from_pb(req.into_inner(), &self.limits)?;
+        let done = self.registry.register(lease_id, ttl, specs)?;
+        Ok(Response::new(pb::RegisterResponse {
+            lease_id: done.lease_id,
+            ttl_seconds: done.ttl_secs,
+            position: Some(convert::position_to_pb(&done.position)),
+        }))
+    }
+
+    type KeepAliveStream = Boxed<pb::KeepAliveResponse>;
+
+    async fn keep_alive(
+        &self,
+        req: Request<Streaming<pb::KeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        self.require(&req, Role::Register)?;
+        let registry = self.registry.clone();
+        let epoch = registry.epoch().to_string();
+        let shutdown = self.shutdown.clone();
+        let answers = req
+            .into_inner()
+            .map(move |r| {
+                let r = r?;
+                let (result, ttl) = match registry.keep_alive(r.lease_id) {
+                    Renewal::Renewed(ttl) => (pb::keep_alive_response::Result::Renewed, ttl),
+                    Renewal::Unknown => (pb::keep_alive_response::Result::UnknownLease, 0),
+                };
+                Ok(pb::KeepAliveResponse {
+                    lease_id: r.lease_id,
+                    result: result as i32,
+                    ttl_seconds: ttl,
+                    epoch: epoch.clone(),
+                })
+            })
+            // Ends the stream cleanly at shutdown so the server can stop.
+            .take_until(shutdown.cancelled_owned());
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn deregister(
+        &self,
+        req: Request<pb::DeregisterRequest>,
+    ) -> Result<Response<pb::DeregisterResponse>, Status> {
+        let _t = timer("Deregister");
+        let role = self.require(&req, Role::Register)?;
+        let r = req.into_inner();
+        let key = convert::key(&r.service, &r.instance_id)?;
+        let owner = match (role, r.lease_id) {
+            (Role::Operator, 0) => None,
+            (Role::Operator, id) => Some(id),
+            (_, 0) => {
+                return Err(Error::Invalid {
+                    field: "lease_id".into(),
+                    reason: "a register token must name the lease that owns the instance".into(),
+                }
+                .into());
+            }
+            (_, id) => Some(id),
+        };
+        let position = self.registry.deregister(&key, owner)?;
+        Ok(Response::new(pb::DeregisterResponse {
+            position: Some(convert::position_to_pb(&position)),
+        }))
+    }
+
+    async fn revoke_lease(
+        &self,
+        req: Request<pb::RevokeLeaseRequest>,
+    ) -> Result<Response<pb::RevokeLeaseResponse>, Status> {
+        let _t = timer("RevokeLease");
+        self.require(&req, Role::Register)?;
+        let lease_id = req.into_inner().lease_id;
+        if lease_id == 0 {
+            return Err(Error::Invalid {
+                field: "lease_id".into(),
+                reason: "must not be 0".into(),
+            }
+            .into());
+        }
+        let (removed, position) = self.registry.revoke(lease_id)?;
+        Ok(Response::new(pb::RevokeLeaseResponse {
+            instances_removed: removed,
+            position: Some(convert::position_to_pb(&position)),
+        }))
+    }
+
+    async fn set_state(
+        &self,
+        req: Request<pb::SetStateRequest>,
+    ) -> Result<Response<pb::SetStateResponse>, Status> {
+        let _t = timer("SetState");
+        self.require(&req, Role::Operator)?;
+        let r = req.into_inner();
+        let key = convert::key(&r.service, &r.instance_id)?;
+        let state = convert::operator_state("state", r.state)?;
+        let weight = r
+            .weight
+            .map(|w| match w {
+                0 => Err(Error::Invalid {
+                    field: "weight".into(),
+                    reason: format!("must be 1 to {}", validate::MAX_WEIGHT),
+                }),
+                w => validate::weight("weight", w),
+            })
+            .transpose()?;
+        if !r.clear && state.is_none() && weight.is_none() {
+            return Err(Error::Invalid {
+                field: "state".into(),
+                reason: "set state, weight, or clear".into(),
+            }
+            .into());
+        }
+        let (instance, position) = self.registry.set_state(&key, state, weight, r.clear)?;
+        tracing::info!(instance = %key, state = ?state, weight = ?weight, clear = r.clear, "operator override");
+        Ok(Response::new(pb::SetStateResponse {
+            instance: Some(convert::instance_to_pb(&instance)),
+            position: Some(convert::position_to_pb(&position)),
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        req: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::GetServiceResponse>, Status> {
+        let _t = timer("GetService");
+        self.require(&req, Role::Reader)?;
+        let service = req.into_inner().service;
+        validate::service("service", &service)?;
+        let view = self.registry.service(&service);
+        Ok(Response::new(pb::GetServiceResponse {
+            service,
+            instances: view.instances.iter().map(convert::instance_to_pb).collect(),
+            position: Some(convert::position_to_pb(&view.position)),
+            authoritative: view.authoritative,
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let _t = timer("ListServices");
+        self.require(&req, Role::Reader)?;
+        let l = self.registry.list();
+        let count = |s: &crate::state::Summary, k: &str| s.by_state.get(k).copied().unwrap_or(0);
+        let services = l
+            .services
+            .iter()
+            .map(|s| pb::ServiceSummary {
+                service: s.service.clone(),
+                instances: s.instances,
+                starting: count(s, "STARTING"),
+                serving: count(s, "SERVING"),
+                draining: count(s, "DRAINING"),
+                out_of_service: count(s, "OUT_OF_SERVICE"),
+                unhealthy: s.unhealthy,
+                expired_held: s.expired_held,
+                mod_revision: s.mod_revision,
+            })
+            .collect();
+        let brake = pb::BrakeStatus {
+            engaged: l.brake.engaged.is_some(),
+            engaged_at: l.brake.engaged.as_ref().map(|e| convert::timestamp(e.0)),
+            releases_at: l.brake.engaged.as_ref().map(|e| convert::timestamp(e.1)),
+            held_leases: l.brake.held_leases,
+            reason: l.brake.engaged.map(|e| e.2).unwrap_or_default(),
+        };
+        Ok(Response::new(pb::ListServicesResponse {
+            services,
+            brake: Some(brake),
+            warming_up: l.warming_up,
+            leases: l.leases,
+            position: Some(convert::position_to_pb(&l.position)),
+            authoritative: l.authoritative,
+        }))
+    }
+
+    type WatchStream = Boxed<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.require(&req, Role::Reader)?;
+        let r = req.into_inner();
+        validate::watched_services("services", &r.services)?;
+        let services =
+            (!r.services.is_empty()).then(|| r.services.into_iter().collect::<BTreeSet<_>>());
+        let rx = watch::spawn(
+            self.registry.clone(),
+            services,
+            convert::position_from_pb(r.since),
+            self.progress_interval,
+            self.shutdown.clone(),
+        );
+        let out = ReceiverStream::new(rx).map(|m| Ok(convert::watch_to_pb(&m)));
+        Ok(Response::new(Box::pin(out)))
+    }
+}

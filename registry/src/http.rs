@@ -1,0 +1,408 @@
+//! The HTTP/JSON API on the admin port, for clients that do not speak gRPC.
+//! Same validation and auth as gRPC; errors are 4xx with `{"error": "..."}`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, State as AxumState},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use crate::{
+    auth::{Role, Tokens},
+    config::Limits,
+    convert,
+    error::Error,
+    model::{Instance, Key, Protocol, State},
+    state::{Registry, Renewal},
+    validate,
+};
+
+#[derive(Debug, Clone)]
+struct Api {
+    registry: Arc<Registry>,
+    tokens: Arc<Tokens>,
+    limits: Limits,
+}
+
+/// An error as the JSON API shows it.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    service: String,
+    instance_id: String,
+    address: String,
+    protocol: Protocol,
+    #[serde(default)]
+    ttl_seconds: u32,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    weight: u32,
+    #[serde(default)]
+    zone: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    state: Option<State>,
+    #[serde(default)]
+    lease_id: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    lease_id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeregisterBody {
+    service: String,
+    instance_id: String,
+    #[serde(default)]
+    lease_id: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStateBody {
+    #[serde(default)]
+    state: Option<State>,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    clear: bool,
+}
+
+/// An instance in JSON.
+#[derive(Debug, Serialize)]
+struct InstanceJson<'a> {
+    service: &'a str,
+    instance_id: &'a str,
+    address: &'a str,
+    protocol: Protocol,
+    state: State,
+    weight: u32,
+    health: crate::model::Health,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    health_detail: &'a str,
+    expired_held: bool,
+    zone: &'a str,
+    version: &'a str,
+    tags: &'a [String],
+    metadata: &'a BTreeMap<String, String>,
+    lease_id: u64,
+    mod_revision: u64,
+    overridden: bool,
+}
+
+// === impl ApiError ===
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self(code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The JSON API routes, to merge with the admin router.
+pub fn router(registry: Arc<Registry>, tokens: Arc<Tokens>, limits: Limits) -> Router {
+    let api = Api {
+        registry,
+        tokens,
+        limits,
+    };
+    Router::new()
+        .route("/api/register", post(register))
+        .route("/api/heartbeat", post(heartbeat))
+        .route("/api/deregister", post(deregister))
+        .route("/api/services", get(list))
+        .route("/api/services/{name}", get(service))
+        .route(
+            "/api/services/{name}/instances/{id}",
+            axum::routing::delete(delete_instance).put(set_state),
+        )
+        .with_state(api)
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if path == "." {
+            format!("body: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
+        ApiError(StatusCode::BAD_REQUEST, message)
+    })
+}
+
+fn auth(api: &Api, headers: &HeaderMap, role: Role) -> Result<Role, ApiError> {
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    Ok(api.tokens.require(header, role)?)
+}
+
+fn instance_json(i: &Instance) -> InstanceJson<'_> {
+    InstanceJson {
+        service: &i.spec.service,
+        instance_id: &i.spec.instance_id,
+        address: &i.spec.address,
+        protocol: i.spec.protocol,
+        state: i.state(),
+        weight: i.weight(),
+        health: i.health,
+        health_detail: &i.health_detail,
+        expired_held: i.expired_held,
+        zone: &i.spec.zone,
+        version: &i.spec.version,
+        tags: &i.spec.tags,
+        metadata: &i.spec.metadata,
+        lease_id: i.lease_id,
+        mod_revision: i.mod_revision,
+        overridden: i.overrides.is_some(),
+    }
+}
+
+async fn register(
+    AxumState(api): AxumState<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    auth(&api, &headers, Role::Register)?;
+    let b: RegisterBody = parse(&body)?;
+    let ttl = validate::ttl("ttl_seconds", b.ttl_seconds, &api.limits)?;
+    let proto_protocol = match b.protocol {
+        Protocol::Http1 => switchyard_proto::registry::v1::Protocol::Http1,
+        Protocol::H2c => switchyard_proto::registry::v1::Protocol::H2c,
+        Protocol::Grpc => switchyard_proto::registry::v1::Protocol::Grpc,
+    };
+    // One validation path for both edges: go through the gRPC conversion.
+    let spec = convert::spec_from_pb(
+        "body",
+        switchyard_proto::registry::v1::InstanceSpec {
+            service: b.service,
+            instance_id: b.instance_id,
+            address: b.address,
+            protocol: proto_protocol as i32,
+            metadata: b.metadata.into_iter().collect(),
+            tags: b.tags,
+            weight: b.weight,
+            zone: b.zone,
+            version: b.version,
+            state: b.state.map_or(0, |s| convert::state_to_pb(s) as i32),
+            health_check: None,
+        },
+    )
+    .map_err(strip_body_prefix)?;
+    let done = api
+        .registry
+        .register(b.lease_id.unwrap_or(0), ttl, vec![spec])?;
+    Ok(Json(json!({
+        "lease_id": done.lease_id,
+        "ttl_seconds": done.ttl_secs,
+        "revision": done.position.revision,
+    })))
+}
+
+/// JSON fields are top-level: report `address`, not `body.address`.
+fn strip_body_prefix(e: Error) -> Error {
+    match e {
+        Error::Invalid { field, reason } => Error::Invalid {
+            field: field
+                .strip_prefix("body.")
+                .map(str::to_string)
+                .unwrap_or(field),
+            reason,
+        },
+        other => other,
+    }
+}
+
+async fn heartbeat(
+    AxumState(api): AxumState<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    auth(&api, &headers, Role::Register)?;
+    let b: HeartbeatBody = parse(&body)?;
+    match api.registry.keep_alive(b.lease_id) {
+        Renewal::Renewed(ttl) => Ok(Json(json!({ "lease_id": b.lease_id, "ttl_seconds": ttl }))),
+        Renewal::Unknown => Err(Error::NotFound {
+            field: "lease_id",
+            what: format!("lease {}", b.lease_id),
+        }
+        .into()),
+    }
+}
+
+fn owner_for(role: Role, lease_id: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match (role, lease_id) {
+        (Role::Operator, l) => Ok(l),
+        (_, Some(l)) => Ok(Some(l)),
+        (_, None) => Err(Error::Invalid {
+            field: "lease_id".into(),
+            reason: "a register token must name the lease that owns the instance".into(),
+        }
+        .into()),
+    }
+}
+
+async fn deregister(
+    AxumState(api): AxumState<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let role = auth(&api, &headers, Role::Register)?;
+    let b: DeregisterBody = parse(&body)?;
+    let key = convert::key(&b.service, &b.instance_id)?;
+    let owner = owner_for(role, b.lease_id)?;
+    let position = api.registry.deregister(&key, owner)?;
+    Ok(Json(json!({ "revision": position.revision })))
+}
+
+async fn delete_instance(
+    AxumState(api): AxumState<Api>,
+    headers: HeaderMap,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let role = auth(&api, &headers, Role::Register)?;
+    let key = convert::key(&name, &id)?;
+    let lease = headers
+        .get("x-lease-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let owner = owner_for(role, lease)?;
+    let position = api.registry.deregister(&key, owner)?;
+    Ok(Json(json!({ "revision": position.revision })))
+}
+
+async fn set_state(
+    AxumState(api): AxumState<Api>,
+    headers: HeaderMap,
+    Path((name, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    auth(&api, &headers, Role::Operator)?;
+    let key: Key = convert::key(&name, &id)?;
+    let b: SetStateBody = parse(&body)?;
+    if b.state == Some(State::Starting) {
+        return Err(Error::Invalid {
+            field: "state".into(),
+            reason: "STARTING cannot be forced".into(),
+        }
+        .into());
+    }
+    let weight = match b.weight {
+        Some(0) => {
+            return Err(Error::Invalid {
+                field: "weight".into(),
+                reason: format!("must be 1 to {}", validate::MAX_WEIGHT),
+            }
+            .into());
+        }
+        Some(w) => Some(validate::weight("weight", w)?),
+        None => None,
+    };
+    if !b.clear && b.state.is_none() && weight.is_none() {
+        return Err(Error::Invalid {
+            field: "state".into(),
+            reason: "set state, weight, or clear".into(),
+        }
+        .into());
+    }
+    let (instance, _) = api.registry.set_state(&key, b.state, weight, b.clear)?;
+    tracing::info!(instance = %key, state = ?b.state, weight = ?weight, clear = b.clear, "operator override");
+    Ok(Json(
+        serde_json::to_value(instance_json(&instance)).unwrap_or_default(),
+    ))
+}
+
+async fn list(
+    AxumState(api): AxumState<Api>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    auth(&api, &headers, Role::Reader)?;
+    let l = api.registry.list();
+    let services: Vec<_> = l
+        .services
+        .iter()
+        .map(|s| {
+            json!({
+                "service": s.service,
+                "instances": s.instances,
+                "by_state": s.by_state,
+                "unhealthy": s.unhealthy,
+                "expired_held": s.expired_held,
+                "mod_revision": s.mod_revision,
+            })
+        })
+        .collect();
+    let brake = match &l.brake.engaged {
+        Some((at, until, reason)) => json!({
+            "engaged": true,
+            "engaged_at": humantime_rfc3339(*at),
+            "releases_at": humantime_rfc3339(*until),
+            "reason": reason,
+            "held_leases": l.brake.held_leases,
+        }),
+        None => json!({ "engaged": false, "held_leases": 0 }),
+    };
+    Ok(Json(json!({
+        "services": services,
+        "brake": brake,
+        "warming_up": l.warming_up,
+        "authoritative": l.authoritative,
+        "leases": l.leases,
+        "epoch": l.position.epoch.as_ref(),
+        "revision": l.position.revision,
+    })))
+}
+
+fn humantime_rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+async fn service(
+    AxumState(api): AxumState<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    auth(&api, &headers, Role::Reader)?;
+    validate::service("service", &name)?;
+    let view = api.registry.service(&name);
+    let instances: Vec<_> = view.instances.iter().map(instance_json).collect();
+    Ok(Json(json!({
+        "service": name,
+        "instances": instances,
+        "authoritative": view.authoritative,
+        "epoch": view.position.epoch.as_ref(),
+        "revision": view.position.revision,
+    })))
+}
