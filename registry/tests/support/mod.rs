@@ -1,0 +1,155 @@
+//! Test support: the real registry in-process on port 0 with a manual clock,
+//! and as a process.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use switchyard_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use switchyard_registry::{Config, Listeners};
+use switchyard_runtime::ManualClock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// A registry running in this process.
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub clock: ManualClock,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), switchyard_registry::ServeError>>,
+}
+
+/// Settings for tests: no warm-up, short progress interval.
+pub fn config() -> Config {
+    Config {
+        warm_up: Duration::ZERO,
+        progress_interval: Duration::from_millis(200),
+        ..Config::default()
+    }
+}
+
+pub async fn start(config: Config) -> Running {
+    start_with_clock(config, ManualClock::new()).await
+}
+
+pub async fn start_with_clock(config: Config, clock: ManualClock) -> Running {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let (grpc_addr, http_addr) = (grpc.local_addr().expect("addr"), http.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(switchyard_registry::serve(
+        config,
+        Listeners { grpc, http },
+        clock.shared(),
+        stop.clone(),
+    ));
+    Running {
+        grpc: grpc_addr,
+        http: http_addr,
+        clock,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    pub async fn client(&self) -> RegistryClient<Channel> {
+        RegistryClient::connect(format!("http://{}", self.grpc)).await.expect("connect")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Moves the registry's clock and gives its expiry loop time to run.
+    pub async fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("registry stops within 5 s")
+            .expect("join")
+            .expect("serve");
+    }
+
+    /// Instances of a service, by id.
+    pub async fn ids(&self, service: &str) -> Vec<String> {
+        let mut c = self.client().await;
+        let r = c
+            .get_service(pb::GetServiceRequest { service: service.into() })
+            .await
+            .expect("get_service")
+            .into_inner();
+        r.instances.into_iter().map(|i| i.spec.expect("spec").instance_id).collect()
+    }
+}
+
+pub fn spec(service: &str, id: &str) -> pb::InstanceSpec {
+    pb::InstanceSpec {
+        service: service.into(),
+        instance_id: id.into(),
+        address: "127.0.0.1:9".into(),
+        protocol: pb::Protocol::Http1 as i32,
+        ..Default::default()
+    }
+}
+
+pub async fn register(c: &mut RegistryClient<Channel>, lease_id: u64, specs: Vec<pb::InstanceSpec>) -> pb::RegisterResponse {
+    c.register(pb::RegisterRequest { lease_id, ttl_seconds: 10, instances: specs })
+        .await
+        .expect("register")
+        .into_inner()
+}
+
+/// Waits (bounded) for the next message of a watch stream.
+pub async fn next(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a watch message within 5 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+/// Next message that is not a progress message.
+pub async fn next_change(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    loop {
+        let m = next(stream).await;
+        if !matches!(m.kind, Some(pb::watch_response::Kind::Progress(_))) {
+            return m;
+        }
+    }
+}
+
+pub fn events(m: &pb::WatchResponse) -> Vec<pb::Event> {
+    match &m.kind {
+        Some(pb::watch_response::Kind::Delta(d)) => d.events.clone(),
+        other => panic!("expected a delta, got {other:?}"),
+    }
+}
+
+pub fn snapshot(m: &pb::WatchResponse) -> pb::Snapshot {
+    match &m.kind {
+        Some(pb::watch_response::Kind::Snapshot(s)) => s.clone(),
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+/// Polls `f` until it is true, at most 5 s of real time.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
