@@ -54,12 +54,20 @@ fn endpoint(instance: &pb::Instance) -> Option<Endpoint> {
     Endpoint::from_shared(format!("http://{address}")).ok()
 }
 
-async fn follow(mut view: watch::Receiver<Arc<View>>, service: String, tx: mpsc::Sender<Change<String, pb::Instance>>) {
+async fn follow(
+    mut view: watch::Receiver<Arc<View>>,
+    service: String,
+    tx: mpsc::Sender<Change<String, pb::Instance>>,
+) {
     let mut current: BTreeMap<String, pb::Instance> = BTreeMap::new();
     loop {
         let next: BTreeMap<String, pb::Instance> = {
             let v = view.borrow_and_update();
-            let instances = v.services.get(&service).cloned().unwrap_or_else(|| Arc::new([]));
+            let instances = v
+                .services
+                .get(&service)
+                .cloned()
+                .unwrap_or_else(|| Arc::new([]));
             routable(&instances)
                 .into_iter()
                 .filter_map(|i| Some((i.spec.as_ref()?.instance_id.clone(), i)))
@@ -72,7 +80,12 @@ async fn follow(mut view: watch::Receiver<Arc<View>>, service: String, tx: mpsc:
         }
         for (id, instance) in &next {
             let moved = current.get(id).is_none_or(|old| old.spec != instance.spec);
-            if moved && tx.send(Change::Insert(id.clone(), instance.clone())).await.is_err() {
+            if moved
+                && tx
+                    .send(Change::Insert(id.clone(), instance.clone()))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }

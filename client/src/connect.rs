@@ -53,7 +53,11 @@ impl Auth {
     /// From an optional token.
     pub fn new(token: Option<&str>) -> Result<Self, TargetError> {
         token
-            .map(|t| format!("Bearer {t}").parse().map_err(|_| TargetError::Token))
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| TargetError::Token)
+            })
             .transpose()
             .map(Self)
     }
@@ -79,9 +83,20 @@ impl Target {
     {
         let addresses: Vec<String> = addresses
             .into_iter()
-            .flat_map(|a| a.as_ref().split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
+            .flat_map(|a| {
+                a.as_ref()
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
             .filter(|a| !a.is_empty())
-            .map(|a| if a.contains("://") { a } else { format!("http://{a}") })
+            .map(|a| {
+                if a.contains("://") {
+                    a
+                } else {
+                    format!("http://{a}")
+                }
+            })
             .collect();
         if addresses.is_empty() {
             return Err(TargetError::Empty);
@@ -140,6 +155,9 @@ mod tests {
         let t = Target::new(["registry:7000, http://other:7000"], Some("tok")).expect("target");
         assert_eq!(&*t.addresses, ["http://registry:7000", "http://other:7000"]);
         assert!(matches!(Target::new([""], None), Err(TargetError::Empty)));
-        assert!(matches!(Target::new(["x"], Some("bad\ntoken")), Err(TargetError::Token)));
+        assert!(matches!(
+            Target::new(["x"], Some("bad\ntoken")),
+            Err(TargetError::Token)
+        ));
     }
 }

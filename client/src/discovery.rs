@@ -80,7 +80,12 @@ impl Discovery {
 
     /// Every known instance of `service`.
     pub fn instances(&self, service: &str) -> Arc<[pb::Instance]> {
-        self.view.borrow().services.get(service).cloned().unwrap_or_else(|| Arc::new([]))
+        self.view
+            .borrow()
+            .services
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| Arc::new([]))
     }
 
     /// The instances to send traffic to: SERVING ones, and the brake's
@@ -92,7 +97,9 @@ impl Discovery {
     /// Waits until the first snapshot arrived.
     pub async fn synced(&self, timeout: Duration) -> bool {
         let mut rx = self.view.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|v| v.snapshots > 0)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|v| v.snapshots > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -105,7 +112,12 @@ impl Drop for Discovery {
 /// SERVING instances not held by the brake; the held ones if that is all.
 pub fn routable(instances: &[pb::Instance]) -> Vec<pb::Instance> {
     let serving = |i: &&pb::Instance| i.state() == pb::State::Serving;
-    let live: Vec<_> = instances.iter().filter(serving).filter(|i| !i.expired_held).cloned().collect();
+    let live: Vec<_> = instances
+        .iter()
+        .filter(serving)
+        .filter(|i| !i.expired_held)
+        .cloned()
+        .collect();
     if live.is_empty() {
         instances.iter().filter(serving).cloned().collect()
     } else {
@@ -140,7 +152,9 @@ impl Cache {
             Some(Kind::Delta(delta)) => {
                 for event in delta.events {
                     let delete = event.kind() == pb::event::Kind::Delete;
-                    let Some(instance) = event.instance else { continue };
+                    let Some(instance) = event.instance else {
+                        continue;
+                    };
                     let Some(spec) = &instance.spec else { continue };
                     let (svc, id) = (spec.service.clone(), spec.instance_id.clone());
                     let entry = self.truth.entry(svc).or_default();

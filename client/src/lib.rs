@@ -40,7 +40,12 @@ pub mod pb {
 }
 
 /// An instance to register, SERVING, with default weight.
-pub fn instance(service: &str, instance_id: &str, address: &str, protocol: pb::Protocol) -> pb::InstanceSpec {
+pub fn instance(
+    service: &str,
+    instance_id: &str,
+    address: &str,
+    protocol: pb::Protocol,
+) -> pb::InstanceSpec {
     pb::InstanceSpec {
         service: service.to_string(),
         instance_id: instance_id.to_string(),

@@ -101,7 +101,10 @@ impl Session {
     /// Changes the state the session registers for one instance.
     pub fn set_state(&self, service: &str, instance_id: &str, state: pb::State) {
         self.change(|o| {
-            if let Some(spec) = o.specs.get_mut(&(service.to_string(), instance_id.to_string())) {
+            if let Some(spec) = o
+                .specs
+                .get_mut(&(service.to_string(), instance_id.to_string()))
+            {
                 spec.state = state as i32;
             }
         });
@@ -164,7 +167,10 @@ impl Session {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {
-        self.shared.owned.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -180,7 +186,10 @@ impl Drop for Session {
 
 async fn run(target: Target, ttl: Duration, shared: Arc<Shared>, stop: CancellationToken) {
     let mut lease_id = 0u64;
-    let mut backoff = Backoff::new(Duration::from_millis(100), (ttl / 3).max(Duration::from_millis(200)));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        (ttl / 3).max(Duration::from_millis(200)),
+    );
     loop {
         let Some(mut client) = target.connect(&stop).await else {
             return;
@@ -219,7 +228,10 @@ async fn session_on(
 ) -> Result<(), tonic::Status> {
     sync(client, ttl, shared, lease_id).await?;
     let (tx, rx) = mpsc::channel(4);
-    let mut answers = client.keep_alive(ReceiverStream::new(rx)).await?.into_inner();
+    let mut answers = client
+        .keep_alive(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let mut ticker = tokio::time::interval(ttl / 3);
     loop {
         tokio::select! {
@@ -246,11 +258,20 @@ async fn session_on(
 }
 
 /// Brings the registry in line with what the session owns now.
-async fn sync(client: &mut Client, ttl: Duration, shared: &Shared, lease_id: &mut u64) -> Result<(), tonic::Status> {
+async fn sync(
+    client: &mut Client,
+    ttl: Duration,
+    shared: &Shared,
+    lease_id: &mut u64,
+) -> Result<(), tonic::Status> {
     let (specs, removed, version) = {
         let mut owned = shared.owned.lock().unwrap_or_else(PoisonError::into_inner);
         let removed = std::mem::take(&mut owned.removed);
-        (owned.specs.values().cloned().collect::<Vec<_>>(), removed, owned.version)
+        (
+            owned.specs.values().cloned().collect::<Vec<_>>(),
+            removed,
+            owned.version,
+        )
     };
     for (service, instance_id) in removed {
         if *lease_id == 0 {
@@ -276,7 +297,10 @@ async fn sync(client: &mut Client, ttl: Duration, shared: &Shared, lease_id: &mu
         };
         let answer = match client.register(req.clone()).await {
             Err(s) if s.code() == Code::NotFound && *lease_id != 0 => {
-                tracing::warn!(lease_id = *lease_id, "lease unknown to the registry; opening a new one");
+                tracing::warn!(
+                    lease_id = *lease_id,
+                    "lease unknown to the registry; opening a new one"
+                );
                 *lease_id = 0;
                 return Box::pin(sync(client, ttl, shared, lease_id)).await;
             }

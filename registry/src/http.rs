@@ -155,7 +155,7 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = if path == "." {
+        let message = if path == "." || path == "?" {
             format!("body: {inner}")
         } else {
             format!("{path}: {inner}")

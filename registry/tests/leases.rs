@@ -15,14 +15,21 @@ async fn lease_expiry_removes_instances_and_notifies_watchers() {
     let mut c = r.client().await;
     let reg = register(&mut c, 0, vec![spec("hello", "h1"), spec("hello", "h2")]).await;
     let mut watch = c
-        .watch(pb::WatchRequest { services: vec!["hello".into()], since: None })
+        .watch(pb::WatchRequest {
+            services: vec!["hello".into()],
+            since: None,
+        })
         .await
         .expect("watch")
         .into_inner();
     assert_eq!(snapshot(&next(&mut watch).await).instances.len(), 2);
 
     r.advance(Duration::from_secs(9)).await;
-    assert_eq!(r.ids("hello").await.len(), 2, "not yet lapsed at 9 s of a 10 s TTL");
+    assert_eq!(
+        r.ids("hello").await.len(),
+        2,
+        "not yet lapsed at 9 s of a 10 s TTL"
+    );
     r.advance(Duration::from_secs(2)).await;
 
     let deleted = events(&next_change(&mut watch).await);
@@ -33,7 +40,9 @@ async fn lease_expiry_removes_instances_and_notifies_watchers() {
     }
     assert!(r.ids("hello").await.is_empty());
     let answer = c
-        .keep_alive(tokio_stream::iter([pb::KeepAliveRequest { lease_id: reg.lease_id }]))
+        .keep_alive(tokio_stream::iter([pb::KeepAliveRequest {
+            lease_id: reg.lease_id,
+        }]))
         .await
         .expect("keepalive")
         .into_inner()
@@ -49,24 +58,40 @@ async fn lease_expiry_removes_instances_and_notifies_watchers() {
 async fn keepalive_messages_renew_and_a_silent_stream_does_not() {
     let r = start(config()).await;
     let mut c = r.client().await;
-    let kept = register(&mut c, 0, vec![spec("hello", "kept")]).await.lease_id;
-    let silent = register(&mut c, 0, vec![spec("hello", "silent")]).await.lease_id;
+    let kept = register(&mut c, 0, vec![spec("hello", "kept")])
+        .await
+        .lease_id;
+    let silent = register(&mut c, 0, vec![spec("hello", "silent")])
+        .await
+        .lease_id;
 
     let (tx, rx) = mpsc::channel(4);
-    let mut answers = c.keep_alive(ReceiverStream::new(rx)).await.expect("stream").into_inner();
+    let mut answers = c
+        .keep_alive(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
     // A second stream that is open but never says anything for `silent`.
     let (_silent_tx, silent_rx) = mpsc::channel::<pb::KeepAliveRequest>(1);
-    let _silent_stream = c.keep_alive(ReceiverStream::new(silent_rx)).await.expect("stream");
+    let _silent_stream = c
+        .keep_alive(ReceiverStream::new(silent_rx))
+        .await
+        .expect("stream");
 
     for _ in 0..6 {
         r.advance(Duration::from_secs(3)).await;
-        tx.send(pb::KeepAliveRequest { lease_id: kept }).await.expect("send");
+        tx.send(pb::KeepAliveRequest { lease_id: kept })
+            .await
+            .expect("send");
         let a = answers.message().await.expect("answer").expect("open");
         assert_eq!((a.lease_id, a.result()), (kept, Renewal::Renewed));
         assert_eq!(a.ttl_seconds, 10);
     }
     // 18 s have passed: the renewed lease lives, the silent one lapsed.
-    eventually("silent lease lapses", || async { r.ids("hello").await == ["kept"] }).await;
+    eventually("silent lease lapses", || async {
+        r.ids("hello").await == ["kept"]
+    })
+    .await;
     let _ = silent;
     r.stop().await;
 }
@@ -86,13 +111,17 @@ async fn registration_is_idempotent_and_moves_between_leases() {
     assert_ne!(second.lease_id, first.lease_id);
     // Revoking the old lease no longer removes the moved instance.
     let revoked = c
-        .revoke_lease(pb::RevokeLeaseRequest { lease_id: first.lease_id })
+        .revoke_lease(pb::RevokeLeaseRequest {
+            lease_id: first.lease_id,
+        })
         .await
         .expect("revoke")
         .into_inner();
     assert_eq!(revoked.instances_removed, 0);
     let got = c
-        .get_service(pb::GetServiceRequest { service: "hello".into() })
+        .get_service(pb::GetServiceRequest {
+            service: "hello".into(),
+        })
         .await
         .expect("get")
         .into_inner();
@@ -100,7 +129,11 @@ async fn registration_is_idempotent_and_moves_between_leases() {
     assert_eq!(got.instances[0].lease_id, second.lease_id);
     // Registering into a lease that does not exist is refused by name.
     let err = c
-        .register(pb::RegisterRequest { lease_id: 12345, ttl_seconds: 10, instances: vec![spec("hello", "h2")] })
+        .register(pb::RegisterRequest {
+            lease_id: 12345,
+            ttl_seconds: 10,
+            instances: vec![spec("hello", "h2")],
+        })
         .await
         .expect_err("unknown lease");
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -114,9 +147,16 @@ async fn warm_up_makes_snapshots_non_authoritative_until_it_ends() {
     cfg.warm_up = Duration::from_secs(20);
     let r = start(cfg).await;
     let mut c = r.client().await;
-    let mut watch = c.watch(pb::WatchRequest::default()).await.expect("watch").into_inner();
+    let mut watch = c
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
     let first = next(&mut watch).await;
-    assert!(!first.authoritative, "warm-up snapshot must not be authoritative");
+    assert!(
+        !first.authoritative,
+        "warm-up snapshot must not be authoritative"
+    );
     let ready = reqwest_like_get(r.http, "/readyz").await;
     assert!(ready.0 == 503 && ready.1.contains("warm_up"), "{ready:?}");
     r.advance(Duration::from_secs(21)).await;
@@ -126,7 +166,10 @@ async fn warm_up_makes_snapshots_non_authoritative_until_it_ends() {
             break;
         }
     }
-    eventually("readyz turns 200", || async { reqwest_like_get(r.http, "/readyz").await.0 == 200 }).await;
+    eventually("readyz turns 200", || async {
+        reqwest_like_get(r.http, "/readyz").await.0 == 200
+    })
+    .await;
     r.stop().await;
 }
 

@@ -8,7 +8,10 @@ use support::*;
 use switchyard_proto::registry::v1::{self as pb, snapshot::Reason};
 
 fn since(epoch: &str, revision: u64) -> Option<pb::WatchPosition> {
-    Some(pb::WatchPosition { epoch: epoch.into(), revision })
+    Some(pb::WatchPosition {
+        epoch: epoch.into(),
+        revision,
+    })
 }
 
 #[tokio::test]
@@ -16,7 +19,10 @@ async fn deltas_arrive_in_revision_order_and_only_for_watched_services() {
     let r = start(config()).await;
     let mut c = r.client().await;
     let mut watch = c
-        .watch(pb::WatchRequest { services: vec!["hello".into()], since: None })
+        .watch(pb::WatchRequest {
+            services: vec!["hello".into()],
+            since: None,
+        })
         .await
         .expect("watch")
         .into_inner();
@@ -34,7 +40,10 @@ async fn deltas_arrive_in_revision_order_and_only_for_watched_services() {
             assert!(e.revision > last, "revisions must increase");
             last = e.revision;
             let spec = e.instance.and_then(|i| i.spec).expect("spec");
-            assert_eq!(spec.service, "hello", "a watcher of hello woke for another service");
+            assert_eq!(
+                spec.service, "hello",
+                "a watcher of hello woke for another service"
+            );
             seen.push(spec.instance_id);
         }
     }
@@ -47,23 +56,48 @@ async fn resume_replays_missed_deltas_without_a_snapshot() {
     let r = start(config()).await;
     let mut c = r.client().await;
     let lease = register(&mut c, 0, vec![spec("hello", "a")]).await.lease_id;
-    let mut watch = c.watch(pb::WatchRequest::default()).await.expect("watch").into_inner();
+    let mut watch = c
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
     let pos = next(&mut watch).await.position.expect("position");
     drop(watch);
     register(&mut c, lease, vec![spec("hello", "b")]).await;
-    c.deregister(pb::DeregisterRequest { service: "hello".into(), instance_id: "a".into(), lease_id: lease })
-        .await
-        .expect("deregister");
+    c.deregister(pb::DeregisterRequest {
+        service: "hello".into(),
+        instance_id: "a".into(),
+        lease_id: lease,
+    })
+    .await
+    .expect("deregister");
     let mut watch = c
-        .watch(pb::WatchRequest { services: vec![], since: Some(pos.clone()) })
+        .watch(pb::WatchRequest {
+            services: vec![],
+            since: Some(pos.clone()),
+        })
         .await
         .expect("resume")
         .into_inner();
     let evs = events(&next(&mut watch).await);
-    let kinds: Vec<_> = evs.iter().map(|e| (e.kind(), e.instance.as_ref().and_then(|i| i.spec.as_ref()).map(|s| s.instance_id.clone()))).collect();
+    let kinds: Vec<_> = evs
+        .iter()
+        .map(|e| {
+            (
+                e.kind(),
+                e.instance
+                    .as_ref()
+                    .and_then(|i| i.spec.as_ref())
+                    .map(|s| s.instance_id.clone()),
+            )
+        })
+        .collect();
     assert_eq!(
         kinds,
-        [(pb::event::Kind::Put, Some("b".into())), (pb::event::Kind::Delete, Some("a".into()))]
+        [
+            (pb::event::Kind::Put, Some("b".into())),
+            (pb::event::Kind::Delete, Some("a".into()))
+        ]
     );
     assert_eq!(evs[0].revision, pos.revision + 1);
     r.stop().await;
@@ -76,18 +110,31 @@ async fn resets_for_future_revision_other_epoch_and_compacted_history() {
     let r = start(cfg).await;
     let mut c = r.client().await;
     let lease = register(&mut c, 0, vec![spec("hello", "a")]).await.lease_id;
-    let epoch = next(&mut c.watch(pb::WatchRequest::default()).await.expect("w").into_inner())
-        .await
-        .position
-        .expect("position")
-        .epoch;
+    let epoch = next(
+        &mut c
+            .watch(pb::WatchRequest::default())
+            .await
+            .expect("w")
+            .into_inner(),
+    )
+    .await
+    .position
+    .expect("position")
+    .epoch;
 
     let cases = [
         (since(&epoch, 1_000_000), Reason::FutureRevision),
         (since("not-our-epoch", 1), Reason::OtherEpoch),
     ];
     for (pos, reason) in cases {
-        let mut w = c.watch(pb::WatchRequest { services: vec![], since: pos }).await.expect("w").into_inner();
+        let mut w = c
+            .watch(pb::WatchRequest {
+                services: vec![],
+                since: pos,
+            })
+            .await
+            .expect("w")
+            .into_inner();
         let s = snapshot(&next(&mut w).await);
         assert!(s.reset);
         assert_eq!(s.reason(), reason);
@@ -96,7 +143,14 @@ async fn resets_for_future_revision_other_epoch_and_compacted_history() {
     for i in 0..10 {
         register(&mut c, lease, vec![spec("hello", &format!("n{i}"))]).await;
     }
-    let mut w = c.watch(pb::WatchRequest { services: vec![], since: since(&epoch, 1) }).await.expect("w").into_inner();
+    let mut w = c
+        .watch(pb::WatchRequest {
+            services: vec![],
+            since: since(&epoch, 1),
+        })
+        .await
+        .expect("w")
+        .into_inner();
     let s = snapshot(&next(&mut w).await);
     assert!(s.reset);
     assert_eq!(s.reason(), Reason::Compacted);
@@ -110,18 +164,33 @@ async fn a_slow_watcher_gets_a_reset_not_a_backlog_or_a_gap() {
     cfg.watch_buffer = 8;
     let r = start(cfg).await;
     let mut c = r.client().await.max_decoding_message_size(64 << 20);
-    let mut slow = c.watch(pb::WatchRequest::default()).await.expect("w").into_inner();
+    let mut slow = c
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect("w")
+        .into_inner();
     let first = next(&mut slow).await;
     // Large metadata fills the HTTP/2 windows quickly while we do not read.
-    let big: std::collections::HashMap<String, String> = (0..4).map(|i| (format!("k{i}"), "v".repeat(1000))).collect();
-    let lease = register(&mut c, 0, vec![spec("hello", "seed")]).await.lease_id;
+    let big: std::collections::HashMap<String, String> = (0..4)
+        .map(|i| (format!("k{i}"), "v".repeat(1000)))
+        .collect();
+    let lease = register(&mut c, 0, vec![spec("hello", "seed")])
+        .await
+        .lease_id;
     for chunk in 0..20 {
         let specs = (0..100)
-            .map(|i| pb::InstanceSpec { metadata: big.clone(), ..spec("hello", &format!("i{chunk}-{i}")) })
+            .map(|i| pb::InstanceSpec {
+                metadata: big.clone(),
+                ..spec("hello", &format!("i{chunk}-{i}"))
+            })
             .collect();
         register(&mut c, lease, specs).await;
     }
-    let listed = c.list_services(pb::ListServicesRequest {}).await.expect("list").into_inner();
+    let listed = c
+        .list_services(pb::ListServicesRequest {})
+        .await
+        .expect("list")
+        .into_inner();
     let total = listed.services[0].instances as usize;
     assert_eq!(total, 2001);
     let final_revision = listed.position.expect("position").revision;
@@ -150,14 +219,25 @@ async fn a_slow_watcher_gets_a_reset_not_a_backlog_or_a_gap() {
                 assert!(s.reset);
                 assert_eq!(s.reason(), Reason::SlowWatcher);
                 resets += 1;
-                state = s.instances.into_iter().map(|i| i.spec.expect("spec").instance_id).collect();
+                state = s
+                    .instances
+                    .into_iter()
+                    .map(|i| i.spec.expect("spec").instance_id)
+                    .collect();
                 last = position;
             }
             _ => {}
         }
     }
-    assert!(resets >= 1, "a watcher that never read must have been reset");
-    assert_eq!(state.len(), total, "snapshot plus deltas rebuild the whole state");
+    assert!(
+        resets >= 1,
+        "a watcher that never read must have been reset"
+    );
+    assert_eq!(
+        state.len(),
+        total,
+        "snapshot plus deltas rebuild the whole state"
+    );
     r.stop().await;
 }
 
@@ -165,10 +245,17 @@ async fn a_slow_watcher_gets_a_reset_not_a_backlog_or_a_gap() {
 async fn idle_streams_get_progress_and_end_cleanly_at_shutdown() {
     let r = start(config()).await;
     let mut c = r.client().await;
-    let mut w = c.watch(pb::WatchRequest::default()).await.expect("w").into_inner();
+    let mut w = c
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect("w")
+        .into_inner();
     next(&mut w).await;
     let p = next(&mut w).await;
-    assert!(matches!(p.kind, Some(pb::watch_response::Kind::Progress(_))), "{p:?}");
+    assert!(
+        matches!(p.kind, Some(pb::watch_response::Kind::Progress(_))),
+        "{p:?}"
+    );
     r.stop.cancel();
     let end = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -180,5 +267,8 @@ async fn idle_streams_get_progress_and_end_cleanly_at_shutdown() {
     })
     .await
     .expect("stream ends within 5 s");
-    assert!(matches!(end, Ok(None)), "the stream ends without an error: {end:?}");
+    assert!(
+        matches!(end, Ok(None)),
+        "the stream ends without an error: {end:?}"
+    );
 }

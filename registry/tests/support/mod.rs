@@ -36,7 +36,10 @@ pub async fn start(config: Config) -> Running {
 pub async fn start_with_clock(config: Config, clock: ManualClock) -> Running {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-    let (grpc_addr, http_addr) = (grpc.local_addr().expect("addr"), http.local_addr().expect("addr"));
+    let (grpc_addr, http_addr) = (
+        grpc.local_addr().expect("addr"),
+        http.local_addr().expect("addr"),
+    );
     let stop = CancellationToken::new();
     let task = tokio::spawn(switchyard_registry::serve(
         config,
@@ -55,7 +58,9 @@ pub async fn start_with_clock(config: Config, clock: ManualClock) -> Running {
 
 impl Running {
     pub async fn client(&self) -> RegistryClient<Channel> {
-        RegistryClient::connect(format!("http://{}", self.grpc)).await.expect("connect")
+        RegistryClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("connect")
     }
 
     pub fn url(&self) -> String {
@@ -81,11 +86,16 @@ impl Running {
     pub async fn ids(&self, service: &str) -> Vec<String> {
         let mut c = self.client().await;
         let r = c
-            .get_service(pb::GetServiceRequest { service: service.into() })
+            .get_service(pb::GetServiceRequest {
+                service: service.into(),
+            })
             .await
             .expect("get_service")
             .into_inner();
-        r.instances.into_iter().map(|i| i.spec.expect("spec").instance_id).collect()
+        r.instances
+            .into_iter()
+            .map(|i| i.spec.expect("spec").instance_id)
+            .collect()
     }
 }
 
@@ -99,11 +109,19 @@ pub fn spec(service: &str, id: &str) -> pb::InstanceSpec {
     }
 }
 
-pub async fn register(c: &mut RegistryClient<Channel>, lease_id: u64, specs: Vec<pb::InstanceSpec>) -> pb::RegisterResponse {
-    c.register(pb::RegisterRequest { lease_id, ttl_seconds: 10, instances: specs })
-        .await
-        .expect("register")
-        .into_inner()
+pub async fn register(
+    c: &mut RegistryClient<Channel>,
+    lease_id: u64,
+    specs: Vec<pb::InstanceSpec>,
+) -> pb::RegisterResponse {
+    c.register(pb::RegisterRequest {
+        lease_id,
+        ttl_seconds: 10,
+        instances: specs,
+    })
+    .await
+    .expect("register")
+    .into_inner()
 }
 
 /// Waits (bounded) for the next message of a watch stream.
@@ -152,4 +170,40 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// A small JSON HTTP call: (status, body as JSON, or Null).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
+        .expect("request");
+    let res = sender.send_request(req).await.expect("response");
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
