@@ -13,6 +13,7 @@
 //! - [`http`]: the JSON API.
 //! - [`watch`]: the task behind each Watch stream.
 //! - [`auth`], [`validate`], [`error`], [`config`].
+//! - [`testing`]: the real registry in-process on port 0, for tests.
 //!
 //! [`serve`] runs it all on bound listeners until a shutdown token fires.
 
@@ -28,6 +29,7 @@ pub mod hub;
 pub mod model;
 pub mod state;
 pub mod store;
+pub mod testing;
 pub mod validate;
 pub mod watch;
 

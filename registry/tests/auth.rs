@@ -29,7 +29,7 @@ async fn started() -> (Running, RegistryClient<Channel>) {
     cfg.register_tokens = vec![REG.into(), "register-token-old".into()];
     cfg.operator_tokens = vec![OP.into()];
     let r = start(cfg).await;
-    let c = r.client().await;
+    let c = client_of(&r).await;
     (r, c)
 }
 
@@ -58,7 +58,7 @@ async fn missing_and_unknown_tokens_are_refused() {
         .await
         .expect("old token");
     // Reads are open by default.
-    assert_eq!(r.ids("hello").await.len(), 2);
+    assert_eq!(ids_of(&r, "hello").await.len(), 2);
     let (code, _) = http(
         r.http,
         "POST",
@@ -68,7 +68,7 @@ async fn missing_and_unknown_tokens_are_refused() {
     )
     .await;
     assert_eq!(code, 401);
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
@@ -129,7 +129,7 @@ async fn register_tokens_cannot_drain_or_remove_others() {
         .await
         .expect_err("no lease named");
     assert_eq!(err.code(), Code::InvalidArgument);
-    let mut ids = r.ids("hello").await;
+    let mut ids = ids_of(&r, "hello").await;
     ids.sort();
     assert_eq!(ids, ["mine", "theirs"], "nothing changed");
 
@@ -146,7 +146,7 @@ async fn register_tokens_cannot_drain_or_remove_others() {
     c.deregister(authed(no_lease, OP))
         .await
         .expect("operator removes");
-    assert!(r.ids("hello").await.is_empty());
+    assert!(ids_of(&r, "hello").await.is_empty());
     let _ = theirs;
-    r.stop().await;
+    stop(r).await;
 }

@@ -77,44 +77,44 @@ async fn listing(c: &mut RegistryClient<Channel>) -> pb::ListServicesResponse {
 #[tokio::test]
 async fn two_of_eight_lapsing_does_not_engage() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let ids = leases(&mut c, 8).await;
     let mut renewer = Renewer::new(&mut c).await;
     lapse_all_but(&r, &mut renewer, &ids[2..]).await;
     eventually("two instances expire", || async {
-        r.ids("hello").await.len() == 6
+        ids_of(&r, "hello").await.len() == 6
     })
     .await;
     let l = listing(&mut c).await;
     assert!(!l.brake.expect("brake").engaged);
     assert!(l.authoritative);
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
 async fn nine_of_twelve_is_below_the_count_and_ten_of_twenty_below_the_share() {
     for (total, lapsing) in [(12, 9), (20, 10)] {
         let r = start(config()).await;
-        let mut c = r.client().await;
+        let mut c = client_of(&r).await;
         let ids = leases(&mut c, total).await;
         let mut renewer = Renewer::new(&mut c).await;
         lapse_all_but(&r, &mut renewer, &ids[lapsing..]).await;
         eventually("lapsed instances expire", || async {
-            r.ids("hello").await.len() == total - lapsing
+            ids_of(&r, "hello").await.len() == total - lapsing
         })
         .await;
         assert!(
             !listing(&mut c).await.brake.expect("brake").engaged,
             "{lapsing} of {total}"
         );
-        r.stop().await;
+        stop(r).await;
     }
 }
 
 #[tokio::test]
 async fn ten_of_twelve_engages_holds_and_lets_go() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let ids = leases(&mut c, 12).await;
     let mut watch = c
         .watch(pb::WatchRequest::default())
@@ -126,7 +126,7 @@ async fn ten_of_twelve_engages_holds_and_lets_go() {
     lapse_all_but(&r, &mut renewer, &ids[10..]).await;
 
     eventually("brake engages", || async {
-        let mut c = r.client().await;
+        let mut c = client_of(&r).await;
         listing(&mut c).await.brake.is_some_and(|b| b.engaged)
     })
     .await;
@@ -147,7 +147,7 @@ async fn ten_of_twelve_engages_holds_and_lets_go() {
     // A held lease that renews comes back whole.
     renewer.renew(&ids[..1]).await;
     eventually("renewed lease is no longer held", || async {
-        let mut c = r.client().await;
+        let mut c = client_of(&r).await;
         listing(&mut c).await.services[0].expired_held == 9
     })
     .await;
@@ -158,13 +158,13 @@ async fn ten_of_twelve_engages_holds_and_lets_go() {
         renewer.renew(&[ids[0], ids[10], ids[11]]).await;
     }
     eventually("brake lets go", || async {
-        let mut c = r.client().await;
+        let mut c = client_of(&r).await;
         let l = listing(&mut c).await;
         !l.brake.is_some_and(|b| b.engaged) && l.authoritative
     })
     .await;
-    let mut kept = r.ids("hello").await;
+    let mut kept = ids_of(&r, "hello").await;
     kept.sort();
     assert_eq!(kept, ["i0", "i10", "i11"]);
-    r.stop().await;
+    stop(r).await;
 }

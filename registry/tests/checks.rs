@@ -25,7 +25,7 @@ fn tcp_check() -> Option<pb::HealthCheck> {
 }
 
 async fn health(r: &Running) -> (pb::Health, String) {
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let got = c
         .get_service(pb::GetServiceRequest {
             service: "checked".into(),
@@ -49,7 +49,7 @@ async fn a_closed_port_turns_an_instance_unhealthy() {
             let _ = listener.accept().await;
         }
     });
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let s = pb::InstanceSpec {
         address: addr.to_string(),
         health_check: tcp_check(),
@@ -76,7 +76,7 @@ async fn a_closed_port_turns_an_instance_unhealthy() {
     assert_eq!(h, pb::Health::Unhealthy);
     assert!(detail.contains("connect"), "{detail}");
     // The lifecycle state is untouched: health sits beside it.
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let got = c
         .get_service(pb::GetServiceRequest {
             service: "checked".into(),
@@ -85,5 +85,5 @@ async fn a_closed_port_turns_an_instance_unhealthy() {
         .expect("get")
         .into_inner();
     assert_eq!(got.instances[0].state(), pb::State::Serving);
-    r.stop().await;
+    stop(r).await;
 }

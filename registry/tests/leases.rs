@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 #[tokio::test]
 async fn lease_expiry_removes_instances_and_notifies_watchers() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let reg = register(&mut c, 0, vec![spec("hello", "h1"), spec("hello", "h2")]).await;
     let mut watch = c
         .watch(pb::WatchRequest {
@@ -26,7 +26,7 @@ async fn lease_expiry_removes_instances_and_notifies_watchers() {
 
     r.advance(Duration::from_secs(9)).await;
     assert_eq!(
-        r.ids("hello").await.len(),
+        ids_of(&r, "hello").await.len(),
         2,
         "not yet lapsed at 9 s of a 10 s TTL"
     );
@@ -38,7 +38,7 @@ async fn lease_expiry_removes_instances_and_notifies_watchers() {
         assert_eq!(e.kind(), pb::event::Kind::Delete);
         assert_eq!(e.delete_reason(), pb::event::DeleteReason::Expired);
     }
-    assert!(r.ids("hello").await.is_empty());
+    assert!(ids_of(&r, "hello").await.is_empty());
     let answer = c
         .keep_alive(tokio_stream::iter([pb::KeepAliveRequest {
             lease_id: reg.lease_id,
@@ -51,13 +51,13 @@ async fn lease_expiry_removes_instances_and_notifies_watchers() {
         .expect("answer")
         .expect("one answer");
     assert_eq!(answer.result(), Renewal::UnknownLease);
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
 async fn keepalive_messages_renew_and_a_silent_stream_does_not() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let kept = register(&mut c, 0, vec![spec("hello", "kept")])
         .await
         .lease_id;
@@ -89,17 +89,17 @@ async fn keepalive_messages_renew_and_a_silent_stream_does_not() {
     }
     // 18 s have passed: the renewed lease lives, the silent one lapsed.
     eventually("silent lease lapses", || async {
-        r.ids("hello").await == ["kept"]
+        ids_of(&r, "hello").await == ["kept"]
     })
     .await;
     let _ = silent;
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
 async fn registration_is_idempotent_and_moves_between_leases() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let first = register(&mut c, 0, vec![spec("hello", "h1")]).await;
     let again = register(&mut c, first.lease_id, vec![spec("hello", "h1")]).await;
     assert_eq!(
@@ -138,7 +138,7 @@ async fn registration_is_idempotent_and_moves_between_leases() {
         .expect_err("unknown lease");
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert!(err.message().contains("lease_id"), "{}", err.message());
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn warm_up_makes_snapshots_non_authoritative_until_it_ends() {
     let mut cfg = config();
     cfg.warm_up = Duration::from_secs(20);
     let r = start(cfg).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let mut watch = c
         .watch(pb::WatchRequest::default())
         .await
@@ -170,7 +170,7 @@ async fn warm_up_makes_snapshots_non_authoritative_until_it_ends() {
         reqwest_like_get(r.http, "/readyz").await.0 == 200
     })
     .await;
-    r.stop().await;
+    stop(r).await;
 }
 
 /// A tiny HTTP GET (status, body).

@@ -33,7 +33,7 @@ async fn fifty_clients_register_a_thousand_instances() {
     for t in tasks {
         t.await.expect("client task");
     }
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let got = c
         .get_service(pb::GetServiceRequest {
             service: "bulk".into(),
@@ -53,5 +53,5 @@ async fn fifty_clients_register_a_thousand_instances() {
         1000,
         "one revision per new instance, none for repeats"
     );
-    r.stop().await;
+    stop(r).await;
 }

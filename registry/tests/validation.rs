@@ -48,7 +48,7 @@ fn http_check(path: &str, interval: i64, timeout: i64) -> Option<pb::HealthCheck
 #[tokio::test]
 async fn bad_grpc_registrations_name_the_field_and_change_nothing() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let lease = register(&mut c, 0, vec![spec("hello", "good")])
         .await
         .lease_id;
@@ -154,13 +154,13 @@ async fn bad_grpc_registrations_name_the_field_and_change_nothing() {
         }
         assert_eq!(fingerprint(&mut c).await, before, "{field} changed state");
     }
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
 async fn bad_grpc_operator_and_watch_calls_are_refused() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     register(&mut c, 0, vec![spec("hello", "good")]).await;
     let before = fingerprint(&mut c).await;
     let set = |state: pb::State, weight: Option<u32>, id: &str| pb::SetStateRequest {
@@ -225,7 +225,7 @@ async fn bad_grpc_operator_and_watch_calls_are_refused() {
         .expect_err("unknown instance");
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(fingerprint(&mut c).await, before);
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
@@ -233,7 +233,7 @@ async fn oversized_messages_are_refused() {
     let mut cfg = config();
     cfg.max_message_bytes = 16 * 1024;
     let r = start(cfg).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let specs: Vec<_> = (0..1000)
         .map(|i| spec("hello", &format!("instance-with-a-long-id-{i}")))
         .collect();
@@ -252,8 +252,8 @@ async fn oversized_messages_are_refused() {
         ),
         "{err:?}"
     );
-    assert!(r.ids("hello").await.is_empty());
-    r.stop().await;
+    assert!(ids_of(&r, "hello").await.is_empty());
+    stop(r).await;
 }
 
 #[tokio::test]
@@ -269,7 +269,7 @@ async fn bad_json_requests_get_4xx_with_the_field_and_change_nothing() {
     .await;
     assert_eq!(code, 200, "{body}");
     let lease = body["lease_id"].as_u64().expect("lease id");
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let before = fingerprint(&mut c).await;
 
     let cases: [(&str, &str, &str, u16, &str); 10] = [
@@ -389,6 +389,6 @@ async fn bad_json_requests_get_4xx_with_the_field_and_change_nothing() {
     )
     .await;
     assert_eq!(got, 200);
-    assert!(r.ids("hello").await.is_empty());
-    r.stop().await;
+    assert!(ids_of(&r, "hello").await.is_empty());
+    stop(r).await;
 }

@@ -17,7 +17,7 @@ fn since(epoch: &str, revision: u64) -> Option<pb::WatchPosition> {
 #[tokio::test]
 async fn deltas_arrive_in_revision_order_and_only_for_watched_services() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let mut watch = c
         .watch(pb::WatchRequest {
             services: vec!["hello".into()],
@@ -48,13 +48,13 @@ async fn deltas_arrive_in_revision_order_and_only_for_watched_services() {
         }
     }
     assert_eq!(seen, ["a", "b", "c", "d"]);
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
 async fn resume_replays_missed_deltas_without_a_snapshot() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let lease = register(&mut c, 0, vec![spec("hello", "a")]).await.lease_id;
     let mut watch = c
         .watch(pb::WatchRequest::default())
@@ -100,7 +100,7 @@ async fn resume_replays_missed_deltas_without_a_snapshot() {
         ]
     );
     assert_eq!(evs[0].revision, pos.revision + 1);
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
@@ -108,7 +108,7 @@ async fn resets_for_future_revision_other_epoch_and_compacted_history() {
     let mut cfg = config();
     cfg.history_limit = 5;
     let r = start(cfg).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let lease = register(&mut c, 0, vec![spec("hello", "a")]).await.lease_id;
     let epoch = next(
         &mut c
@@ -155,7 +155,7 @@ async fn resets_for_future_revision_other_epoch_and_compacted_history() {
     assert!(s.reset);
     assert_eq!(s.reason(), Reason::Compacted);
     assert_eq!(s.instances.len(), 11);
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
@@ -163,7 +163,7 @@ async fn a_slow_watcher_gets_a_reset_not_a_backlog_or_a_gap() {
     let mut cfg = config();
     cfg.watch_buffer = 8;
     let r = start(cfg).await;
-    let mut c = r.client().await.max_decoding_message_size(64 << 20);
+    let mut c = client_of(&r).await.max_decoding_message_size(64 << 20);
     let mut slow = c
         .watch(pb::WatchRequest::default())
         .await
@@ -238,13 +238,13 @@ async fn a_slow_watcher_gets_a_reset_not_a_backlog_or_a_gap() {
         total,
         "snapshot plus deltas rebuild the whole state"
     );
-    r.stop().await;
+    stop(r).await;
 }
 
 #[tokio::test]
 async fn idle_streams_get_progress_and_end_cleanly_at_shutdown() {
     let r = start(config()).await;
-    let mut c = r.client().await;
+    let mut c = client_of(&r).await;
     let mut w = c
         .watch(pb::WatchRequest::default())
         .await

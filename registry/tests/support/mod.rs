@@ -1,102 +1,46 @@
 //! Test support: the real registry in-process on port 0 with a manual clock,
 //! and as a process.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::{net::SocketAddr, time::Duration};
 
 use switchyard_proto::registry::v1::{self as pb, registry_client::RegistryClient};
-use switchyard_registry::{Config, Listeners};
+use switchyard_registry::Config;
 use switchyard_runtime::ManualClock;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// A registry running in this process.
-pub struct Running {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-    pub clock: ManualClock,
-    pub stop: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<(), switchyard_registry::ServeError>>,
-}
-
-/// Settings for tests: no warm-up, short progress interval.
-pub fn config() -> Config {
-    Config {
-        warm_up: Duration::ZERO,
-        progress_interval: Duration::from_millis(200),
-        ..Config::default()
-    }
-}
+pub use switchyard_registry::testing::{Running, config};
 
 pub async fn start(config: Config) -> Running {
-    start_with_clock(config, ManualClock::new()).await
+    switchyard_registry::testing::start(config, ManualClock::new())
+        .await
+        .expect("start registry")
 }
 
-pub async fn start_with_clock(config: Config, clock: ManualClock) -> Running {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-    let (grpc_addr, http_addr) = (
-        grpc.local_addr().expect("addr"),
-        http.local_addr().expect("addr"),
-    );
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(switchyard_registry::serve(
-        config,
-        Listeners { grpc, http },
-        clock.shared(),
-        stop.clone(),
-    ));
-    Running {
-        grpc: grpc_addr,
-        http: http_addr,
-        clock,
-        stop,
-        task,
-    }
+/// A client of a running registry.
+pub async fn client_of(r: &Running) -> RegistryClient<Channel> {
+    RegistryClient::connect(r.url()).await.expect("connect")
 }
 
-impl Running {
-    pub async fn client(&self) -> RegistryClient<Channel> {
-        RegistryClient::connect(format!("http://{}", self.grpc))
-            .await
-            .expect("connect")
-    }
+/// Instances of a service, by id.
+pub async fn ids_of(r: &Running, service: &str) -> Vec<String> {
+    let mut c = client_of(r).await;
+    let got = c
+        .get_service(pb::GetServiceRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("get_service")
+        .into_inner();
+    got.instances
+        .into_iter()
+        .map(|i| i.spec.expect("spec").instance_id)
+        .collect()
+}
 
-    pub fn url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-
-    /// Moves the registry's clock and gives its expiry loop time to run.
-    pub async fn advance(&self, d: Duration) {
-        self.clock.advance(d);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    pub async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("registry stops within 5 s")
-            .expect("join")
-            .expect("serve");
-    }
-
-    /// Instances of a service, by id.
-    pub async fn ids(&self, service: &str) -> Vec<String> {
-        let mut c = self.client().await;
-        let r = c
-            .get_service(pb::GetServiceRequest {
-                service: service.into(),
-            })
-            .await
-            .expect("get_service")
-            .into_inner();
-        r.instances
-            .into_iter()
-            .map(|i| i.spec.expect("spec").instance_id)
-            .collect()
-    }
+/// Stops a registry; it must stop cleanly within 5 s.
+pub async fn stop(r: Running) {
+    r.stop().await.expect("registry stops cleanly within 5 s");
 }
 
 pub fn spec(service: &str, id: &str) -> pb::InstanceSpec {

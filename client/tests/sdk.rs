@@ -1,0 +1,320 @@
+//! The SDK against the real registry, in-process on port 0.
+
+use std::{sync::Arc, time::Duration};
+
+use switchyard_client::{Discovery, Session, Target, channel, instance, pb};
+use switchyard_registry::{
+    Listeners,
+    testing::{self, Running},
+};
+use switchyard_runtime::ManualClock;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const TTL: Duration = Duration::from_secs(3);
+
+async fn registry() -> Running {
+    testing::start(testing::config(), ManualClock::new())
+        .await
+        .expect("registry")
+}
+
+fn target(r: &Running) -> Target {
+    Target::new([r.url()], None).expect("target")
+}
+
+async fn client(r: &Running) -> pb::registry_client::RegistryClient<tonic::transport::Channel> {
+    pb::registry_client::RegistryClient::connect(r.url())
+        .await
+        .expect("connect")
+}
+
+async fn ids(r: &Running, service: &str) -> Vec<String> {
+    let got = client(r)
+        .await
+        .get_service(pb::GetServiceRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    got.instances
+        .into_iter()
+        .map(|i| i.spec.expect("spec").instance_id)
+        .collect()
+}
+
+/// Polls for at most 10 s of real time.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn a_session_registers_and_registers_again_after_losing_its_lease() {
+    let r = registry().await;
+    let session = Session::start(target(&r), TTL);
+    session.register(instance("hello", "h1", "127.0.0.1:9", pb::Protocol::Http1));
+    let lease = session
+        .registered(Duration::from_secs(5))
+        .await
+        .expect("registered");
+    assert_eq!(ids(&r, "hello").await, ["h1"]);
+
+    // An operator revokes the lease: the next KeepAlive says so, and the
+    // session registers everything again under a new lease.
+    client(&r)
+        .await
+        .revoke_lease(pb::RevokeLeaseRequest { lease_id: lease })
+        .await
+        .expect("revoke");
+    let mut status = session.status();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.registrations >= 2),
+    )
+    .await
+    .expect("re-registered within 10 s")
+    .expect("session alive");
+    let new_lease = status.borrow().lease_id.expect("lease");
+    assert_ne!(new_lease, lease);
+    assert_eq!(ids(&r, "hello").await, ["h1"]);
+    testing_stop(r).await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_then_deregisters() {
+    let r = registry().await;
+    let session = Session::start(target(&r), TTL);
+    session.register(instance("hello", "h1", "127.0.0.1:9", pb::Protocol::Http1));
+    session
+        .registered(Duration::from_secs(5))
+        .await
+        .expect("registered");
+    let mut watch = client(&r)
+        .await
+        .watch(pb::WatchRequest {
+            services: vec!["hello".into()],
+            since: None,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let _snapshot = watch.message().await.expect("ok").expect("snapshot");
+    let shutdown = tokio::spawn(session.shutdown(Duration::from_millis(300)));
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
+        if let Some(pb::watch_response::Kind::Delta(d)) = m.kind {
+            for e in d.events {
+                seen.push((e.kind(), e.instance.expect("instance").state()));
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (pb::event::Kind::Put, pb::State::Draining),
+            (pb::event::Kind::Delete, pb::State::Draining)
+        ],
+        "DRAINING first, removed after the drain delay"
+    );
+    shutdown.await.expect("shutdown");
+    assert!(ids(&r, "hello").await.is_empty());
+    testing_stop(r).await;
+}
+
+#[tokio::test]
+async fn after_a_registry_restart_the_watch_resets_and_the_session_registers_again() {
+    let clock = ManualClock::new();
+    let r = testing::start(testing::config(), clock.clone())
+        .await
+        .expect("registry");
+    let (grpc, http) = (r.grpc, r.http);
+    let session = Session::start(target(&r), TTL);
+    session.register(instance("hello", "h1", "127.0.0.1:9", pb::Protocol::Http1));
+    session
+        .registered(Duration::from_secs(5))
+        .await
+        .expect("registered");
+    let discovery_clock = ManualClock::new();
+    let discovery = Discovery::start(
+        target(&r),
+        vec!["hello".into()],
+        TTL,
+        discovery_clock.shared(),
+    );
+    assert!(discovery.synced(Duration::from_secs(5)).await);
+    eventually("discovery sees h1", || async {
+        discovery.instances("hello").len() == 1
+    })
+    .await;
+    let epoch = discovery.view().position.clone().expect("position").epoch;
+
+    testing_stop(r).await;
+    // During the outage the last known good view stays.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(discovery.instances("hello").len(), 1);
+
+    let listeners = Listeners {
+        grpc: tokio::net::TcpListener::bind(grpc)
+            .await
+            .expect("rebind grpc"),
+        http: tokio::net::TcpListener::bind(http)
+            .await
+            .expect("rebind http"),
+    };
+    let r = testing::start_on(testing::config(), ManualClock::new(), listeners)
+        .await
+        .expect("restart");
+    eventually("the session registers again", || async {
+        ids(&r, "hello").await == ["h1"]
+    })
+    .await;
+    eventually("discovery resumed in the new epoch", || async {
+        discovery
+            .view()
+            .position
+            .as_ref()
+            .is_some_and(|p| p.epoch != epoch)
+    })
+    .await;
+    assert!(
+        discovery.view().snapshots >= 2,
+        "a reset snapshot after the restart"
+    );
+    assert_eq!(
+        discovery.instances("hello").len(),
+        1,
+        "the view never emptied"
+    );
+    drop(session);
+    testing_stop(r).await;
+}
+
+#[tokio::test]
+async fn a_view_empties_only_after_authoritative_emptiness_for_one_ttl() {
+    let r = registry().await;
+    let session = Session::start(target(&r), TTL);
+    session.register(instance("hello", "h1", "127.0.0.1:9", pb::Protocol::Http1));
+    session
+        .registered(Duration::from_secs(5))
+        .await
+        .expect("registered");
+    let clock = ManualClock::new();
+    let discovery = Discovery::start(target(&r), vec!["hello".into()], TTL, clock.shared());
+    eventually("discovery sees h1", || async {
+        discovery.instances("hello").len() == 1
+    })
+    .await;
+
+    session.deregister("hello", "h1");
+    eventually("the registry forgot h1", || async {
+        ids(&r, "hello").await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        discovery.instances("hello").len(),
+        1,
+        "kept until empty for one TTL"
+    );
+    clock.advance(TTL / 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        discovery.instances("hello").len(),
+        1,
+        "half a TTL is not enough"
+    );
+    clock.advance(TTL);
+    eventually("the view empties", || async {
+        discovery.instances("hello").is_empty()
+    })
+    .await;
+    testing_stop(r).await;
+}
+
+#[tokio::test]
+async fn a_balanced_channel_follows_the_view() {
+    let r = registry().await;
+    let mut backends = Vec::new();
+    let session = Session::start(target(&r), TTL);
+    for id in ["g1", "g2"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        backends.push(server);
+        session.register(instance(
+            "grpc-svc",
+            id,
+            &addr.to_string(),
+            pb::Protocol::Grpc,
+        ));
+    }
+    session
+        .registered(Duration::from_secs(5))
+        .await
+        .expect("registered");
+    let discovery = Arc::new(Discovery::start(
+        target(&r),
+        vec!["grpc-svc".into()],
+        TTL,
+        ManualClock::new().shared(),
+    ));
+    eventually("both backends seen", || async {
+        discovery.routable("grpc-svc").len() == 2
+    })
+    .await;
+    let ch = channel::balanced_channel(&discovery, "grpc-svc");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    for _ in 0..10 {
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        tokio::time::timeout(Duration::from_secs(5), health.check(req))
+            .await
+            .expect("in time")
+            .expect("check");
+    }
+    // Take g1 away: it leaves the view, then its server stops; calls go on.
+    session.deregister("grpc-svc", "g1");
+    eventually("g1 leaves the view", || async {
+        discovery.routable("grpc-svc").len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    backends[0].abort();
+    for _ in 0..10 {
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        tokio::time::timeout(Duration::from_secs(5), health.check(req))
+            .await
+            .expect("in time")
+            .expect("check after removal");
+    }
+    testing_stop(r).await;
+}
+
+async fn testing_stop(r: Running) {
+    r.stop().await.expect("registry stops cleanly");
+}
