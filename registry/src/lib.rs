@@ -208,15 +208,14 @@ fn grpc_server(
             .set_serving::<RegistryServer<grpc::RegistryService>>()
             .await;
         let stop = shutdown.clone();
-        let result = router
+        router
             .serve_with_incoming_shutdown(incoming, async move {
                 stop.cancelled().await;
                 health
                     .set_not_serving::<RegistryServer<grpc::RegistryService>>()
                     .await;
             })
-            .await;
-        result
+            .await
     }))
 }
 

@@ -25,7 +25,7 @@ fn tcp_check() -> Option<pb::HealthCheck> {
 }
 
 async fn health(r: &Running) -> (pb::Health, String) {
-    let mut c = client_of(&r).await;
+    let mut c = client_of(r).await;
     let got = c
         .get_service(pb::GetServiceRequest {
             service: "checked".into(),

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds static release binaries and one FROM-scratch image per binary,
+# offline: nothing is pulled. Usage: deploy/build.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DOCKER_BUILDKIT=0 # the legacy builder: buildx is not installed here
+bins=(registry balancer gateway)
+cargo build --release --locked $(printf -- '--bin %s ' "${bins[@]}")
+
+out=target/x86_64-unknown-linux-gnu/release
+ctx=target/docker-context
+rm -rf "$ctx" && mkdir -p "$ctx/bin"
+cp -r deploy/rootfs "$ctx/rootfs"
+for bin in "${bins[@]}"; do
+  cp "$out/$bin" "$ctx/bin/$bin"
+  if ! file "$ctx/bin/$bin" 2>/dev/null | grep -q 'static'; then
+    ldd "$ctx/bin/$bin" 2>&1 | grep -q 'not a dynamic\|statically' \
+      || { echo "build.sh: $bin is not statically linked" >&2; exit 1; }
+  fi
+  docker build --quiet -f deploy/Dockerfile --build-arg BIN="$bin" -t "switchyard/$bin:dev" "$ctx" >/dev/null
+  size=$(docker image inspect "switchyard/$bin:dev" --format '{{.Size}}')
+  echo "built switchyard/$bin:dev ($((size / 1024 / 1024)) MB)"
+done
