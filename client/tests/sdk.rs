@@ -318,3 +318,23 @@ async fn a_balanced_channel_follows_the_view() {
 async fn testing_stop(r: Running) {
     r.stop().await.expect("registry stops cleanly");
 }
+
+#[tokio::test]
+async fn a_session_tries_every_registry_address() {
+    let r = registry().await;
+    // The first address refuses connections; the second is the registry.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let target = Target::new([format!("http://{dead_addr},{}", r.url())], None).expect("target");
+    let session = Session::start(target, TTL);
+    session.register(instance("hello", "h1", "127.0.0.1:9", pb::Protocol::Http1));
+    session
+        .registered(Duration::from_secs(10))
+        .await
+        .expect("registered through the second address");
+    assert_eq!(ids(&r, "hello").await, ["h1"]);
+    testing_stop(r).await;
+}

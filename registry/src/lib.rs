@@ -7,7 +7,7 @@
 //! - [`state`]: leases, instances, revisions, history; the one lock.
 //! - [`hub`]: fan-out of events to watchers with bounded buffers.
 //! - [`brake`]: the mass-expiry brake.
-//! - [`checks`]: active health checks.
+//! - `checks`: active health checks (private).
 //! - [`store`]: durable operator overrides behind a trait.
 //! - [`grpc`], [`convert`]: the tonic service and prost conversions.
 //! - [`http`]: the JSON API.
