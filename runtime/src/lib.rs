@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`settings`]: flags > `SWITCHYARD_*` environment > TOML file, one typed
+//! - [`settings`](mod@settings): flags > `SWITCHYARD_*` environment > TOML file, one typed
 //!   struct per binary declared with [`settings!`], errors that name the key.
 //! - [`cli`]: `--help`, `--version`, `probe`, exit code 64 on bad settings.
 //! - [`logging`]: tracing init (`RUST_LOG`, text or JSON).
