@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod balance;
 pub mod channel;
 pub mod connect;
 pub mod discovery;

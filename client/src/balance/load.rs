@@ -1,0 +1,127 @@
+//! Per-member load: requests in flight and a peak-sensitive EWMA of latency.
+//!
+//! Lock-free (atomics), because every request touches it. The EWMA is
+//! "peak" in linkerd's and tower's sense: a latency above the estimate
+//! replaces it at once, one below decays into it with time constant `tau`,
+//! so a member that turns slow is avoided immediately and trusted again
+//! only gradually.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// Decay time constant of the EWMA (linkerd's default).
+pub const DEFAULT_TAU: Duration = Duration::from_secs(10);
+
+/// A member's load, shared by every picker that includes it.
+#[derive(Debug)]
+pub struct Load {
+    in_flight: AtomicU32,
+    ewma_ns: AtomicU64,
+    stamp_ns: AtomicU64,
+    seeded: AtomicBool,
+    base: Instant,
+}
+
+/// Counts a request in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    load: Arc<Load>,
+}
+
+// === impl Load ===
+
+impl Default for Load {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Load {
+    /// No requests, no latency seen.
+    pub fn new() -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            ewma_ns: AtomicU64::new(0),
+            stamp_ns: AtomicU64::new(0),
+            seeded: AtomicBool::new(false),
+            base: Instant::now(),
+        }
+    }
+
+    /// Starts a request; it counts until the guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { load: self.clone() }
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The latency estimate, in nanoseconds (0 before any).
+    pub fn ewma_ns(&self) -> f64 {
+        f64::from_bits(self.ewma_ns.load(Ordering::Relaxed))
+    }
+
+    /// True once it has an estimate (observed or seeded).
+    pub fn has_estimate(&self) -> bool {
+        self.seeded.load(Ordering::Relaxed)
+    }
+
+    /// Gives a new member a starting estimate (the service's median), so it
+    /// is neither flooded (0 would look fastest) nor starved.
+    pub fn seed(&self, ewma_ns: f64) {
+        if !self.seeded.swap(true, Ordering::Relaxed) {
+            self.ewma_ns.store(ewma_ns.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Records a finished request's latency, now.
+    pub fn observe(&self, rtt: Duration) {
+        self.observe_at(rtt, self.base.elapsed(), DEFAULT_TAU);
+    }
+
+    /// Records a latency at `now` (time since this load's creation), for
+    /// simulations that run on virtual time.
+    pub fn observe_at(&self, rtt: Duration, now: Duration, tau: Duration) {
+        let rtt = rtt.as_nanos() as f64;
+        let now_ns = now.as_nanos() as u64;
+        let prev = self.ewma_ns();
+        let next = if !self.has_estimate() || rtt > prev {
+            rtt
+        } else {
+            let elapsed = now_ns.saturating_sub(self.stamp_ns.load(Ordering::Relaxed)) as f64;
+            let decay = (-elapsed / tau.as_nanos() as f64).exp();
+            prev * decay + rtt * (1.0 - decay)
+        };
+        self.seeded.store(true, Ordering::Relaxed);
+        self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.stamp_ns.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// Peak EWMA cost: estimate × (in-flight + 1).
+    pub fn cost(&self) -> f64 {
+        self.ewma_ns() * f64::from(self.in_flight() + 1)
+    }
+}
+
+// === impl InFlight ===
+
+impl InFlight {
+    /// The load it counts against.
+    pub fn load(&self) -> &Arc<Load> {
+        &self.load
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
