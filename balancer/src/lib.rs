@@ -1,70 +1,256 @@
-//! The Switchyard balancer: traffic policy for every service.
+//! The Switchyard balancer: traffic policy for every service, streamed to
+//! whoever sends traffic, so nobody asks it anything on the request path.
 //!
-//! Not built yet (issue 4). This crate holds its settings and a server that
-//! answers `/healthz`, and `/readyz` with `waiting_for: ["assignments"]`, so the
-//! workspace, images and compose file can be wired ahead of it.
+//! # Layout
+//!
+//! - [`config`]: process settings and the per-service policy file.
+//! - [`state`]: the services someone asked about, reporters, the registry view.
+//! - [`service`]: one service: endpoints, policy, outlier state, assignment.
+//! - [`outlier`]: outlier detection (consecutive failures, success rate).
+//! - [`grpc`]: the tonic service; [`admin`]: `/api/services`.
+//! - [`testing`]: a real balancer in-process on port 0, for tests.
+//!
+//! The pick algorithms live in `switchyard_client::balance`, shared with the
+//! gateway and SDK clients.
 
-use std::net::SocketAddr;
+pub mod admin;
+pub mod config;
+pub mod grpc;
+pub mod outlier;
+pub mod service;
+pub mod state;
+pub mod testing;
 
-use switchyard_runtime::{
-    ConfigError, Readiness, Settings, admin,
-    cli::{AdminAddr, LogSettings},
-    logging::LogFormat,
-};
+use std::{sync::Arc, time::Duration};
+
+use switchyard_client::{Discovery, Session, Target, instance, pb::Protocol};
+use switchyard_proto::balancer::v1::balancer_server::BalancerServer;
+use switchyard_runtime::{Readiness, SharedClock, admin as runtime_admin, auth::Tokens};
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-switchyard_runtime::settings! {
-    /// Process settings of the balancer (flags > `SWITCHYARD_*` > TOML file).
-    pub struct Config {
-        /// gRPC listen address.
-        pub grpc_listen: SocketAddr = ([0, 0, 0, 0], 7010).into(),
-        /// Admin listen address (/healthz, /readyz, /metrics).
-        pub admin_listen: SocketAddr = ([0, 0, 0, 0], 7011).into(),
-        /// Registry addresses, comma-separated.
-        pub registry: Vec<String> = vec!["http://127.0.0.1:7000".into()],
-        /// Log format: text or json.
-        pub log_format: LogFormat = LogFormat::Text,
+pub use config::Config;
+
+use crate::{config::ServicesFile, state::Balancer};
+
+/// The balancer's bound sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP admin.
+    pub http: TcpListener,
+}
+
+/// Why the balancer could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting turned out unusable at start.
+    #[error("{0}")]
+    Config(#[from] switchyard_runtime::ConfigError),
+    /// A listener failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Reflection could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+// === impl Listeners ===
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: TcpListener::bind(config.grpc_listen).await?,
+            http: TcpListener::bind(config.http_listen).await?,
+        })
     }
 }
 
-impl Settings for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.registry.is_empty() {
-            return Err(ConfigError::new(
-                "registry",
-                "give at least one registry address",
-            ));
-        }
-        Ok(())
-    }
+fn target(config: &Config) -> Result<Target, switchyard_runtime::ConfigError> {
+    let token = (!config.registry_token.is_empty()).then_some(config.registry_token.as_str());
+    Target::new(&config.registry, token)
+        .map_err(|e| switchyard_runtime::ConfigError::new("registry", e))
 }
 
-impl AdminAddr for Config {
-    fn admin_listen(&self) -> SocketAddr {
-        self.admin_listen
-    }
-}
-
-impl LogSettings for Config {
-    fn log_format(&self) -> LogFormat {
-        self.log_format
-    }
-}
-
-/// Serves the admin listener until `shutdown`; readiness waits for assignments,
-/// which nothing provides yet.
+/// Runs the balancer until `shutdown`; then it announces DRAINING,
+/// deregisters, ends its streams and returns.
 pub async fn serve(
     config: Config,
-    admin_listener: TcpListener,
+    listeners: Listeners,
+    clock: SharedClock,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let readiness = Readiness::waiting_for(["assignments"]);
-    tracing::warn!(admin = %config.admin_listen, "the balancer does not balance yet; only its admin listener runs");
-    admin::serve(
-        admin_listener,
-        admin::router(readiness),
-        shutdown.cancelled_owned(),
+) -> Result<(), ServeError> {
+    let file = ServicesFile::load(&config.services_file)?;
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let advertised = switchyard_runtime::advertise::choose(
+        &config.advertise_addr,
+        &config.advertise_cidr,
+        grpc_addr.port(),
+        grpc_addr,
     )
-    .await
+    .map_err(|e| switchyard_runtime::ConfigError::new("advertise_addr", e))?;
+    let id = if config.instance_id.is_empty() {
+        advertised.clone()
+    } else {
+        config.instance_id.clone()
+    };
+    let balancer = Balancer::new(id.clone(), file, config.report_interval, clock.clone());
+    let tokens = Arc::new(Tokens::new(&[], &config.operator_tokens, true));
+    if tokens.disabled() {
+        tracing::warn!("no operator tokens: anyone may report load and set policies");
+    }
+
+    let readiness = Readiness::waiting_for(["registry"]);
+    let discovery = Discovery::start(
+        target(&config)?,
+        Vec::new(),
+        config.lease_ttl,
+        clock.clone(),
+    );
+    tokio::spawn(follow_registry(
+        discovery,
+        balancer.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(ticker(
+        balancer.clone(),
+        clock,
+        config.report_interval,
+        shutdown.clone(),
+    ));
+    let session = config.register_self.then(|| {
+        let target = target(&config)?;
+        let s = Session::start(target, config.lease_ttl);
+        s.register(instance(
+            "switchyard-balancer",
+            &sanitize(&id),
+            &advertised,
+            Protocol::Grpc,
+        ));
+        Ok::<_, switchyard_runtime::ConfigError>(s)
+    });
+    let session = session.transpose()?;
+
+    let grpc = grpc_server(balancer.clone(), tokens, listeners.grpc, shutdown.clone())?;
+    let router = runtime_admin::router(readiness).merge(admin::router(balancer.clone()));
+    let http = tokio::spawn(runtime_admin::serve(
+        listeners.http,
+        router,
+        shutdown.clone().cancelled_owned(),
+    ));
+    tracing::info!(grpc = %config.grpc_listen, http = %config.http_listen, %advertised, id = %balancer.id(), "balancer serving");
+
+    shutdown.cancelled().await;
+    if let Some(s) = session {
+        s.shutdown(Duration::from_millis(500)).await;
+    }
+    let stopped =
+        tokio::time::timeout(config.shutdown_timeout, async { (grpc.await, http.await) }).await;
+    match stopped {
+        Ok((Ok(Err(e)), _)) => Err(e.into()),
+        Ok((_, Ok(Err(e)))) => Err(e.into()),
+        Ok(_) => Ok(()),
+        Err(_) => {
+            tracing::warn!("shutdown timeout passed with streams still open");
+            Ok(())
+        }
+    }
+}
+
+/// Instance ids allow `[A-Za-z0-9._:-]`; an address like `[::1]:7010` does not fit.
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_:".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+async fn follow_registry(
+    discovery: Discovery,
+    balancer: Arc<Balancer>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let mut changes = discovery.changes();
+    loop {
+        let view = changes.borrow_and_update().clone();
+        if view.authoritative {
+            readiness.done("registry");
+        }
+        balancer.apply_view(view);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+async fn ticker(
+    balancer: Arc<Balancer>,
+    clock: SharedClock,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = clock.sleep(interval) => {}
+        }
+        balancer.tick();
+        balancer.roll_counters();
+    }
+}
+
+fn grpc_server(
+    balancer: Arc<Balancer>,
+    tokens: Arc<Tokens>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let service = BalancerServer::new(grpc::BalancerService::new(
+        balancer,
+        tokens,
+        shutdown.clone(),
+    ));
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service);
+    let incoming = TcpListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        health
+            .set_serving::<BalancerServer<grpc::BalancerService>>()
+            .await;
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.cancelled().await;
+                health
+                    .set_not_serving::<BalancerServer<grpc::BalancerService>>()
+                    .await;
+            })
+            .await
+    }))
 }

@@ -1,8 +1,9 @@
-//! The `balancer` binary.
+//! The `balancer` binary: wires settings, listeners and shutdown to
+//! [`switchyard_balancer::serve`].
 
 use std::process::ExitCode;
 
-use switchyard_balancer::Config;
+use switchyard_balancer::{Config, Listeners, ServeError};
 use switchyard_runtime::cli::{self, About};
 
 const ABOUT: About = About {
@@ -13,7 +14,13 @@ const ABOUT: About = About {
 
 fn main() -> ExitCode {
     cli::main::<Config, _, _, _>(ABOUT, |config, shutdown| async move {
-        let admin = tokio::net::TcpListener::bind(config.admin_listen).await?;
-        switchyard_balancer::serve(config, admin, shutdown).await
+        let listeners = Listeners::bind(&config).await.map_err(ServeError::Io)?;
+        switchyard_balancer::serve(
+            config,
+            listeners,
+            switchyard_runtime::clock::system(),
+            shutdown,
+        )
+        .await
     })
 }

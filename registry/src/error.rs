@@ -38,6 +38,15 @@ pub enum Error {
 
 // === impl Error ===
 
+impl From<switchyard_runtime::auth::AuthError> for Error {
+    fn from(e: switchyard_runtime::auth::AuthError) -> Self {
+        match e {
+            switchyard_runtime::auth::AuthError::Unauthenticated => Self::Unauthenticated,
+            switchyard_runtime::auth::AuthError::PermissionDenied(m) => Self::PermissionDenied(m),
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match &e {

@@ -8,8 +8,9 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
+use switchyard_runtime::auth::{Role, Tokens};
+
 use crate::{
-    auth::{Role, Tokens},
     config::Limits,
     convert,
     error::Error,

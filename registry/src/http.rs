@@ -14,8 +14,9 @@ use axum::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::json;
 
+use switchyard_runtime::auth::{Role, Tokens};
+
 use crate::{
-    auth::{Role, Tokens},
     config::Limits,
     convert,
     error::Error,
@@ -166,7 +167,7 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 
 fn auth(api: &Api, headers: &HeaderMap, role: Role) -> Result<Role, ApiError> {
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    Ok(api.tokens.require(header, role)?)
+    Ok(api.tokens.require(header, role).map_err(Error::from)?)
 }
 
 fn instance_json(i: &Instance) -> InstanceJson<'_> {

@@ -12,12 +12,11 @@
 //! - [`grpc`], [`convert`]: the tonic service and prost conversions.
 //! - [`http`]: the JSON API.
 //! - [`watch`]: the task behind each Watch stream.
-//! - [`auth`], [`validate`], [`error`], [`config`].
+//! - [`validate`], [`error`], [`config`].
 //! - [`testing`]: the real registry in-process on port 0, for tests.
 //!
 //! [`serve`] runs it all on bound listeners until a shutdown token fires.
 
-pub mod auth;
 pub mod brake;
 mod checks;
 pub mod config;
@@ -36,7 +35,7 @@ pub mod watch;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use switchyard_proto::registry::v1::registry_server::RegistryServer;
-use switchyard_runtime::{Readiness, SharedClock, admin};
+use switchyard_runtime::{Readiness, SharedClock, admin, auth::Tokens};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +43,6 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::{
-    auth::Tokens,
     brake::BrakeConfig,
     state::{CoreConfig, Registry},
     store::{FileStore, MemoryStore, Store},

@@ -8,12 +8,16 @@
 //! - [`logging`]: tracing init (`RUST_LOG`, text or JSON).
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token, and drain.
 //! - [`admin`]: the admin HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+//! - [`auth`]: bearer token lists and roles, compared in constant time.
+//! - [`advertise`]: which address a service registers.
 //! - [`readiness`]: what `/readyz` waits for; latches once ready.
 //! - [`probe`]: checks a running instance's `/readyz`.
 //! - [`clock`]: the injectable clock for timers.
 //! - [`backoff`]: exponential backoff with jitter for reconnect loops.
 
 pub mod admin;
+pub mod advertise;
+pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod clock;

@@ -49,7 +49,9 @@ impl Ring {
     pub fn new(members: &[(Arc<str>, f64)]) -> Self {
         let mut points = Vec::new();
         for (index, (id, weight)) in members.iter().enumerate() {
-            let n = ((weight / 100.0) * POINTS_PER_100).round().clamp(1.0, 16_384.0) as u32;
+            let n = ((weight / 100.0) * POINTS_PER_100)
+                .round()
+                .clamp(1.0, 16_384.0) as u32;
             for replica in 0..n {
                 let point = hash_key(format!("{id}#{replica}").as_bytes());
                 points.push((point, index as u32));
@@ -88,7 +90,10 @@ impl Maglev {
         if members.is_empty() {
             return Self { table: Vec::new() };
         }
-        let max_weight = members.iter().map(|(_, w)| *w).fold(f64::MIN_POSITIVE, f64::max);
+        let max_weight = members
+            .iter()
+            .map(|(_, w)| *w)
+            .fold(f64::MIN_POSITIVE, f64::max);
         struct Entry {
             offset: u64,
             skip: u64,

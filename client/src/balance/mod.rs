@@ -20,12 +20,14 @@ mod hash;
 mod load;
 mod picker;
 mod policy;
+mod routable;
 mod weights;
 
 pub use hash::{MAGLEV_TABLE_SIZE, Maglev, Ring, hash_key};
 pub use load::{DEFAULT_TAU, InFlight, Load};
 pub use picker::{Member, Pick, Picker};
 pub use policy::{Policy, UnknownPolicy};
+pub use routable::{Eligible, Status, eligible};
 pub use weights::{SlowStart, effective_weight, slow_start_factor, zone_factors};
 
 #[cfg(test)]

@@ -49,7 +49,8 @@ impl Picker {
     /// the median of the others', so a newcomer is not flooded.
     pub fn new(policy: Policy, members: Vec<Member>) -> Self {
         seed_newcomers(&members);
-        let weighted: Vec<(Arc<str>, f64)> = members.iter().map(|m| (m.id.clone(), m.weight)).collect();
+        let weighted: Vec<(Arc<str>, f64)> =
+            members.iter().map(|m| (m.id.clone(), m.weight)).collect();
         let ring = (policy == Policy::RingHash).then(|| Ring::new(&weighted));
         let maglev = (policy == Policy::Maglev).then(|| Maglev::new(&weighted));
         Self {
@@ -78,7 +79,12 @@ impl Picker {
     }
 
     /// [`pick`](Self::pick) with a given random source (seeded in tests).
-    pub fn pick_with<R: Rng + ?Sized>(&self, req: Pick<'_>, eligible: impl Fn(usize) -> bool, rng: &mut R) -> Option<usize> {
+    pub fn pick_with<R: Rng + ?Sized>(
+        &self,
+        req: Pick<'_>,
+        eligible: impl Fn(usize) -> bool,
+        rng: &mut R,
+    ) -> Option<usize> {
         let n = self.members.len();
         if n == 0 {
             return None;
@@ -125,7 +131,12 @@ impl Picker {
 
     /// Power of two choices: two distinct eligible members at random, the
     /// cheaper wins (the first on a tie).
-    fn p2c<R: Rng + ?Sized>(&self, eligible: &impl Fn(usize) -> bool, rng: &mut R, cost: impl Fn(&Member) -> f64) -> Option<usize> {
+    fn p2c<R: Rng + ?Sized>(
+        &self,
+        eligible: &impl Fn(usize) -> bool,
+        rng: &mut R,
+        cost: impl Fn(&Member) -> f64,
+    ) -> Option<usize> {
         let (a, b) = two_eligible(self.members.len(), eligible, rng)?;
         let Some(b) = b else { return Some(a) };
         Some(choose(a, cost(&self.members[a]), b, cost(&self.members[b])))
@@ -157,7 +168,11 @@ pub(crate) fn choose(a: usize, cost_a: f64, b: usize, cost_b: f64) -> usize {
 /// Two distinct eligible indices at random (the second is None when only
 /// one is eligible). Draws from all members and retries a few times, then
 /// falls back to collecting the eligible ones.
-pub(crate) fn two_eligible<R: Rng + ?Sized>(n: usize, eligible: &impl Fn(usize) -> bool, rng: &mut R) -> Option<(usize, Option<usize>)> {
+pub(crate) fn two_eligible<R: Rng + ?Sized>(
+    n: usize,
+    eligible: &impl Fn(usize) -> bool,
+    rng: &mut R,
+) -> Option<(usize, Option<usize>)> {
     let mut first = None;
     for _ in 0..8 {
         let i = rng.random_range(0..n);
@@ -185,7 +200,11 @@ pub(crate) fn two_eligible<R: Rng + ?Sized>(n: usize, eligible: &impl Fn(usize) 
     }
 }
 
-fn random_eligible<R: Rng + ?Sized>(n: usize, eligible: &impl Fn(usize) -> bool, rng: &mut R) -> Option<usize> {
+fn random_eligible<R: Rng + ?Sized>(
+    n: usize,
+    eligible: &impl Fn(usize) -> bool,
+    rng: &mut R,
+) -> Option<usize> {
     for _ in 0..8 {
         let i = rng.random_range(0..n);
         if eligible(i) {
@@ -197,7 +216,11 @@ fn random_eligible<R: Rng + ?Sized>(n: usize, eligible: &impl Fn(usize) -> bool,
 }
 
 fn seed_newcomers(members: &[Member]) {
-    let mut known: Vec<f64> = members.iter().filter(|m| m.load.has_estimate()).map(|m| m.load.ewma_ns()).collect();
+    let mut known: Vec<f64> = members
+        .iter()
+        .filter(|m| m.load.has_estimate())
+        .map(|m| m.load.ewma_ns())
+        .collect();
     if known.len() == members.len() {
         return;
     }

@@ -25,7 +25,9 @@ pub enum Policy {
 
 /// A policy name nobody knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown policy `{0}`: use round_robin, random, weighted_round_robin, least_request, peak_ewma, ring_hash or maglev")]
+#[error(
+    "unknown policy `{0}`: use round_robin, random, weighted_round_robin, least_request, peak_ewma, ring_hash or maglev"
+)]
 pub struct UnknownPolicy(pub String);
 
 // === impl Policy ===

@@ -37,17 +37,23 @@ fn all(_: usize) -> bool {
 fn smooth_wrr_matches_nginx_for_5_1_1() {
     let p = Picker::new(Policy::WeightedRoundRobin, members(&[5.0, 1.0, 1.0]));
     let names = ["a", "b", "c"];
-    let seq: Vec<&str> = (0..7).map(|_| names[p.pick(Pick::default(), all).expect("pick")]).collect();
+    let seq: Vec<&str> = (0..7)
+        .map(|_| names[p.pick(Pick::default(), all).expect("pick")])
+        .collect();
     assert_eq!(seq, ["a", "a", "b", "a", "c", "a", "a"]);
     // And it repeats with the period of the weights.
-    let again: Vec<&str> = (0..7).map(|_| names[p.pick(Pick::default(), all).expect("pick")]).collect();
+    let again: Vec<&str> = (0..7)
+        .map(|_| names[p.pick(Pick::default(), all).expect("pick")])
+        .collect();
     assert_eq!(again, seq);
 }
 
 #[test]
 fn round_robin_and_random_skip_ineligible_members() {
     let p = Picker::new(Policy::RoundRobin, members(&[1.0; 4]));
-    let seq: Vec<usize> = (0..6).map(|_| p.pick(Pick::default(), |i| i != 1).expect("pick")).collect();
+    let seq: Vec<usize> = (0..6)
+        .map(|_| p.pick(Pick::default(), |i| i != 1).expect("pick"))
+        .collect();
     assert!(!seq.contains(&1));
     let p = Picker::new(Policy::Random, members(&[1.0; 4]));
     let mut rng = StdRng::seed_from_u64(7);
@@ -64,7 +70,14 @@ fn keys() -> Vec<String> {
 fn owners(p: &Picker, keys: &[String]) -> Vec<Arc<str>> {
     keys.iter()
         .map(|k| {
-            let i = p.pick(Pick { key: Some(k.as_bytes()) }, all).expect("pick");
+            let i = p
+                .pick(
+                    Pick {
+                        key: Some(k.as_bytes()),
+                    },
+                    all,
+                )
+                .expect("pick");
             p.members()[i].id.clone()
         })
         .collect()
@@ -74,7 +87,10 @@ fn owners(p: &Picker, keys: &[String]) -> Vec<Arc<str>> {
 fn ring_hash_moves_only_the_removed_members_keys() {
     let ids = ["a", "b", "c", "d", "e"];
     let before = owners(&Picker::new(Policy::RingHash, named(&ids)), &keys());
-    let after = owners(&Picker::new(Policy::RingHash, named(&["a", "b", "d", "e"])), &keys());
+    let after = owners(
+        &Picker::new(Policy::RingHash, named(&["a", "b", "d", "e"])),
+        &keys(),
+    );
     let mut moved_from_c = 0;
     for (b, a) in before.iter().zip(&after) {
         if &**b == "c" {
@@ -87,7 +103,14 @@ fn ring_hash_moves_only_the_removed_members_keys() {
     // Excluding a member sends its keys to the next on the ring, no one else's.
     let p = Picker::new(Policy::RingHash, named(&ids));
     for (k, b) in keys().iter().zip(&before).take(2000) {
-        let i = p.pick(Pick { key: Some(k.as_bytes()) }, |i| p.members()[i].id.as_ref() != "c").expect("pick");
+        let i = p
+            .pick(
+                Pick {
+                    key: Some(k.as_bytes()),
+                },
+                |i| p.members()[i].id.as_ref() != "c",
+            )
+            .expect("pick");
         if &**b != "c" {
             assert_eq!(&p.members()[i].id, b);
         }
@@ -100,21 +123,27 @@ fn maglev_spreads_slots_evenly_and_moves_few_keys() {
     for n in [3usize, 7, 10, 33] {
         let ids: Vec<String> = (0..n).map(|i| format!("ep-{i}")).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let weighted: Vec<(Arc<str>, f64)> = refs.iter().map(|id| (Arc::from(*id), 100.0)).collect();
+        let weighted: Vec<(Arc<str>, f64)> =
+            refs.iter().map(|id| (Arc::from(*id), 100.0)).collect();
         let counts = Maglev::new(&weighted).slot_counts(n);
         for c in &counts {
             assert!(*c == m / n || *c == m.div_ceil(n), "n={n}: {counts:?}");
         }
         let before = owners(&Picker::new(Policy::Maglev, named(&refs)), &keys());
         let after = owners(&Picker::new(Policy::Maglev, named(&refs[1..])), &keys());
-        let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count() as f64 / before.len() as f64;
-        assert!(moved <= 1.0 / n as f64 + 0.01, "n={n}: {moved:.4} of keys moved");
+        let moved =
+            before.iter().zip(&after).filter(|(b, a)| b != a).count() as f64 / before.len() as f64;
+        assert!(
+            moved <= 1.0 / n as f64 + 0.01,
+            "n={n}: {moved:.4} of keys moved"
+        );
     }
 }
 
 #[test]
 fn maglev_follows_weights() {
-    let weighted: Vec<(Arc<str>, f64)> = vec![(Arc::from("heavy"), 200.0), (Arc::from("light"), 100.0)];
+    let weighted: Vec<(Arc<str>, f64)> =
+        vec![(Arc::from("heavy"), 200.0), (Arc::from("light"), 100.0)];
     let counts = Maglev::new(&weighted).slot_counts(2);
     let share = counts[0] as f64 / hash::MAGLEV_TABLE_SIZE as f64;
     assert!((share - 2.0 / 3.0).abs() < 0.01, "{counts:?}");
@@ -137,10 +166,16 @@ fn least_request_never_picks_the_busier_of_its_two_choices() {
         let (a, b) = picker::two_eligible(6, &all, &mut replay).expect("two");
         let b = b.expect("six members give two choices");
         let picked = p.pick_with(Pick::default(), all, &mut rng).expect("pick");
-        let (ia, ib) = (p.members()[a].load.in_flight(), p.members()[b].load.in_flight());
+        let (ia, ib) = (
+            p.members()[a].load.in_flight(),
+            p.members()[b].load.in_flight(),
+        );
         assert!(picked == a || picked == b);
         let other = if picked == a { ib } else { ia };
-        assert!(p.members()[picked].load.in_flight() <= other, "picked the busier one");
+        assert!(
+            p.members()[picked].load.in_flight() <= other,
+            "picked the busier one"
+        );
     }
 }
 
@@ -173,18 +208,44 @@ fn simulate(policy: Policy, latencies: [Duration; 3], requests: usize, gap: Dura
 fn peak_ewma_keeps_a_ten_times_slower_member_under_five_percent() {
     let fast = Duration::from_millis(10);
     let latencies = [fast, fast * 10, fast];
-    let ewma = simulate(Policy::PeakEwma, latencies, 20_000, Duration::from_millis(2));
-    let rr = simulate(Policy::RoundRobin, latencies, 20_000, Duration::from_millis(2));
-    eprintln!("slow member's share: peak_ewma {:.2}%, round_robin {:.2}%", ewma[1] * 100.0, rr[1] * 100.0);
-    assert!(ewma[1] <= 0.05, "peak_ewma sent the slow member {:.1}%", ewma[1] * 100.0);
-    assert!((rr[1] - 1.0 / 3.0).abs() < 0.01, "round_robin sent the slow member {:.1}%", rr[1] * 100.0);
+    let ewma = simulate(
+        Policy::PeakEwma,
+        latencies,
+        20_000,
+        Duration::from_millis(2),
+    );
+    let rr = simulate(
+        Policy::RoundRobin,
+        latencies,
+        20_000,
+        Duration::from_millis(2),
+    );
+    eprintln!(
+        "slow member's share: peak_ewma {:.2}%, round_robin {:.2}%",
+        ewma[1] * 100.0,
+        rr[1] * 100.0
+    );
+    assert!(
+        ewma[1] <= 0.05,
+        "peak_ewma sent the slow member {:.1}%",
+        ewma[1] * 100.0
+    );
+    assert!(
+        (rr[1] - 1.0 / 3.0).abs() < 0.01,
+        "round_robin sent the slow member {:.1}%",
+        rr[1] * 100.0
+    );
 }
 
 #[test]
 fn a_new_member_under_peak_ewma_is_not_flooded() {
     let mut ms = members(&[100.0; 3]);
     for (i, m) in ms.iter().enumerate() {
-        m.load.observe_at(Duration::from_millis(20 + i as u64), Duration::ZERO, load::DEFAULT_TAU);
+        m.load.observe_at(
+            Duration::from_millis(20 + i as u64),
+            Duration::ZERO,
+            load::DEFAULT_TAU,
+        );
     }
     ms.push(Member {
         id: Arc::from("new"),
@@ -192,7 +253,10 @@ fn a_new_member_under_peak_ewma_is_not_flooded() {
         load: Arc::new(Load::new()),
     });
     let p = Picker::new(Policy::PeakEwma, ms);
-    assert!(p.members()[3].load.ewma_ns() > 0.0, "the newcomer is seeded with the median");
+    assert!(
+        p.members()[3].load.ewma_ns() > 0.0,
+        "the newcomer is seeded with the median"
+    );
     let mut rng = StdRng::seed_from_u64(9);
     let mut guards = Vec::new();
     let mut counts: HashMap<usize, usize> = HashMap::new();
@@ -202,7 +266,11 @@ fn a_new_member_under_peak_ewma_is_not_flooded() {
         guards.push(p.members()[i].load.start()); // nothing finishes: load builds up
     }
     let share = counts.get(&3).copied().unwrap_or(0) as f64 / 400.0;
-    assert!(share < 0.4, "the newcomer took {:.0}% of picks", share * 100.0);
+    assert!(
+        share < 0.4,
+        "the newcomer took {:.0}% of picks",
+        share * 100.0
+    );
 }
 
 #[test]
@@ -225,6 +293,10 @@ fn slow_start_and_zones_shape_weights() {
     assert_eq!(slow_start_factor(&s, Duration::from_secs(61)), 1.0);
     let f = zone_factors("a", &["a", "b", "a", "b"]);
     assert_eq!(f, [1.0, 0.05, 1.0, 0.05]);
-    assert_eq!(zone_factors("c", &["a", "b"]), [1.0, 1.0], "no local members: all count");
+    assert_eq!(
+        zone_factors("c", &["a", "b"]),
+        [1.0, 1.0],
+        "no local members: all count"
+    );
     assert_eq!(effective_weight(100, 0.5, 0.05), 2.5);
 }

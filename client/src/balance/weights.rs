@@ -42,7 +42,13 @@ pub fn zone_factors(local: &str, zones: &[&str]) -> Vec<f64> {
     let enough = !local.is_empty() && here > 0 && (here * distinct * 2) >= n;
     zones
         .iter()
-        .map(|z| if !enough || *z == local { 1.0 } else { CROSS_ZONE_SHARE })
+        .map(|z| {
+            if !enough || *z == local {
+                1.0
+            } else {
+                CROSS_ZONE_SHARE
+            }
+        })
         .collect()
 }
 

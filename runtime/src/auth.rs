@@ -3,7 +3,27 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::error::Error;
+/// Why a caller was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token, or a token nobody knows.
+    #[error("missing or unknown token")]
+    Unauthenticated,
+    /// A known token that may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+}
+
+// === impl AuthError ===
+
+impl From<AuthError> for tonic::Status {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated => Self::unauthenticated(e.to_string()),
+            AuthError::PermissionDenied(m) => Self::permission_denied(m),
+        }
+    }
+}
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,7 +74,7 @@ impl Tokens {
     }
 
     /// Resolves the `authorization` value (`Bearer <token>`) to a role.
-    fn role(&self, header: Option<&str>) -> Result<Option<Role>, Error> {
+    fn role(&self, header: Option<&str>) -> Result<Option<Role>, AuthError> {
         if self.disabled() {
             return Ok(Some(Role::Operator));
         }
@@ -73,19 +93,19 @@ impl Tokens {
         match (operator, register) {
             (true, _) => Ok(Some(Role::Operator)),
             (false, true) => Ok(Some(Role::Register)),
-            (false, false) => Err(Error::Unauthenticated),
+            (false, false) => Err(AuthError::Unauthenticated),
         }
     }
 
     /// The caller's role if it is at least `needed`.
-    pub fn require(&self, header: Option<&str>, needed: Role) -> Result<Role, Error> {
+    pub fn require(&self, header: Option<&str>, needed: Role) -> Result<Role, AuthError> {
         let role = match self.role(header)? {
             Some(role) => role,
             None if needed == Role::Reader && self.open_reads => Role::Reader,
-            None => return Err(Error::Unauthenticated),
+            None => return Err(AuthError::Unauthenticated),
         };
         if role < needed {
-            return Err(Error::PermissionDenied(format!(
+            return Err(AuthError::PermissionDenied(format!(
                 "this needs an {} token",
                 if needed == Role::Operator {
                     "operator"
@@ -129,17 +149,20 @@ mod tests {
         );
         assert!(matches!(
             t.require(Some("Bearer reg-token-1"), Role::Operator),
-            Err(Error::PermissionDenied(_))
+            Err(AuthError::PermissionDenied(_))
         ));
-        assert_eq!(t.require(None, Role::Register), Err(Error::Unauthenticated));
+        assert_eq!(
+            t.require(None, Role::Register),
+            Err(AuthError::Unauthenticated)
+        );
         assert_eq!(
             t.require(Some("Bearer nope"), Role::Reader),
-            Err(Error::Unauthenticated)
+            Err(AuthError::Unauthenticated)
         );
         assert_eq!(t.require(None, Role::Reader), Ok(Role::Reader));
         assert_eq!(
             tokens(false).require(None, Role::Reader),
-            Err(Error::Unauthenticated)
+            Err(AuthError::Unauthenticated)
         );
         assert!(!format!("{t:?}").contains("reg-token"));
     }
