@@ -492,3 +492,104 @@ async fn report_load_and_set_policy_need_an_operator_token() {
         .expect_err("bad name");
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn zones_slow_start_reporters_and_the_admin_page() {
+    let registry = registry::start(registry::config(), ManualClock::new())
+        .await
+        .expect("registry");
+    let dir = std::env::temp_dir().join(format!("sy-bal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("services.toml");
+    std::fs::write(&file, "[services.hello]\npolicy = \"weighted_round_robin\"\nslow_start = { window = \"1h\", min_weight_percent = 10 }\n").expect("write");
+    let mut cfg = bal::config(&registry.url());
+    cfg.services_file = file.display().to_string();
+    cfg.register_self = true;
+    cfg.instance_id = "balancer-1".into();
+    let balancer = bal::start(cfg, ManualClock::new()).await.expect("balancer");
+    let mut r = reg_client(&registry).await;
+    let mut specs = vec![spec("a"), spec("bb"), spec("ccc")];
+    specs[0].zone = "z1".into();
+    specs[1].zone = "z1".into();
+    specs[2].zone = "z2".into();
+    register(&mut r, specs).await;
+
+    let mut sub = bal_client(&balancer)
+        .await
+        .subscribe(pb::SubscribeRequest {
+            services: vec!["hello".into()],
+            subscriber_id: "gw-z2".into(),
+            zone: "z2".into(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let a = until(&balancer, &mut sub, "three", |a| a.endpoints.len() == 3).await;
+    assert_eq!(
+        a.policy.as_ref().expect("policy").policy(),
+        pb::Policy::WeightedRoundRobin,
+        "the services file wins"
+    );
+    let w: Vec<f64> = a.endpoints.iter().map(|e| e.effective_weight).collect();
+    // Just registered: slow start holds weights at 10%; zone z2 keeps ccc whole.
+    assert!((w[2] - 10.0).abs() < 0.5, "{w:?}");
+    assert!(
+        w[0] < w[2] / 10.0,
+        "cross-zone endpoints keep a small share: {w:?}"
+    );
+
+    // The balancer registered itself.
+    let got = r
+        .get_service(reg::GetServiceRequest {
+            service: "switchyard-balancer".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.instances.len(), 1);
+
+    // Reporters: listed while they report, dropped after 3 silent intervals.
+    send_reports(&balancer, vec![report("gw-1", &[], &["a"])]).await;
+    let stats = bal_client(&balancer)
+        .await
+        .get_stats(pb::GetStatsRequest::default())
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(stats.reporters.len(), 1);
+    let (code, body) = admin_get(balancer.http, "/api/services").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("\"reporter_id\":\"gw-1\"") && body.contains("\"effective_weight\""),
+        "{body}"
+    );
+    balancer.advance(Duration::from_secs(4)).await;
+    let stats = bal_client(&balancer)
+        .await
+        .get_stats(pb::GetStatsRequest::default())
+        .await
+        .expect("stats")
+        .into_inner();
+    assert!(
+        stats.reporters.is_empty(),
+        "a reporter silent for 3 intervals is dropped"
+    );
+    balancer.stop().await.expect("stop");
+    let got = r
+        .get_service(reg::GetServiceRequest {
+            service: "switchyard-balancer".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(got.instances.is_empty(), "it deregisters on shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    match switchyard_runtime::probe::probe(addr, path, Duration::from_secs(5)).await {
+        Ok(body) => (200, body),
+        Err(switchyard_runtime::probe::ProbeError::NotReady { status, body }) => (status, body),
+        Err(e) => panic!("{e}"),
+    }
+}
