@@ -357,27 +357,10 @@ pub fn proto_duration(d: Duration) -> prost_types::Duration {
 
 /// A policy on the wire.
 pub fn policy_to_pb(p: Policy) -> pb::Policy {
-    match p {
-        Policy::RoundRobin => pb::Policy::RoundRobin,
-        Policy::Random => pb::Policy::Random,
-        Policy::WeightedRoundRobin => pb::Policy::WeightedRoundRobin,
-        Policy::LeastRequest => pb::Policy::LeastRequest,
-        Policy::PeakEwma => pb::Policy::PeakEwma,
-        Policy::RingHash => pb::Policy::RingHash,
-        Policy::Maglev => pb::Policy::Maglev,
-    }
+    balance::to_proto(p)
 }
 
 /// A policy from the wire (UNSPECIFIED is None).
 pub fn policy_from_pb(p: i32) -> Option<Policy> {
-    Some(match pb::Policy::try_from(p).ok()? {
-        pb::Policy::Unspecified => return None,
-        pb::Policy::RoundRobin => Policy::RoundRobin,
-        pb::Policy::Random => Policy::Random,
-        pb::Policy::WeightedRoundRobin => Policy::WeightedRoundRobin,
-        pb::Policy::LeastRequest => Policy::LeastRequest,
-        pb::Policy::PeakEwma => Policy::PeakEwma,
-        pb::Policy::RingHash => Policy::RingHash,
-        pb::Policy::Maglev => Policy::Maglev,
-    })
+    balance::from_proto(p)
 }

@@ -1,70 +1,254 @@
-//! The Switchyard gateway: the HTTP front door.
+//! The Switchyard gateway: the HTTP front door. It matches a route, picks
+//! an instance locally from the latest assignment, proxies the request, and
+//! keeps failures away from the client.
 //!
-//! Not built yet (issue 5). This crate holds its settings and a server that
-//! answers `/healthz`, and `/readyz` with `waiting_for: ["routes"]`, so the
-//! workspace, images and compose file can be wired ahead of it.
+//! # Layout
+//!
+//! - [`config`]: process settings; [`routes`]: the routes file and table.
+//! - [`proxy`]: the request path; [`upstream`]: the shared pools;
+//!   [`headers`], [`cors`], [`errors`], [`websocket`].
+//! - [`endpoints`]: each service's endpoints, breakers and loads;
+//!   [`breaker`]: local ejection; [`limits`]: rate and concurrency limits.
+//! - [`control`]: registry view, balancer subscription, load reports.
+//! - [`server`]: listeners, TLS, graceful drain; [`reload`]; [`admin`].
+//! - [`testing`]: a real gateway in-process, for tests.
 
-use std::net::SocketAddr;
+pub mod admin;
+pub mod breaker;
+pub mod config;
+pub mod control;
+pub mod cors;
+pub mod endpoints;
+pub mod errors;
+pub mod headers;
+pub mod limits;
+pub mod proxy;
+pub mod reload;
+pub mod routes;
+pub mod server;
+pub mod testing;
+pub mod upstream;
+pub mod websocket;
 
-use switchyard_runtime::{
-    ConfigError, Readiness, Settings, admin,
-    cli::{AdminAddr, LogSettings},
-    logging::LogFormat,
-};
+use std::{path::PathBuf, sync::Arc};
+
+use switchyard_client::{Session, Target, instance, pb::Protocol};
+use switchyard_runtime::{Readiness, admin as runtime_admin, auth::Tokens};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-switchyard_runtime::settings! {
-    /// Process settings of the gateway (flags > `SWITCHYARD_*` > TOML file).
-    pub struct Config {
-        /// Traffic listen address.
-        pub http_listen: SocketAddr = ([0, 0, 0, 0], 8080).into(),
-        /// Admin listen address (/healthz, /readyz, /metrics).
-        pub admin_listen: SocketAddr = ([0, 0, 0, 0], 8081).into(),
-        /// Registry addresses, comma-separated.
-        pub registry: Vec<String> = vec!["http://127.0.0.1:7000".into()],
-        /// Log format: text or json.
-        pub log_format: LogFormat = LogFormat::Text,
+pub use config::Config;
+
+use crate::{
+    breaker::BreakerConfig,
+    control::ControlConfig,
+    endpoints::ServiceSettings,
+    proxy::{Gateway, Limits},
+    routes::{RouteTable, RoutesFile},
+    server::ConnSettings,
+    upstream::Upstream,
+};
+
+/// The gateway's bound sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Plain traffic (HTTP/1.1, h2c).
+    pub http: TcpListener,
+    /// TLS traffic, when configured.
+    pub https: Option<TcpListener>,
+    /// Admin.
+    pub admin: TcpListener,
+}
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting turned out unusable at start.
+    #[error("{0}")]
+    Config(#[from] switchyard_runtime::ConfigError),
+    /// A listener failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+// === impl Listeners ===
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            http: TcpListener::bind(config.http_listen).await?,
+            https: if config.tls() {
+                Some(TcpListener::bind(config.https_listen).await?)
+            } else {
+                None
+            },
+            admin: TcpListener::bind(config.admin_listen).await?,
+        })
     }
 }
 
-impl Settings for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.registry.is_empty() {
-            return Err(ConfigError::new(
-                "registry",
-                "give at least one registry address",
-            ));
-        }
-        Ok(())
-    }
+fn config_error(key: &str, e: impl std::fmt::Display) -> ServeError {
+    ServeError::Config(switchyard_runtime::ConfigError::new(key, e))
 }
 
-impl AdminAddr for Config {
-    fn admin_listen(&self) -> SocketAddr {
-        self.admin_listen
-    }
-}
-
-impl LogSettings for Config {
-    fn log_format(&self) -> LogFormat {
-        self.log_format
-    }
-}
-
-/// Serves the admin listener until `shutdown`; readiness waits for routes,
-/// which nothing provides yet.
+/// Runs the gateway until `shutdown`, then drains: DRAINING in the
+/// registry, serving on for the drain delay, then no new connections,
+/// GOAWAY, in-flight requests finished within the drain timeout, deregister.
 pub async fn serve(
     config: Config,
-    admin_listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let readiness = Readiness::waiting_for(["routes"]);
-    tracing::warn!(admin = %config.admin_listen, "the gateway does not proxy yet; only its admin listener runs");
-    admin::serve(
-        admin_listener,
-        admin::router(readiness),
-        shutdown.cancelled_owned(),
+) -> Result<(), ServeError> {
+    let routes_path = PathBuf::from(&config.routes);
+    let file = RoutesFile::load(&routes_path).map_err(|e| config_error("routes", e))?;
+    let tls = if config.tls() {
+        Some(
+            server::tls_acceptor(&config.tls_cert, &config.tls_key)
+                .map_err(|e| config_error("tls_cert", e))?,
+        )
+    } else {
+        None
+    };
+    let settings = ServiceSettings {
+        breaker: BreakerConfig {
+            failures: config.local_ejection_failures,
+            base: config.local_ejection_time,
+            max: config.local_ejection_max,
+        },
+        max_per_endpoint: config.max_requests_per_endpoint,
+        budget_percent: config.retry_budget_percent,
+        budget_min_per_second: config.retry_budget_min_per_second,
+        zone: config.zone.clone(),
+    };
+    let limits = Limits {
+        max_body: config.max_body_bytes,
+        replay: config.replay_buffer_bytes,
+    };
+    let upstream = Upstream::new(config.connect_timeout, config.upstream_idle_timeout);
+    let gw = Arc::new(Gateway::new(
+        RouteTable::compile(file, None),
+        upstream,
+        settings,
+        limits,
+        config.access_log,
+    ));
+    for service in gw.routes.load().services() {
+        gw.service(&service);
+    }
+
+    let http_addr = listeners.http.local_addr()?;
+    let advertised = switchyard_runtime::advertise::choose(
+        &config.advertise_addr,
+        &config.advertise_cidr,
+        http_addr.port(),
+        http_addr,
     )
-    .await
+    .map_err(|e| config_error("advertise_addr", e))?;
+    let id = if config.instance_id.is_empty() {
+        advertised
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || ".-_:".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    } else {
+        config.instance_id.clone()
+    };
+    let token = (!config.registry_token.is_empty()).then_some(config.registry_token.as_str());
+    let target = Target::new(&config.registry, token).map_err(|e| config_error("registry", e))?;
+    let balancer_token = if config.balancer_token.is_empty() {
+        None
+    } else {
+        Some(
+            format!("Bearer {}", config.balancer_token)
+                .parse()
+                .map_err(|_| config_error("balancer_token", "not a valid header value"))?,
+        )
+    };
+    let readiness = Readiness::waiting_for(["view"]);
+    let control = ControlConfig {
+        target: target.clone(),
+        ttl: config.lease_ttl,
+        interval: config.report_interval,
+        id: id.clone(),
+        zone: config.zone.clone(),
+        balancer_token,
+    };
+    control::start(gw.clone(), control, readiness.clone(), shutdown.clone());
+    tokio::spawn(reload::watch(
+        gw.clone(),
+        routes_path.clone(),
+        shutdown.clone(),
+    ));
+    let session = config.register_self.then(|| {
+        let s = Session::start(target, config.lease_ttl);
+        s.register(instance(
+            "switchyard-gateway",
+            &id,
+            &advertised,
+            Protocol::Http1,
+        ));
+        s
+    });
+
+    let tokens = Arc::new(Tokens::new(&[], &config.operator_tokens, true));
+    let admin_stop = CancellationToken::new();
+    let admin_router =
+        runtime_admin::router(readiness).merge(admin::router(gw.clone(), routes_path, tokens));
+    let admin = tokio::spawn(runtime_admin::serve(
+        listeners.admin,
+        admin_router,
+        admin_stop.clone().cancelled_owned(),
+    ));
+
+    let conn = ConnSettings {
+        header_timeout: config.header_timeout,
+        max_header_bytes: config.max_header_bytes,
+    };
+    let accept_stop = CancellationToken::new();
+    let mut servers = vec![tokio::spawn(server::serve(
+        gw.clone(),
+        listeners.http,
+        None,
+        conn,
+        accept_stop.clone(),
+        config.drain_timeout,
+    ))];
+    if let Some(https) = listeners.https {
+        servers.push(tokio::spawn(server::serve(
+            gw.clone(),
+            https,
+            tls,
+            conn,
+            accept_stop.clone(),
+            config.drain_timeout,
+        )));
+    }
+    tracing::info!(http = %config.http_listen, admin = %config.admin_listen, tls = config.tls(), %advertised, "gateway serving");
+
+    shutdown.cancelled().await;
+    tracing::info!(delay = ?config.drain_delay, "draining: DRAINING in the registry, still serving");
+    if let Some(s) = &session {
+        s.set_state(
+            "switchyard-gateway",
+            &id,
+            switchyard_client::pb::State::Draining,
+        );
+    }
+    tokio::time::sleep(config.drain_delay).await;
+    accept_stop.cancel();
+    for s in servers {
+        let _ = s.await;
+    }
+    if let Some(s) = session {
+        s.shutdown(std::time::Duration::ZERO).await;
+    }
+    admin_stop.cancel();
+    let _ = admin.await;
+    Ok(())
 }

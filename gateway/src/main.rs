@@ -1,19 +1,20 @@
-//! The `gateway` binary.
+//! The `gateway` binary: wires settings, listeners and shutdown to
+//! [`switchyard_gateway::serve`].
 
 use std::process::ExitCode;
 
-use switchyard_gateway::Config;
+use switchyard_gateway::{Config, Listeners, ServeError};
 use switchyard_runtime::cli::{self, About};
 
 const ABOUT: About = About {
     name: "gateway",
     version: env!("CARGO_PKG_VERSION"),
-    summary: "Switchyard HTTP gateway (traffic 8080, admin 8081)",
+    summary: "Switchyard HTTP gateway (traffic 8080, TLS 8443, admin 8081)",
 };
 
 fn main() -> ExitCode {
     cli::main::<Config, _, _, _>(ABOUT, |config, shutdown| async move {
-        let admin = tokio::net::TcpListener::bind(config.admin_listen).await?;
-        switchyard_gateway::serve(config, admin, shutdown).await
+        let listeners = Listeners::bind(&config).await.map_err(ServeError::Io)?;
+        switchyard_gateway::serve(config, listeners, shutdown).await
     })
 }

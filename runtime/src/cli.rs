@@ -114,10 +114,13 @@ where
     E: std::fmt::Display,
 {
     let command = parse::<S>(about);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(s) = &command {
+        if s.worker_threads() > 0 {
+            builder.worker_threads(s.worker_threads());
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{}: cannot start the async runtime: {e}", about.name);
@@ -146,10 +149,14 @@ where
     }
 }
 
-/// Settings that choose the log format.
+/// Settings that shape the process: log format, worker threads.
 pub trait LogSettings {
     /// Text or JSON.
     fn log_format(&self) -> crate::logging::LogFormat;
+    /// Async runtime worker threads; 0 means one per core.
+    fn worker_threads(&self) -> usize {
+        0
+    }
 }
 
 /// The `--help` text.

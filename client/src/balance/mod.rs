@@ -26,7 +26,7 @@ mod weights;
 pub use hash::{MAGLEV_TABLE_SIZE, Maglev, Ring, hash_key};
 pub use load::{DEFAULT_TAU, InFlight, Load};
 pub use picker::{Member, Pick, Picker};
-pub use policy::{Policy, UnknownPolicy};
+pub use policy::{Policy, UnknownPolicy, from_proto, to_proto};
 pub use routable::{Eligible, Status, eligible};
 pub use weights::{SlowStart, effective_weight, slow_start_factor, zone_factors};
 

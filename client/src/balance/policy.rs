@@ -79,3 +79,32 @@ impl FromStr for Policy {
             .ok_or_else(|| UnknownPolicy(s.to_string()))
     }
 }
+
+/// The policy named by the balancer contract's enum (UNSPECIFIED is None).
+pub fn from_proto(p: i32) -> Option<Policy> {
+    use switchyard_proto::balancer::v1::Policy as P;
+    Some(match P::try_from(p).ok()? {
+        P::Unspecified => return None,
+        P::RoundRobin => Policy::RoundRobin,
+        P::Random => Policy::Random,
+        P::WeightedRoundRobin => Policy::WeightedRoundRobin,
+        P::LeastRequest => Policy::LeastRequest,
+        P::PeakEwma => Policy::PeakEwma,
+        P::RingHash => Policy::RingHash,
+        P::Maglev => Policy::Maglev,
+    })
+}
+
+/// The balancer contract's enum for a policy.
+pub fn to_proto(p: Policy) -> switchyard_proto::balancer::v1::Policy {
+    use switchyard_proto::balancer::v1::Policy as P;
+    match p {
+        Policy::RoundRobin => P::RoundRobin,
+        Policy::Random => P::Random,
+        Policy::WeightedRoundRobin => P::WeightedRoundRobin,
+        Policy::LeastRequest => P::LeastRequest,
+        Policy::PeakEwma => P::PeakEwma,
+        Policy::RingHash => P::RingHash,
+        Policy::Maglev => P::Maglev,
+    }
+}

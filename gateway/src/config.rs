@@ -1,0 +1,172 @@
+//! The gateway's process settings. Routes live in their own file (`routes`).
+
+use std::{net::SocketAddr, time::Duration};
+
+use switchyard_runtime::{
+    ConfigError, Settings,
+    cli::{AdminAddr, LogSettings},
+    logging::LogFormat,
+    settings::duration,
+};
+
+switchyard_runtime::settings! {
+    /// Process settings of the gateway (flags > `SWITCHYARD_*` > TOML file).
+    pub struct Config {
+        /// Traffic listen address (HTTP/1.1 and HTTP/2 cleartext by prior knowledge).
+        pub http_listen: SocketAddr = ([0, 0, 0, 0], 8080).into(),
+        /// TLS listen address, used when tls_cert and tls_key are set.
+        pub https_listen: SocketAddr = ([0, 0, 0, 0], 8443).into(),
+        /// PEM certificate chain for TLS.
+        pub tls_cert: String = String::new(),
+        /// PEM private key for TLS.
+        pub tls_key: String = String::new(),
+        /// Admin listen address (/healthz, /readyz, /metrics, /api/*).
+        pub admin_listen: SocketAddr = ([0, 0, 0, 0], 8081).into(),
+        /// The routes file (TOML); its directory is watched for changes.
+        pub routes: String = "routes.toml".into(),
+        /// Registry addresses, comma-separated.
+        pub registry: Vec<String> = vec!["http://127.0.0.1:7000".into()],
+        /// A register token, for registering this gateway.
+        pub registry_token: String = String::new(),
+        /// An operator token, for reporting load to balancers.
+        pub balancer_token: String = String::new(),
+        /// Tokens that may call POST /api/reload; empty allows anyone.
+        pub operator_tokens: Vec<String> = Vec::new(),
+        /// Whether to register this gateway in the registry.
+        pub register_self: bool = true,
+        /// Address to advertise (host:port of the traffic listener).
+        pub advertise_addr: String = String::new(),
+        /// Advertise the first local address inside this CIDR.
+        pub advertise_cidr: String = String::new(),
+        /// Instance id to register under; empty uses the advertised address.
+        pub instance_id: String = String::new(),
+        /// This gateway's zone, for zone-aware weights.
+        pub zone: String = String::new(),
+        /// Lease TTL, and how long a view must stay empty before it empties.
+        #[serde(with = "duration")]
+        pub lease_ttl: Duration = Duration::from_secs(10),
+        /// Load report interval; without a balancer for 3 of them, the gateway balances alone.
+        #[serde(with = "duration")]
+        pub report_interval: Duration = Duration::from_secs(1),
+        /// Upstream connect timeout.
+        #[serde(with = "duration")]
+        pub connect_timeout: Duration = Duration::from_secs(1),
+        /// Upstream idle connection timeout (keep it below the services' keep-alive).
+        #[serde(with = "duration")]
+        pub upstream_idle_timeout: Duration = Duration::from_secs(30),
+        /// Deadline for a client to send its request headers.
+        #[serde(with = "duration")]
+        pub header_timeout: Duration = Duration::from_secs(10),
+        /// Largest request header block, in bytes (431 above).
+        pub max_header_bytes: usize = 64 * 1024,
+        /// Largest request body, in bytes (413 above); 0 is unlimited.
+        pub max_body_bytes: u64 = 0,
+        /// Bodies up to this size are buffered so a retry can replay them.
+        pub replay_buffer_bytes: usize = 64 * 1024,
+        /// Consecutive failures that eject an endpoint locally.
+        pub local_ejection_failures: u32 = 5,
+        /// First local ejection time; doubles per ejection.
+        #[serde(with = "duration")]
+        pub local_ejection_time: Duration = Duration::from_secs(30),
+        /// Cap of the local ejection time.
+        #[serde(with = "duration")]
+        pub local_ejection_max: Duration = Duration::from_secs(300),
+        /// Most requests in flight to one endpoint (the circuit breaker's threshold).
+        pub max_requests_per_endpoint: u32 = 1024,
+        /// Retry budget: retries may add this share of first attempts...
+        pub retry_budget_percent: u32 = 20,
+        /// ... plus this many per second.
+        pub retry_budget_min_per_second: u32 = 10,
+        /// Keep serving this long after SIGTERM while DRAINING propagates.
+        #[serde(with = "duration")]
+        pub drain_delay: Duration = Duration::from_secs(3),
+        /// Then give in-flight requests this long to finish.
+        #[serde(with = "duration")]
+        pub drain_timeout: Duration = Duration::from_secs(10),
+        /// Log format: text or json.
+        pub log_format: LogFormat = LogFormat::Text,
+        /// Write a JSON access log line per request (target `access`).
+        pub access_log: bool = true,
+        /// Worker threads for the async runtime (0: one per core).
+        pub worker_threads: usize = 0,
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Whether TLS is configured.
+    pub fn tls(&self) -> bool {
+        !self.tls_cert.is_empty() && !self.tls_key.is_empty()
+    }
+}
+
+impl Settings for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.registry.is_empty() {
+            return Err(ConfigError::new(
+                "registry",
+                "give at least one registry address",
+            ));
+        }
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return Err(ConfigError::new(
+                "tls_key",
+                "set both tls_cert and tls_key, or neither",
+            ));
+        }
+        if !(2..=300).contains(&self.lease_ttl.as_secs()) {
+            return Err(ConfigError::new("lease_ttl", "must be 2 s to 300 s"));
+        }
+        if self.report_interval < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "report_interval",
+                "must be at least 100ms",
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::new("connect_timeout", "must be above 0"));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(ConfigError::new(
+                "max_header_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.retry_budget_percent > 1000 {
+            return Err(ConfigError::new(
+                "retry_budget_percent",
+                "must be 0 to 1000",
+            ));
+        }
+        if self.local_ejection_max < self.local_ejection_time {
+            return Err(ConfigError::new(
+                "local_ejection_max",
+                "must be at least local_ejection_time",
+            ));
+        }
+        if !self.advertise_cidr.is_empty() {
+            switchyard_runtime::advertise::parse_cidr(&self.advertise_cidr)
+                .map_err(|e| ConfigError::new("advertise_cidr", e))?;
+        }
+        crate::routes::RoutesFile::load(std::path::Path::new(&self.routes))
+            .map_err(|e| ConfigError::new("routes", e))?;
+        Ok(())
+    }
+}
+
+impl AdminAddr for Config {
+    fn admin_listen(&self) -> SocketAddr {
+        self.admin_listen
+    }
+}
+
+impl LogSettings for Config {
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+
+    fn worker_threads(&self) -> usize {
+        self.worker_threads
+    }
+}

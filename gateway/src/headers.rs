@@ -1,0 +1,193 @@
+//! Header plumbing: hop-by-hop removal, X-Forwarded-*, request ids and
+//! W3C trace context.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use rand::Rng;
+
+/// `x-request-id`.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `traceparent`.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), and those the
+/// `Connection` header names. `keep_upgrade` keeps `Connection: upgrade`
+/// and `Upgrade` for WebSockets; `TE: trailers` always stays (gRPC needs it).
+pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| n.trim().parse::<HeaderName>().ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE) && n != header::TE)
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for n in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        h.remove(n);
+    }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `-Proto` and `-Host`.
+pub fn forwarded(h: &mut HeaderMap, client: IpAddr, tls: bool, host: &str) {
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {client}"),
+        None => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    h.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if !host.is_empty() && !h.contains_key(&X_FORWARDED_HOST) {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            h.insert(X_FORWARDED_HOST.clone(), v);
+        }
+    }
+}
+
+/// The request's id: the client's if it is sane, else a new one.
+pub fn request_id(h: &HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&REQUEST_ID) {
+        let ok =
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if ok {
+            return v.clone();
+        }
+    }
+    let id: u128 = rand::rng().random();
+    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Keeps a valid `traceparent`, or starts a new trace.
+pub fn traceparent(h: &mut HeaderMap) {
+    let valid = h
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let parts: Vec<&str> = v.split('-').collect();
+            parts.len() >= 4
+                && parts[0].len() == 2
+                && parts[1].len() == 32
+                && parts[2].len() == 16
+                && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
+                && parts[1] != "00000000000000000000000000000000"
+        });
+    if !valid {
+        let mut rng = rand::rng();
+        let trace: u128 = rng.random::<u128>().max(1);
+        let span: u64 = rng.random::<u64>().max(1);
+        if let Ok(v) = HeaderValue::from_str(&format!("00-{trace:032x}-{span:016x}-01")) {
+            h.insert(TRACEPARENT.clone(), v);
+        }
+    }
+}
+
+/// Whether a request asks for a WebSocket upgrade.
+pub fn is_upgrade(h: &HeaderMap) -> bool {
+    let connection = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    connection
+        && h.get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_te_trailers_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(&KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(
+            h.get("x-private").is_none()
+                && h.get(&KEEP_ALIVE).is_none()
+                && h.get(header::CONNECTION).is_none()
+        );
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+        assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn forwarded_appends_and_ids_are_kept_or_made() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        forwarded(
+            &mut h,
+            "10.0.0.2".parse().expect("ip"),
+            true,
+            "api.example.com",
+        );
+        assert_eq!(
+            h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
+            Some(&b"10.0.0.1, 10.0.0.2"[..])
+        );
+        assert_eq!(
+            h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()),
+            Some(&b"https"[..])
+        );
+        h.insert(&REQUEST_ID, HeaderValue::from_static("abc"));
+        assert_eq!(request_id(&h), "abc");
+        h.insert(&REQUEST_ID, HeaderValue::from_static(""));
+        assert_eq!(request_id(&h).len(), 32);
+        traceparent(&mut h);
+        let tp = h
+            .get(&TRACEPARENT)
+            .expect("made")
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        traceparent(&mut h);
+        assert_eq!(
+            h.get(&TRACEPARENT).expect("kept").to_str().expect("ascii"),
+            tp
+        );
+    }
+}

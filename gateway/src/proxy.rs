@@ -1,0 +1,708 @@
+//! The request path: match a route, check limits, pick an endpoint locally,
+//! forward, retry what is safe to retry, and answer.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, RwLock},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header, request::Parts};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use rand::Rng;
+use switchyard_client::{View, balance::InFlight};
+use tokio::sync::Notify;
+
+use crate::{
+    endpoints::{Endpoint, Outcome, ServiceSettings, ServiceState},
+    errors::GatewayError,
+    headers,
+    routes::{HashKey, Matched, RouteTable, upstream_path},
+    upstream::{Reach, Upstream, UpstreamBody, reach},
+};
+
+/// A response body: an upstream's (counted in flight until it ends) or ours.
+pub type ProxyBody = Either<Tracked, Full<Bytes>>;
+
+/// An upstream response body that holds its endpoint's in-flight count
+/// until the last frame, so streams count as load for as long as they run.
+#[derive(Debug)]
+pub struct Tracked {
+    inner: Incoming,
+    _in_flight: InFlight,
+}
+
+/// Limits of the request path.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest body (0: none).
+    pub max_body: u64,
+    /// Bodies up to this are buffered for replay.
+    pub replay: usize,
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The route table in force.
+    pub routes: ArcSwap<RouteTable>,
+    services: RwLock<HashMap<Arc<str>, Arc<ServiceState>>>,
+    /// The upstream pools.
+    pub upstream: Upstream,
+    settings: ServiceSettings,
+    limits: Limits,
+    /// The latest registry view (the default rule checks it).
+    pub view: ArcSwap<View>,
+    /// Woken when a service is first used, so the control plane follows it.
+    pub new_service: Notify,
+    access_log: bool,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+struct Attempt<'a> {
+    parts: &'a Parts,
+    path: &'a str,
+    body: Option<UpstreamBody>,
+}
+
+// === impl Tracked ===
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// A gateway over `routes`.
+    pub fn new(
+        routes: RouteTable,
+        upstream: Upstream,
+        settings: ServiceSettings,
+        limits: Limits,
+        access_log: bool,
+    ) -> Self {
+        Self {
+            routes: ArcSwap::from_pointee(routes),
+            services: RwLock::new(HashMap::new()),
+            upstream,
+            settings,
+            limits,
+            view: ArcSwap::from_pointee(View::default()),
+            new_service: Notify::new(),
+            access_log,
+        }
+    }
+
+    /// The service's state, created (and announced) on first use.
+    pub fn service(&self, name: &str) -> Arc<ServiceState> {
+        if let Some(s) = self
+            .services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+        {
+            return s.clone();
+        }
+        let mut map = self
+            .services
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = map
+            .entry(Arc::from(name))
+            .or_insert_with(|| {
+                let s = Arc::new(ServiceState::new(name, &self.settings));
+                let view = self.view.load();
+                if let Some(instances) = view.services.get(name) {
+                    s.set_instances(instances.clone(), Instant::now());
+                }
+                s
+            })
+            .clone();
+        drop(map);
+        self.new_service.notify_one();
+        s
+    }
+
+    /// Every service in use.
+    pub fn services(&self) -> Vec<Arc<ServiceState>> {
+        self.services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Handles one request; never fails (errors become responses).
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Peer,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let start = Instant::now();
+        let id = headers::request_id(req.headers());
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let (parts, body) = req.into_parts();
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let (result, route, service, endpoint, attempts) =
+            self.forward(parts, body, peer, &id, grpc, start).await;
+        let mut res = match result {
+            Ok(res) => res,
+            Err(e) => e.response(&id, grpc).map(Either::Right),
+        };
+        res.headers_mut()
+            .insert(headers::REQUEST_ID.clone(), id.clone());
+        let elapsed = start.elapsed();
+        record_metrics(&route, &service, res.status(), elapsed);
+        if self.access_log {
+            tracing::info!(
+                target: "access",
+                request_id = id.to_str().unwrap_or(""),
+                method = %method,
+                path = uri.path(),
+                status = res.status().as_u16(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                route = %route,
+                service = %service,
+                endpoint = %endpoint,
+                attempts,
+                client = %peer.addr.ip(),
+            );
+        }
+        Ok(res)
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn forward(
+        &self,
+        mut parts: Parts,
+        body: Incoming,
+        peer: Peer,
+        id: &HeaderValue,
+        grpc: bool,
+        start: Instant,
+    ) -> (
+        Result<Response<ProxyBody>, GatewayError>,
+        Arc<str>,
+        Arc<str>,
+        Arc<str>,
+        u32,
+    ) {
+        let none: Arc<str> = Arc::from("");
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let table = self.routes.load();
+        let Some(m) = table.find(&parts.method, &host, parts.uri.path(), &parts.headers) else {
+            return (
+                Err(GatewayError::NoRoute),
+                none.clone(),
+                none.clone(),
+                none,
+                0,
+            );
+        };
+        let route_name: Arc<str> = Arc::from(m.route.spec.name.as_str());
+        let service_name = m.service.clone();
+        let fail = |e| {
+            (
+                Err(e),
+                route_name.clone(),
+                service_name.clone(),
+                Arc::from(""),
+                0,
+            )
+        };
+        if m.route.spec.name == "default"
+            && !self.known_default_service(&m.service, table.default_rule_max_services)
+        {
+            return fail(GatewayError::UnknownService);
+        }
+        if !authorized(&m, &parts) {
+            return fail(GatewayError::Unauthorized);
+        }
+        if let Some(preflight) = crate::cors::preflight(&m, &parts) {
+            return (
+                Ok(preflight.map(Either::Right)),
+                route_name,
+                service_name,
+                Arc::from(""),
+                0,
+            );
+        }
+        if let Some(limiter) = &m.route.state.limiter {
+            let key = client_key(limiter.header.as_ref(), &parts, peer);
+            if let Err(wait) = limiter.acquire(&key, Instant::now()) {
+                return fail(GatewayError::RateLimited(wait));
+            }
+        }
+        let _permit = match &m.route.state.shedder {
+            Some(s) => match s.try_acquire() {
+                Some(p) => Some(p),
+                None => return fail(GatewayError::Overloaded),
+            },
+            None => None,
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if self.limits.max_body > 0 && declared.is_some_and(|n| n > self.limits.max_body) {
+            return fail(GatewayError::BodyTooLarge);
+        }
+        let upgrade = headers::is_upgrade(&parts.headers);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+        prepare_headers(&mut parts, &m, peer, id, &host, upgrade);
+        let path = upstream_path(&m, parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+        let service = self.service(&m.service);
+        let mut deadline = start + m.route.spec.timeout;
+        if grpc {
+            if let Some(t) = parts.headers.get("grpc-timeout").and_then(grpc_timeout) {
+                deadline = deadline.min(start + t);
+            }
+        }
+        // Bodies that fit the replay buffer are read first, so that any
+        // retry can send them again; larger ones stream once.
+        let replayable =
+            body.is_end_stream() || declared.is_some_and(|n| n <= self.limits.replay as u64);
+        let body: UpstreamBody = if replayable {
+            match Limited::new(body, self.limits.replay.max(1))
+                .collect()
+                .await
+            {
+                Ok(collected) => Either::Right(Full::new(collected.to_bytes())),
+                Err(_) => return fail(GatewayError::BodyTooLarge),
+            }
+        } else {
+            let limit = if self.limits.max_body > 0 {
+                self.limits.max_body as usize
+            } else {
+                usize::MAX
+            };
+            Either::Left(Limited::new(body, limit))
+        };
+        let attempt = Attempt {
+            parts: &parts,
+            path: &path,
+            body: Some(body),
+        };
+        let (result, endpoint, attempts) = self
+            .attempts(&m, &service, attempt, deadline, grpc, client_upgrade)
+            .await;
+        (result, route_name, service_name, endpoint, attempts)
+    }
+
+    fn known_default_service(&self, service: &str, cap: usize) -> bool {
+        let known = self
+            .view
+            .load()
+            .services
+            .get(service)
+            .is_some_and(|i| !i.is_empty());
+        if !known {
+            return false;
+        }
+        let map = self
+            .services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.contains_key(service) || map.len() < cap + self.routes.load().routes.len()
+    }
+
+    async fn attempts(
+        &self,
+        m: &Matched,
+        service: &ServiceState,
+        mut attempt: Attempt<'_>,
+        deadline: Instant,
+        grpc: bool,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> (Result<Response<ProxyBody>, GatewayError>, Arc<str>, u32) {
+        let spec = &m.route.spec;
+        let idempotent = matches!(
+            attempt.parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let may_retry_reached = idempotent || spec.retry.retryable;
+        let key = hash_key(m, attempt.parts);
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut last = GatewayError::NoEndpoint;
+        let mut last_endpoint: Arc<str> = Arc::from("");
+        service.deposit();
+        for n in 0..spec.retry.attempts {
+            let now = Instant::now();
+            if now >= deadline {
+                last = GatewayError::Timeout;
+                break;
+            }
+            if n > 0 {
+                if !service.withdraw() {
+                    metrics::counter!("switchyard_gateway_retry_budget_exhausted_total")
+                        .increment(1);
+                    last = if last == GatewayError::NoEndpoint {
+                        last
+                    } else {
+                        GatewayError::BudgetExhausted
+                    };
+                    break;
+                }
+                metrics::counter!("switchyard_gateway_retries_total").increment(1);
+                let wait = backoff(spec.retry.backoff, spec.retry.backoff_max, n)
+                    .min(deadline.saturating_duration_since(now));
+                tokio::time::sleep(wait).await;
+            }
+            let Some((endpoint, _panic)) = service.pick(key.as_deref(), &tried, Instant::now())
+            else {
+                break;
+            };
+            last_endpoint = endpoint.id.clone();
+            let body = match &attempt.body {
+                Some(Either::Right(full)) => Either::Right(full.clone()),
+                Some(Either::Left(_)) => match attempt.body.take() {
+                    Some(b) => b,
+                    None => break,
+                },
+                None => break, // a streamed body was already sent once
+            };
+            let request = upstream_request(attempt.parts, attempt.path, &endpoint, body);
+            let per_try = spec
+                .per_try_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let sent = Instant::now();
+            let in_flight = endpoint.load.start();
+            endpoint.breaker.on_send(sent);
+            let client = if endpoint.h2 && client_upgrade.is_none() {
+                &self.upstream.h2
+            } else {
+                &self.upstream.h1
+            };
+            let outcome = tokio::time::timeout(per_try, client.request(request)).await;
+            let latency = sent.elapsed();
+            let replayable = attempt.body.is_some();
+            let attempts_left = n + 1 < spec.retry.attempts;
+            match outcome {
+                Ok(Ok(mut res)) => {
+                    let status = res.status();
+                    let failed = matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    );
+                    let grpc_unavailable =
+                        grpc && res.headers().get("grpc-status").is_some_and(|v| v == "14");
+                    let kind = if failed {
+                        Outcome::Http5xx
+                    } else if grpc_unavailable {
+                        Outcome::Grpc
+                    } else {
+                        Outcome::Success
+                    };
+                    service.record(&endpoint, kind, latency, Instant::now());
+                    let retry_status =
+                        spec.retry.statuses.contains(&status.as_u16()) || grpc_unavailable;
+                    if retry_status && may_retry_reached && replayable && attempts_left {
+                        tried.push(endpoint.id.clone());
+                        last = GatewayError::Upstream;
+                        continue;
+                    }
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client) = client_upgrade {
+                            crate::websocket::tunnel(
+                                client,
+                                hyper::upgrade::on(&mut res),
+                                in_flight,
+                            );
+                            let res = res.map(|_| Either::Right(Full::new(Bytes::new())));
+                            return (Ok(clean_response(res)), last_endpoint, n + 1);
+                        }
+                    }
+                    let mut res = res.map(|inner| {
+                        Either::Left(Tracked {
+                            inner,
+                            _in_flight: in_flight,
+                        })
+                    });
+                    crate::cors::decorate(m, attempt.parts, res.headers_mut());
+                    return (Ok(clean_response(res)), last_endpoint, n + 1);
+                }
+                Ok(Err(e)) => {
+                    let never = reach(&e) == Reach::Never;
+                    service.record(
+                        &endpoint,
+                        if never {
+                            Outcome::Connect
+                        } else {
+                            Outcome::Reset
+                        },
+                        latency,
+                        Instant::now(),
+                    );
+                    tracing::debug!(service = %service.name, instance = %endpoint.id, error = %e, never_reached = never, "attempt failed");
+                    last = GatewayError::Upstream;
+                    tried.push(endpoint.id.clone());
+                    if !(replayable && (never || may_retry_reached)) {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    service.record(&endpoint, Outcome::Timeout, latency, Instant::now());
+                    last = GatewayError::Timeout;
+                    tried.push(endpoint.id.clone());
+                    if !(replayable && may_retry_reached) {
+                        break;
+                    }
+                }
+            }
+        }
+        (
+            Err(last),
+            last_endpoint,
+            u32::try_from(tried.len()).unwrap_or(u32::MAX),
+        )
+    }
+}
+
+fn authorized(m: &Matched, parts: &Parts) -> bool {
+    let spec = &m.route.spec;
+    if spec.api_keys.is_empty() && spec.bearer_tokens.is_empty() {
+        return true;
+    }
+    let key_ok = !spec.api_keys.is_empty()
+        && parts
+            .headers
+            .get(spec.api_key_header.as_str())
+            .is_some_and(|v| {
+                spec.api_keys
+                    .iter()
+                    .any(|k| constant_eq(k.as_bytes(), v.as_bytes()))
+            });
+    let bearer_ok = !spec.bearer_tokens.is_empty()
+        && parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| {
+                spec.bearer_tokens
+                    .iter()
+                    .any(|k| constant_eq(k.as_bytes(), t.as_bytes()))
+            });
+    key_ok || bearer_ok
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+fn client_key(header: Option<&http::HeaderName>, parts: &Parts, peer: Peer) -> String {
+    match header {
+        Some(h) => parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        None => peer.addr.ip().to_string(),
+    }
+}
+
+fn hash_key(m: &Matched, parts: &Parts) -> Option<Vec<u8>> {
+    match m.route.hash_key.as_ref()? {
+        HashKey::Header(h) => parts.headers.get(h).map(|v| v.as_bytes().to_vec()),
+        HashKey::Path => Some(parts.uri.path().as_bytes().to_vec()),
+        HashKey::Query(q) => parts.uri.query().and_then(|query| {
+            query.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == q).then(|| v.as_bytes().to_vec())
+            })
+        }),
+        HashKey::Ip => parts
+            .headers
+            .get("x-forwarded-for")
+            .map(|v| v.as_bytes().to_vec()),
+    }
+}
+
+fn prepare_headers(
+    parts: &mut Parts,
+    m: &Matched,
+    peer: Peer,
+    id: &HeaderValue,
+    host: &str,
+    upgrade: bool,
+) {
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h, upgrade);
+    headers::forwarded(h, peer.addr.ip(), peer.tls, host);
+    h.insert(headers::REQUEST_ID.clone(), id.clone());
+    headers::traceparent(h);
+    match m.route.spec.host_header.as_str() {
+        "preserve" => {
+            if !h.contains_key(header::HOST) {
+                if let Ok(v) = HeaderValue::from_str(host) {
+                    h.insert(header::HOST, v);
+                }
+            }
+        }
+        "upstream" => {
+            h.remove(header::HOST);
+        }
+        literal => {
+            if let Ok(v) = HeaderValue::from_str(literal) {
+                h.insert(header::HOST, v);
+            }
+        }
+    }
+}
+
+fn upstream_request(
+    parts: &Parts,
+    path: &str,
+    endpoint: &Endpoint,
+    body: UpstreamBody,
+) -> Request<UpstreamBody> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(endpoint.authority.clone())
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = parts.headers.clone();
+    if endpoint.h2 {
+        // HTTP/2 carries the authority as :authority; a Host header would
+        // contradict it.
+        req.headers_mut().remove(header::HOST);
+        *req.version_mut() = http::Version::HTTP_2;
+    } else {
+        *req.version_mut() = http::Version::HTTP_11;
+    }
+    req
+}
+
+fn clean_response(mut res: Response<ProxyBody>) -> Response<ProxyBody> {
+    let upgrade = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(res.headers_mut(), upgrade);
+    res
+}
+
+/// `grpc-timeout`: digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?;
+    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
+    let ceiling = base.saturating_mul(1 << (n - 1).min(16)).min(max);
+    let half = ceiling / 2;
+    half + rand::rng().random_range(Duration::ZERO..=half)
+}
+
+fn record_metrics(route: &Arc<str>, service: &Arc<str>, status: StatusCode, elapsed: Duration) {
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("switchyard_gateway_requests_total", "route" => route.to_string(), "code" => class).increment(1);
+    metrics::histogram!("switchyard_gateway_request_duration_seconds", "route" => route.to_string(), "service" => service.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(
+            grpc_timeout(&HeaderValue::from_static("250m")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            grpc_timeout(&HeaderValue::from_static("2S")),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(grpc_timeout(&HeaderValue::from_static("x")), None);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_under_the_cap() {
+        let b = backoff(Duration::from_millis(10), Duration::from_millis(100), 1);
+        assert!(b >= Duration::from_millis(5) && b <= Duration::from_millis(10));
+        assert!(
+            backoff(Duration::from_millis(10), Duration::from_millis(100), 9)
+                <= Duration::from_millis(100)
+        );
+    }
+}
