@@ -16,6 +16,7 @@ use std::{
 pub struct Breaker {
     base: Instant,
     consecutive: AtomicU32,
+    timeouts: AtomicU32,
     open_until_ns: AtomicU64,
     times: AtomicU32,
     probing: AtomicBool,
@@ -37,6 +38,10 @@ pub enum BreakerState {
 pub struct BreakerConfig {
     /// Failures in a row that open it.
     pub failures: u32,
+    /// Per-try timeouts in a row that open it: a stalled endpoint (paused,
+    /// partitioned) times out the few requests sent to it before the picker
+    /// shies away, so waiting for `failures` of them would never eject it.
+    pub timeouts: u32,
     /// First open time.
     pub base: Duration,
     /// Cap of the open time.
@@ -50,6 +55,7 @@ impl Default for Breaker {
         Self {
             base: Instant::now(),
             consecutive: AtomicU32::new(0),
+            timeouts: AtomicU32::new(0),
             open_until_ns: AtomicU64::new(0),
             times: AtomicU32::new(0),
             probing: AtomicBool::new(false),
@@ -91,6 +97,7 @@ impl Breaker {
     /// A success closes a half-open breaker and resets the count.
     pub fn on_success(&self) {
         self.consecutive.store(0, Ordering::Relaxed);
+        self.timeouts.store(0, Ordering::Relaxed);
         if self.open_until_ns.swap(0, Ordering::AcqRel) != 0 {
             self.probing.store(false, Ordering::Release);
             let _ = self
@@ -101,14 +108,27 @@ impl Breaker {
         }
     }
 
-    /// A failure; `may_open` is false when the ejection cap is reached.
-    /// Returns true when the breaker opened now.
-    pub fn on_failure(&self, cfg: &BreakerConfig, now: Instant, may_open: bool) -> bool {
+    /// A failure (`timeout` for a per-try timeout); `may_open` is false
+    /// when the ejection cap is reached. Returns true when it opened now.
+    pub fn on_failure(
+        &self,
+        cfg: &BreakerConfig,
+        now: Instant,
+        timeout: bool,
+        may_open: bool,
+    ) -> bool {
         let n = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        let t = if timeout {
+            self.timeouts.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
         let state = self.state(now);
+        let enough =
+            (cfg.failures > 0 && n >= cfg.failures) || (cfg.timeouts > 0 && t >= cfg.timeouts);
         let trip = match state {
             BreakerState::HalfOpen => true,
-            BreakerState::Closed => cfg.failures > 0 && n >= cfg.failures && may_open,
+            BreakerState::Closed => enough && may_open,
             BreakerState::Open => false,
         };
         if !trip {
@@ -146,6 +166,7 @@ mod tests {
 
     const CFG: BreakerConfig = BreakerConfig {
         failures: 3,
+        timeouts: 2,
         base: Duration::from_secs(10),
         max: Duration::from_secs(300),
     };
@@ -154,9 +175,9 @@ mod tests {
     fn opens_half_opens_and_closes() {
         let b = Breaker::default();
         let t0 = Instant::now();
-        assert!(!b.on_failure(&CFG, t0, true));
-        assert!(!b.on_failure(&CFG, t0, true));
-        assert!(b.on_failure(&CFG, t0, true), "third failure opens");
+        assert!(!b.on_failure(&CFG, t0, false, true));
+        assert!(!b.on_failure(&CFG, t0, false, true));
+        assert!(b.on_failure(&CFG, t0, false, true), "third failure opens");
         assert_eq!(b.state(t0), BreakerState::Open);
         assert!(!b.admits(t0 + Duration::from_secs(9)));
         let t1 = t0 + Duration::from_secs(10);
@@ -164,7 +185,10 @@ mod tests {
         assert!(b.admits(t1));
         b.on_send(t1);
         assert!(!b.admits(t1), "one trial at a time");
-        assert!(b.on_failure(&CFG, t1, true), "a failed trial reopens");
+        assert!(
+            b.on_failure(&CFG, t1, false, true),
+            "a failed trial reopens"
+        );
         assert_eq!(
             b.remaining(t1),
             Some(Duration::from_secs(20)),
@@ -177,11 +201,19 @@ mod tests {
     }
 
     #[test]
+    fn two_timeouts_in_a_row_open_it() {
+        let b = Breaker::default();
+        let t = Instant::now();
+        assert!(!b.on_failure(&CFG, t, true, true));
+        assert!(b.on_failure(&CFG, t, true, true));
+    }
+
+    #[test]
     fn the_cap_keeps_it_closed() {
         let b = Breaker::default();
         let t = Instant::now();
         for _ in 0..5 {
-            assert!(!b.on_failure(&CFG, t, false));
+            assert!(!b.on_failure(&CFG, t, false, false));
         }
         assert_eq!(b.state(t), BreakerState::Closed);
     }

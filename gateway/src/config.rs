@@ -65,6 +65,8 @@ switchyard_runtime::settings! {
         pub replay_buffer_bytes: usize = 64 * 1024,
         /// Consecutive failures that eject an endpoint locally.
         pub local_ejection_failures: u32 = 5,
+        /// Consecutive per-try timeouts that eject an endpoint locally.
+        pub local_ejection_timeouts: u32 = 2,
         /// First local ejection time; doubles per ejection.
         #[serde(with = "duration")]
         pub local_ejection_time: Duration = Duration::from_secs(30),

@@ -311,7 +311,10 @@ impl ServiceState {
         let n = snap.endpoints.len();
         let cap = (n * snap.max_ejection_percent as usize / 100).max(1);
         let may_open = snap.ejected(now) < cap;
-        if endpoint.breaker.on_failure(&self.breaker, now, may_open) {
+        if endpoint
+            .breaker
+            .on_failure(&self.breaker, now, outcome == Outcome::Timeout, may_open)
+        {
             tracing::warn!(service = %self.name, instance = %endpoint.id, ?outcome, "ejected locally");
             metrics::counter!("switchyard_gateway_local_ejections_total", "service" => self.name.to_string()).increment(1);
         }

@@ -113,6 +113,7 @@ pub async fn serve(
     let settings = ServiceSettings {
         breaker: BreakerConfig {
             failures: config.local_ejection_failures,
+            timeouts: config.local_ejection_timeouts,
             base: config.local_ejection_time,
             max: config.local_ejection_max,
         },

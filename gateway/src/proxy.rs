@@ -311,25 +311,27 @@ impl Gateway {
             }
         }
         // Bodies that fit the replay buffer are read first, so that any
-        // retry can send them again; larger ones stream once.
-        let replayable =
-            body.is_end_stream() || declared.is_some_and(|n| n <= self.limits.replay as u64);
-        let body: UpstreamBody = if replayable {
-            match Limited::new(body, self.limits.replay.max(1))
-                .collect()
-                .await
-            {
-                Ok(collected) => Either::Right(Full::new(collected.to_bytes())),
-                Err(_) => return fail(GatewayError::BodyTooLarge),
-            }
+        // retry can send them again; others stream once.
+        let limit = if self.limits.max_body > 0 {
+            self.limits.max_body as usize
         } else {
-            let limit = if self.limits.max_body > 0 {
-                self.limits.max_body as usize
-            } else {
-                usize::MAX
-            };
-            Either::Left(Limited::new(body, limit))
+            usize::MAX
         };
+        let body: UpstreamBody =
+            if body.is_end_stream() || declared.is_some_and(|n| n <= self.limits.replay as u64) {
+                match Limited::new(body, self.limits.replay.max(1))
+                    .collect()
+                    .await
+                {
+                    Ok(collected) => Either::Right(Full::new(collected.to_bytes())),
+                    Err(_) => return fail(GatewayError::BodyTooLarge),
+                }
+            } else {
+                match crate::upstream::take_ready(body, self.limits.replay, limit).await {
+                    Ok(body) => body,
+                    Err(_) => return fail(GatewayError::BodyTooLarge),
+                }
+            };
         let attempt = Attempt {
             parts: &parts,
             path: &path,
@@ -358,6 +360,7 @@ impl Gateway {
         map.contains_key(service) || map.len() < cap + self.routes.load().routes.len()
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn attempts(
         &self,
         m: &Matched,
@@ -382,85 +385,59 @@ impl Gateway {
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last = GatewayError::NoEndpoint;
         let mut last_endpoint: Arc<str> = Arc::from("");
+        let mut last_response: Option<Response<ProxyBody>> = None;
         service.deposit();
         for n in 0..spec.retry.attempts {
-            let now = Instant::now();
-            if now >= deadline {
-                last = GatewayError::Timeout;
-                break;
-            }
             if n > 0 {
-                if !service.withdraw() {
-                    metrics::counter!("switchyard_gateway_retry_budget_exhausted_total")
-                        .increment(1);
-                    last = if last == GatewayError::NoEndpoint {
-                        last
-                    } else {
-                        GatewayError::BudgetExhausted
-                    };
+                if let Err(e) = self.before_retry(service, spec, n, deadline, last).await {
+                    last = e;
                     break;
                 }
-                metrics::counter!("switchyard_gateway_retries_total").increment(1);
-                let wait = backoff(spec.retry.backoff, spec.retry.backoff_max, n)
-                    .min(deadline.saturating_duration_since(now));
-                tokio::time::sleep(wait).await;
             }
-            let Some((endpoint, _panic)) = service.pick(key.as_deref(), &tried, Instant::now())
-            else {
+            // Another endpoint if there is one, else one already tried
+            // (Envoy's "previous hosts" predicate falls back the same way).
+            let picked = service
+                .pick(key.as_deref(), &tried, Instant::now())
+                .or_else(|| {
+                    service
+                        .pick(key.as_deref(), &[], Instant::now())
+                        .filter(|_| !tried.is_empty())
+                });
+            let Some((endpoint, _panic)) = picked else {
+                break;
+            };
+            let Some(body) = attempt.next_body() else {
                 break;
             };
             last_endpoint = endpoint.id.clone();
-            let body = match &attempt.body {
-                Some(Either::Right(full)) => Either::Right(full.clone()),
-                Some(Either::Left(_)) => match attempt.body.take() {
-                    Some(b) => b,
-                    None => break,
-                },
-                None => break, // a streamed body was already sent once
-            };
             let request = upstream_request(attempt.parts, attempt.path, &endpoint, body);
             let per_try = spec
                 .per_try_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
-            let sent = Instant::now();
-            let in_flight = endpoint.load.start();
-            endpoint.breaker.on_send(sent);
-            let client = if endpoint.h2 && client_upgrade.is_none() {
-                &self.upstream.h2
-            } else {
-                &self.upstream.h1
-            };
-            let outcome = tokio::time::timeout(per_try, client.request(request)).await;
-            let latency = sent.elapsed();
-            let replayable = attempt.body.is_some();
+            let h1 = client_upgrade.is_some() || !endpoint.h2;
+            let (outcome, in_flight) = self
+                .send_once(service, &endpoint, request, per_try, h1, grpc)
+                .await;
+            let replayable = attempt.replayable();
             let attempts_left = n + 1 < spec.retry.attempts;
+            tried.push(endpoint.id.clone());
             match outcome {
-                Ok(Ok(mut res)) => {
-                    let status = res.status();
-                    let failed = matches!(
-                        status,
-                        StatusCode::BAD_GATEWAY
-                            | StatusCode::SERVICE_UNAVAILABLE
-                            | StatusCode::GATEWAY_TIMEOUT
-                    );
-                    let grpc_unavailable =
-                        grpc && res.headers().get("grpc-status").is_some_and(|v| v == "14");
-                    let kind = if failed {
-                        Outcome::Http5xx
-                    } else if grpc_unavailable {
-                        Outcome::Grpc
-                    } else {
-                        Outcome::Success
-                    };
-                    service.record(&endpoint, kind, latency, Instant::now());
+                Sent::Answer(mut res, grpc_unavailable) => {
                     let retry_status =
-                        spec.retry.statuses.contains(&status.as_u16()) || grpc_unavailable;
+                        grpc_unavailable || spec.retry.statuses.contains(&res.status().as_u16());
                     if retry_status && may_retry_reached && replayable && attempts_left {
-                        tried.push(endpoint.id.clone());
                         last = GatewayError::Upstream;
+                        // Kept: if no retry happens after all (budget,
+                        // deadline), the client gets this answer as it was.
+                        last_response = Some(clean_response(res.map(|inner| {
+                            Either::Left(Tracked {
+                                inner,
+                                _in_flight: in_flight,
+                            })
+                        })));
                         continue;
                     }
-                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client) = client_upgrade {
                             crate::websocket::tunnel(
                                 client,
@@ -480,40 +457,136 @@ impl Gateway {
                     crate::cors::decorate(m, attempt.parts, res.headers_mut());
                     return (Ok(clean_response(res)), last_endpoint, n + 1);
                 }
-                Ok(Err(e)) => {
-                    let never = reach(&e) == Reach::Never;
-                    service.record(
-                        &endpoint,
-                        if never {
-                            Outcome::Connect
-                        } else {
-                            Outcome::Reset
-                        },
-                        latency,
-                        Instant::now(),
-                    );
-                    tracing::debug!(service = %service.name, instance = %endpoint.id, error = %e, never_reached = never, "attempt failed");
+                Sent::Failed(never) => {
                     last = GatewayError::Upstream;
-                    tried.push(endpoint.id.clone());
                     if !(replayable && (never || may_retry_reached)) {
                         break;
                     }
                 }
-                Err(_) => {
-                    service.record(&endpoint, Outcome::Timeout, latency, Instant::now());
+                Sent::TimedOut => {
                     last = GatewayError::Timeout;
-                    tried.push(endpoint.id.clone());
                     if !(replayable && may_retry_reached) {
                         break;
                     }
                 }
             }
         }
-        (
-            Err(last),
-            last_endpoint,
-            u32::try_from(tried.len()).unwrap_or(u32::MAX),
-        )
+        let attempts = u32::try_from(tried.len()).unwrap_or(u32::MAX);
+        match last_response {
+            Some(res) if matches!(last, GatewayError::Upstream | GatewayError::BudgetExhausted) => {
+                (Ok(res), last_endpoint, attempts)
+            }
+            _ => (Err(last), last_endpoint, attempts),
+        }
+    }
+
+    /// The budget and backoff before retry `n`; Err says why not to retry.
+    async fn before_retry(
+        &self,
+        service: &ServiceState,
+        spec: &crate::routes::RouteSpec,
+        n: u32,
+        deadline: Instant,
+        last: GatewayError,
+    ) -> Result<(), GatewayError> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(GatewayError::Timeout);
+        }
+        if !service.withdraw() {
+            metrics::counter!("switchyard_gateway_retry_budget_exhausted_total").increment(1);
+            return Err(if last == GatewayError::Upstream {
+                GatewayError::BudgetExhausted
+            } else {
+                last
+            });
+        }
+        metrics::counter!("switchyard_gateway_retries_total").increment(1);
+        let wait = backoff(spec.retry.backoff, spec.retry.backoff_max, n)
+            .min(deadline.saturating_duration_since(now));
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// One attempt on one endpoint, recorded in its counters and breaker.
+    async fn send_once(
+        &self,
+        service: &ServiceState,
+        endpoint: &Endpoint,
+        request: Request<UpstreamBody>,
+        per_try: Duration,
+        h1: bool,
+        grpc: bool,
+    ) -> (Sent, InFlight) {
+        let sent = Instant::now();
+        let in_flight = endpoint.load.start();
+        endpoint.breaker.on_send(sent);
+        let client = if h1 {
+            &self.upstream.h1
+        } else {
+            &self.upstream.h2
+        };
+        let outcome = tokio::time::timeout(per_try, client.request(request)).await;
+        let latency = sent.elapsed();
+        let (kind, sent_result) = match outcome {
+            Ok(Ok(res)) => {
+                let status = res.status();
+                let grpc_unavailable =
+                    grpc && res.headers().get("grpc-status").is_some_and(|v| v == "14");
+                let kind = match status {
+                    StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT => Outcome::Http5xx,
+                    _ if grpc_unavailable => Outcome::Grpc,
+                    _ => Outcome::Success,
+                };
+                (kind, Sent::Answer(res, grpc_unavailable))
+            }
+            Ok(Err(e)) => {
+                let never = reach(&e) == Reach::Never;
+                tracing::debug!(service = %service.name, instance = %endpoint.id, error = %e, never_reached = never, "attempt failed");
+                (
+                    if never {
+                        Outcome::Connect
+                    } else {
+                        Outcome::Reset
+                    },
+                    Sent::Failed(never),
+                )
+            }
+            Err(_) => (Outcome::Timeout, Sent::TimedOut),
+        };
+        service.record(endpoint, kind, latency, Instant::now());
+        (sent_result, in_flight)
+    }
+}
+
+/// How one attempt ended.
+enum Sent {
+    /// An answer, and whether it is a gRPC UNAVAILABLE.
+    Answer(Response<Incoming>, bool),
+    /// A transport failure; true when it provably never reached the endpoint.
+    Failed(bool),
+    /// No answer within the per-try timeout.
+    TimedOut,
+}
+
+// === impl Attempt ===
+
+impl Attempt<'_> {
+    /// The body for the next attempt: a copy of a buffered one, or the
+    /// streamed one the first time only.
+    fn next_body(&mut self) -> Option<UpstreamBody> {
+        match &self.body {
+            Some(Either::Right(full)) => Some(Either::Right(full.clone())),
+            Some(Either::Left(_)) => self.body.take(),
+            None => None,
+        }
+    }
+
+    /// Whether another attempt could send the body again.
+    fn replayable(&self) -> bool {
+        matches!(self.body, Some(Either::Right(_)))
     }
 }
 

@@ -2,19 +2,120 @@
 //! for HTTP/2 (h2c and gRPC). hyper-util's pooled client, so connections
 //! are reused across requests, routes and reloads.
 
-use std::{error::Error as StdError, time::Duration};
+use std::{
+    collections::VecDeque,
+    error::Error as StdError,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use bytes::Bytes;
-use http_body_util::{Either, Full, Limited};
-use hyper::body::Incoming;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Frame, Incoming};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
 
 /// A request body to an upstream: streamed from the client (with the body
-/// limit) or buffered so it can be replayed on a retry.
-pub type UpstreamBody = Either<Limited<Incoming>, Full<Bytes>>;
+/// limit), or buffered whole so it can be replayed on a retry.
+pub type UpstreamBody = Either<Prefixed, Full<Bytes>>;
+
+/// The body was over the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct TooLarge;
+
+/// A streamed body whose first frames were already read.
+#[derive(Debug)]
+pub struct Prefixed {
+    frames: VecDeque<Frame<Bytes>>,
+    rest: Option<Limited<Incoming>>,
+}
+
+/// Reads what a client body has already delivered, without waiting: a body
+/// that is complete by then (a unary gRPC call, a small chunked POST) is
+/// buffered and can be replayed; anything still arriving is streamed on
+/// (so a bidirectional stream is never held up waiting for its end).
+/// A frame that is not there yet gets a few scheduler turns (the
+/// connection task may be decoding it right now) before we stop waiting.
+pub async fn take_ready(
+    body: Incoming,
+    replay: usize,
+    limit: usize,
+) -> Result<UpstreamBody, TooLarge> {
+    let mut body = Limited::new(body, limit);
+    let mut buf = BytesMut::new();
+    let mut frames = VecDeque::new();
+    let mut turns = 0;
+    loop {
+        let mut next = body.frame().now_or_never();
+        while next.is_none() && turns < 4 {
+            turns += 1;
+            tokio::task::yield_now().await;
+            next = body.frame().now_or_never();
+        }
+        match next {
+            Some(None) => {
+                return Ok(if frames.is_empty() {
+                    Either::Right(Full::new(buf.freeze()))
+                } else {
+                    frames.push_front(Frame::data(buf.freeze()));
+                    Either::Left(Prefixed { frames, rest: None })
+                });
+            }
+            Some(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if frames.is_empty() && buf.len() + data.len() <= replay => {
+                    buf.extend_from_slice(&data)
+                }
+                Ok(data) => frames.push_back(Frame::data(data)),
+                Err(trailers) => frames.push_back(trailers),
+            },
+            Some(Some(Err(e))) => {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    return Err(TooLarge);
+                }
+                frames.push_front(Frame::data(buf.freeze()));
+                return Ok(Either::Left(Prefixed { frames, rest: None }));
+            }
+            None => {
+                frames.push_front(Frame::data(buf.freeze()));
+                return Ok(Either::Left(Prefixed {
+                    frames,
+                    rest: Some(body),
+                }));
+            }
+        }
+    }
+}
+
+// === impl Prefixed ===
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        while let Some(frame) = self.frames.pop_front() {
+            if frame.data_ref().is_some_and(Bytes::is_empty) {
+                continue;
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+}
 
 /// The two pools.
 #[derive(Debug, Clone)]

@@ -12,7 +12,9 @@ use hyper::Method;
 use support::*;
 use switchyard_proto::registry::v1 as reg;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -60,7 +62,10 @@ cors = { allow_origins = ["https://app.example"], allow_methods = ["GET"], max_a
 async fn hello_stack() -> (Stack, Vec<std::sync::Arc<Backend>>) {
     let a = Backend::start("h1").await;
     let b = Backend::start("h2").await;
-    let mut specs = vec![spec("hello", "h1", a.addr, reg::Protocol::Http1), spec("hello", "h2", b.addr, reg::Protocol::Http1)];
+    let mut specs = vec![
+        spec("hello", "h1", a.addr, reg::Protocol::Http1),
+        spec("hello", "h2", b.addr, reg::Protocol::Http1),
+    ];
     // Round robin, so that sequential test requests visit both backends
     // (peak_ewma would rightly keep them on the faster one).
     for s in &mut specs {
@@ -82,42 +87,68 @@ async fn http1_round_trip_with_rewrites_and_forwarded_headers() {
         assert_eq!(v["x_forwarded_for"], "127.0.0.1");
         assert_eq!(v["x_forwarded_proto"], "http");
         assert_eq!(v["x_request_id"].as_str().map(str::len), Some(32));
-        assert!(v["traceparent"].as_str().is_some_and(|t| t.starts_with("00-")));
+        assert!(
+            v["traceparent"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("00-"))
+        );
         assert_eq!(v["connection"], "", "hop-by-hop headers are not forwarded");
         seen.insert(instance_of(&body));
     }
-    assert_eq!(seen, BTreeSet::from(["h1".to_string(), "h2".to_string()]), "both backends get traffic");
+    assert_eq!(
+        seen,
+        BTreeSet::from(["h1".to_string(), "h2".to_string()]),
+        "both backends get traffic"
+    );
     // A client's request id is kept and echoed.
-    let req = hyper::Request::get(format!("{}/hello/a", s.gateway.url())).header("x-request-id", "client-id-7").body(Full::new(Bytes::new())).expect("req");
+    let req = hyper::Request::get(format!("{}/hello/a", s.gateway.url()))
+        .header("x-request-id", "client-id-7")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
     let res = client().request(req).await.expect("response");
     assert_eq!(res.headers()["x-request-id"], "client-id-7");
     let (code, body) = get(&format!("{}/nowhere", s.gateway.url())).await;
     assert_eq!(code, 404);
     let v: serde_json::Value = serde_json::from_str(&body).expect("json error");
-    assert!(v["error"].is_string() && v["request_id"].is_string(), "{body}");
+    assert!(
+        v["error"].is_string() && v["request_id"].is_string(),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn http2_prior_knowledge_is_balanced_per_request() {
     let (s, _backends) = hello_stack().await;
-    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http::<Full<Bytes>>();
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
     let mut seen = BTreeSet::new();
     for _ in 0..20 {
-        let req = hyper::Request::get(format!("{}/hello/h2", s.gateway.url())).body(Full::new(Bytes::new())).expect("req");
+        let req = hyper::Request::get(format!("{}/hello/h2", s.gateway.url()))
+            .body(Full::new(Bytes::new()))
+            .expect("req");
         let res = h2.request(req).await.expect("h2 response");
         assert_eq!(res.version(), hyper::Version::HTTP_2);
         let body = res.into_body().collect().await.expect("body").to_bytes();
         seen.insert(instance_of(&String::from_utf8_lossy(&body)));
     }
-    assert_eq!(seen.len(), 2, "one HTTP/2 connection, requests spread over both backends");
+    assert_eq!(
+        seen.len(),
+        2,
+        "one HTTP/2 connection, requests spread over both backends"
+    );
 }
 
 #[tokio::test]
 async fn grpc_unary_streaming_and_deadlines() {
     let echo = GrpcBackend::start().await;
-    echo.reporter.set_service_status("echo", tonic_health::ServingStatus::Serving).await;
+    echo.reporter
+        .set_service_status("echo", tonic_health::ServingStatus::Serving)
+        .await;
     // A black hole: accepts connections and never answers.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let hole_addr = hole.local_addr().expect("addr");
     let _hole = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -126,45 +157,99 @@ async fn grpc_unary_streaming_and_deadlines() {
         }
     });
     let specs = vec![spec("echo", "e1", echo.addr, reg::Protocol::Grpc)];
-    let routes = format!("{ROUTES}\n[[route]]\nname = \"slow\"\nservice = \"slow\"\npath_prefix = \"/grpc.health.v1.Health/Watch\"\nheaders = {{ \"x-slow\" = \"1\" }}\n");
+    let routes = format!(
+        "{ROUTES}\n[[route]]\nname = \"slow\"\nservice = \"slow\"\npath_prefix = \"/grpc.health.v1.Health/Watch\"\nheaders = {{ \"x-slow\" = \"1\" }}\n"
+    );
     let routes = routes.replacen("[[route]]", "[[route]]\nname = \"slow-first\"\nservice = \"slow\"\npath_prefix = \"/grpc.health.v1.Health/\"\nheaders = { \"x-slow\" = \"1\" }\ntimeout = \"300ms\"\n\n[[route]]\nname = \"slow-capped\"\nservice = \"slow\"\npath_prefix = \"/grpc.health.v1.Health/\"\nheaders = { \"x-slow\" = \"2\" }\ntimeout = \"60s\"\nper_try_timeout = \"60s\"\n\n[[route]]", 1);
     let mut specs = specs;
     specs.push(spec("slow", "s1", hole_addr, reg::Protocol::Grpc));
     let s = Stack::start(&routes, specs).await;
-    let channel = tonic::transport::Endpoint::from_shared(s.gateway.url()).expect("url").connect().await.expect("connect");
+    let channel = tonic::transport::Endpoint::from_shared(s.gateway.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
     let mut health = HealthClient::new(channel.clone());
-    let answer = health.check(HealthCheckRequest { service: "echo".into() }).await.expect("unary through the gateway");
+    let answer = health
+        .check(HealthCheckRequest {
+            service: "echo".into(),
+        })
+        .await
+        .expect("unary through the gateway");
     assert_eq!(answer.into_inner().status(), ServingStatus::Serving);
-    let err = health.check(HealthCheckRequest { service: "unknown".into() }).await.expect_err("backend status");
-    assert_eq!(err.code(), tonic::Code::NotFound, "the backend's own status and trailers come through");
+    let err = health
+        .check(HealthCheckRequest {
+            service: "unknown".into(),
+        })
+        .await
+        .expect_err("backend status");
+    assert_eq!(
+        err.code(),
+        tonic::Code::NotFound,
+        "the backend's own status and trailers come through"
+    );
 
     // Server streaming: watch sees the status flip.
-    let mut watch = health.watch(HealthCheckRequest { service: "echo".into() }).await.expect("watch").into_inner();
-    assert_eq!(watch.message().await.expect("ok").expect("first").status(), ServingStatus::Serving);
-    echo.reporter.set_service_status("echo", tonic_health::ServingStatus::NotServing).await;
-    assert_eq!(watch.message().await.expect("ok").expect("second").status(), ServingStatus::NotServing);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "echo".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        watch.message().await.expect("ok").expect("first").status(),
+        ServingStatus::Serving
+    );
+    echo.reporter
+        .set_service_status("echo", tonic_health::ServingStatus::NotServing)
+        .await;
+    assert_eq!(
+        watch.message().await.expect("ok").expect("second").status(),
+        ServingStatus::NotServing
+    );
 
     // Bidirectional streaming: reflection answers each request on one stream.
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut answers = ServerReflectionClient::new(channel.clone()).server_reflection_info(ReceiverStream::new(rx)).await.expect("bidi").into_inner();
+    let mut answers = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(ReceiverStream::new(rx))
+        .await
+        .expect("bidi")
+        .into_inner();
     for _ in 0..3 {
-        tx.send(ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) }).await.expect("send");
+        tx.send(ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        })
+        .await
+        .expect("send");
         let a = answers.message().await.expect("ok").expect("answer");
         assert!(a.message_response.is_some());
     }
     drop(tx);
 
     // A deadline: the route's timeout answers DEADLINE_EXCEEDED.
-    let mut req = tonic::Request::new(HealthCheckRequest { service: "echo".into() });
-    req.metadata_mut().insert("x-slow", "1".parse().expect("value"));
-    let err = tokio::time::timeout(Duration::from_secs(10), health.check(req)).await.expect("answered").expect_err("times out");
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: "echo".into(),
+    });
+    req.metadata_mut()
+        .insert("x-slow", "1".parse().expect("value"));
+    let err = tokio::time::timeout(Duration::from_secs(10), health.check(req))
+        .await
+        .expect("answered")
+        .expect_err("times out");
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
     assert!(err.message().contains("request id"), "{}", err.message());
 
     // grpc-timeout caps the route timeout (a raw HTTP/2 client, so that no
     // client-side timer races the gateway's answer).
-    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http::<Full<Bytes>>();
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
     let req = hyper::Request::post(format!("{}/grpc.health.v1.Health/Check", s.gateway.url()))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -174,7 +259,10 @@ async fn grpc_unary_streaming_and_deadlines() {
         .expect("req");
     // The route and per-try timeouts are 60 s: only the 100ms grpc-timeout
     // can produce an answer within the 10 s this test waits.
-    let res = tokio::time::timeout(Duration::from_secs(10), h2.request(req)).await.expect("capped by grpc-timeout").expect("trailers-only answer");
+    let res = tokio::time::timeout(Duration::from_secs(10), h2.request(req))
+        .await
+        .expect("capped by grpc-timeout")
+        .expect("trailers-only answer");
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
 }
@@ -183,11 +271,15 @@ async fn grpc_unary_streaming_and_deadlines() {
 async fn websocket_echo() {
     let (s, _backends) = hello_stack().await;
     let url = format!("ws://{}/hello/ws", s.gateway.http);
-    let (mut ws, res) = tokio_tungstenite::connect_async(url).await.expect("websocket through the gateway");
+    let (mut ws, res) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket through the gateway");
     assert_eq!(res.status(), 101);
     for i in 0..5 {
         let text = format!("ping {i}");
-        ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone())).await.expect("send");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone()))
+            .await
+            .expect("send");
         let back = ws.next().await.expect("a message").expect("ok");
         assert_eq!(back.into_text().expect("text").as_str(), text);
     }
@@ -204,7 +296,14 @@ async fn rate_concurrency_body_and_header_limits() {
     }
     assert_eq!(&codes[..2], [200, 200]);
     assert_eq!(codes[3], 429);
-    let res = client().request(hyper::Request::get(format!("{base}/limited/x")).body(Full::new(Bytes::new())).expect("req")).await.expect("res");
+    let res = client()
+        .request(
+            hyper::Request::get(format!("{base}/limited/x"))
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
+        .await
+        .expect("res");
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     // 503 + Retry-After when the route's concurrency is taken.
@@ -214,7 +313,14 @@ async fn rate_concurrency_body_and_header_limits() {
     let slow_url = format!("{base}/narrow/slow");
     let slow = tokio::spawn(async move { get(&slow_url).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let res = client().request(hyper::Request::get(format!("{base}/narrow/x")).body(Full::new(Bytes::new())).expect("req")).await.expect("res");
+    let res = client()
+        .request(
+            hyper::Request::get(format!("{base}/narrow/x"))
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
+        .await
+        .expect("res");
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(slow.await.expect("join").0, 200);
@@ -222,15 +328,37 @@ async fn rate_concurrency_body_and_header_limits() {
         b.delay_ms.store(0, std::sync::atomic::Ordering::Relaxed);
     }
     // 413 for a body over the limit.
-    let (code, _) = send(Method::POST, &format!("{base}/hello/upload"), &[], Bytes::from(vec![0u8; 2 * 1024 * 1024])).await;
+    let (code, _) = send(
+        Method::POST,
+        &format!("{base}/hello/upload"),
+        &[],
+        Bytes::from(vec![0u8; 2 * 1024 * 1024]),
+    )
+    .await;
     assert_eq!(code, 413);
     // 431 for headers over the limit.
     let big = "x".repeat(100 * 1024);
-    let (code, _) = send(Method::GET, &format!("{base}/hello/x"), &[("x-big", &big)], Bytes::new()).await;
+    let (code, _) = send(
+        Method::GET,
+        &format!("{base}/hello/x"),
+        &[("x-big", &big)],
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(code, 431);
     // 401 without the API key, 200 with it.
     assert_eq!(get(&format!("{base}/private/x")).await.0, 401);
-    assert_eq!(send(Method::GET, &format!("{base}/private/x"), &[("x-api-key", "key-123")], Bytes::new()).await.0, 200);
+    assert_eq!(
+        send(
+            Method::GET,
+            &format!("{base}/private/x"),
+            &[("x-api-key", "key-123")],
+            Bytes::new()
+        )
+        .await
+        .0,
+        200
+    );
     // CORS preflight and response headers.
     let req = hyper::Request::builder()
         .method(Method::OPTIONS)
@@ -241,6 +369,9 @@ async fn rate_concurrency_body_and_header_limits() {
         .expect("req");
     let res = client().request(req).await.expect("preflight");
     assert_eq!(res.status(), 204);
-    assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     assert_eq!(res.headers()["access-control-max-age"], "600");
 }

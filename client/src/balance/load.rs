@@ -79,6 +79,8 @@ impl Load {
     pub fn seed(&self, ewma_ns: f64) {
         if !self.seeded.swap(true, Ordering::Relaxed) {
             self.ewma_ns.store(ewma_ns.to_bits(), Ordering::Relaxed);
+            self.stamp_ns
+                .store(self.base.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
     }
 
@@ -105,9 +107,15 @@ impl Load {
         self.stamp_ns.store(now_ns, Ordering::Relaxed);
     }
 
-    /// Peak EWMA cost: estimate × (in-flight + 1).
+    /// Peak EWMA cost: estimate × (in-flight + 1). The estimate decays
+    /// towards zero while nothing completes (tower's `PeakEwma` does the
+    /// same), so an endpoint that was slow once is tried again in time
+    /// instead of being starved forever.
     pub fn cost(&self) -> f64 {
-        self.ewma_ns() * f64::from(self.in_flight() + 1)
+        let idle = (self.base.elapsed().as_nanos() as u64)
+            .saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
+        let decay = (-(idle as f64) / DEFAULT_TAU.as_nanos() as f64).exp();
+        self.ewma_ns() * decay * f64::from(self.in_flight() + 1)
     }
 }
 

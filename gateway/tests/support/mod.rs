@@ -44,7 +44,9 @@ fn full(s: impl Into<Bytes>) -> Body {
 
 impl Backend {
     pub async fn start(id: &str) -> Arc<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         let b = Arc::new(Self {
             id: id.to_string(),
             addr: listener.local_addr().expect("addr"),
@@ -65,7 +67,8 @@ impl Backend {
                 let stop = me.stop.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| me.clone().handle(req));
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     tokio::select! {
                         _ = conn => {}
@@ -110,19 +113,34 @@ impl Backend {
                     break;
                 }
             }
-            return Ok(Response::new(full(serde_json::json!({ "instance": self.id, "bytes": n }).to_string())));
+            return Ok(Response::new(full(
+                serde_json::json!({ "instance": self.id, "bytes": n }).to_string(),
+            )));
         }
         if path.ends_with("/download") {
-            let total: u64 = req.uri().query().and_then(|q| q.strip_prefix("bytes=")).and_then(|n| n.parse().ok()).unwrap_or(0);
+            let total: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("bytes="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let chunks = total.div_ceil(chunk.len() as u64);
             let stream = futures_util::stream::iter((0..chunks).map(move |i| {
                 let left = total - i * chunk.len() as u64;
-                Ok::<_, Infallible>(Frame::data(chunk.slice(..(left.min(chunk.len() as u64) as usize))))
+                Ok::<_, Infallible>(Frame::data(
+                    chunk.slice(..(left.min(chunk.len() as u64) as usize)),
+                ))
             }));
             return Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))));
         }
-        let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
         let body = serde_json::json!({
             "instance": self.id,
             "method": req.method().as_str(),
@@ -149,7 +167,12 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
                 break;
@@ -164,15 +187,20 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
     let h = res.headers_mut();
     h.insert("connection", "upgrade".parse().expect("value"));
     h.insert("upgrade", "websocket".parse().expect("value"));
-    h.insert("sec-websocket-accept", derive_accept_key(key.as_bytes()).parse().expect("value"));
+    h.insert(
+        "sec-websocket-accept",
+        derive_accept_key(key.as_bytes()).parse().expect("value"),
+    );
     res
 }
 
-/// A gRPC backend: health (unary and server streaming) and reflection (bidirectional).
+/// A gRPC backend: health (unary and server streaming) and reflection
+/// (bidirectional), served by our own accept loop so that `kill` closes every
+/// connection at once, like a killed process.
 pub struct GrpcBackend {
     pub addr: SocketAddr,
     pub reporter: tonic_health::server::HealthReporter,
-    task: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl GrpcBackend {
@@ -184,18 +212,38 @@ impl GrpcBackend {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("reflection");
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(health)
-                .add_service(reflection)
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await;
+        let routes = tonic::service::Routes::new(health).add_service(reflection);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    () = token.cancelled() => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let routes = routes.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let svc = hyper_util::service::TowerToHyperService::new(routes);
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
         });
-        Self { addr, reporter, task }
+        Self {
+            addr,
+            reporter,
+            stop,
+        }
     }
 
     pub fn kill(&self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
@@ -207,7 +255,12 @@ pub struct Stack {
     pub lease: u64,
 }
 
-pub fn spec(service: &str, id: &str, addr: SocketAddr, protocol: reg::Protocol) -> reg::InstanceSpec {
+pub fn spec(
+    service: &str,
+    id: &str,
+    addr: SocketAddr,
+    protocol: reg::Protocol,
+) -> reg::InstanceSpec {
     reg::InstanceSpec {
         service: service.into(),
         instance_id: id.into(),
@@ -218,7 +271,10 @@ pub fn spec(service: &str, id: &str, addr: SocketAddr, protocol: reg::Protocol) 
 }
 
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let n: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let n: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("sy-gw-{tag}-{n}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -231,13 +287,25 @@ impl Stack {
         Self::start_with(routes, specs, |_| {}).await
     }
 
-    pub async fn start_with(routes: &str, specs: Vec<reg::InstanceSpec>, tweak: impl FnOnce(&mut switchyard_gateway::Config)) -> Self {
-        let registry = registry::start(registry::config(), ManualClock::new()).await.expect("registry");
+    pub async fn start_with(
+        routes: &str,
+        specs: Vec<reg::InstanceSpec>,
+        tweak: impl FnOnce(&mut switchyard_gateway::Config),
+    ) -> Self {
+        let registry = registry::start(registry::config(), ManualClock::new())
+            .await
+            .expect("registry");
         let mut lease = 0;
         if !specs.is_empty() {
-            let mut c = RegistryClient::connect(registry.url()).await.expect("registry client");
+            let mut c = RegistryClient::connect(registry.url())
+                .await
+                .expect("registry client");
             lease = c
-                .register(reg::RegisterRequest { lease_id: 0, ttl_seconds: 300, instances: specs })
+                .register(reg::RegisterRequest {
+                    lease_id: 0,
+                    ttl_seconds: 300,
+                    instances: specs,
+                })
                 .await
                 .expect("register")
                 .into_inner()
@@ -246,28 +314,50 @@ impl Stack {
         let dir = temp_dir("routes");
         let path = dir.join("routes.toml");
         std::fs::write(&path, routes).expect("write routes");
-        let mut cfg = switchyard_gateway::testing::config(path.to_str().expect("utf8"), &registry.url());
+        let mut cfg =
+            switchyard_gateway::testing::config(path.to_str().expect("utf8"), &registry.url());
         tweak(&mut cfg);
-        let gateway = switchyard_gateway::testing::start(cfg).await.expect("gateway");
+        let gateway = switchyard_gateway::testing::start(cfg)
+            .await
+            .expect("gateway");
         let ready = async {
             loop {
-                if switchyard_runtime::probe::probe(gateway.admin, "/readyz", Duration::from_secs(1)).await.is_ok() {
+                if switchyard_runtime::probe::probe(
+                    gateway.admin,
+                    "/readyz",
+                    Duration::from_secs(1),
+                )
+                .await
+                .is_ok()
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), ready).await.expect("gateway ready within 10 s");
-        Self { registry, gateway, routes: path, lease }
+        tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .expect("gateway ready within 10 s");
+        Self {
+            registry,
+            gateway,
+            routes: path,
+            lease,
+        }
     }
 
     pub async fn registry_client(&self) -> RegistryClient<tonic::transport::Channel> {
-        RegistryClient::connect(self.registry.url()).await.expect("registry client")
+        RegistryClient::connect(self.registry.url())
+            .await
+            .expect("registry client")
     }
 }
 
 /// An HTTP/1.1 client with a pool.
-pub fn client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
@@ -277,7 +367,12 @@ pub async fn get(url: &str) -> (u16, String) {
 }
 
 /// Any request: (status, body text). Transport errors are status 0.
-pub async fn send(method: hyper::Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> (u16, String) {
+pub async fn send(
+    method: hyper::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (u16, String) {
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -286,7 +381,12 @@ pub async fn send(method: hyper::Method, url: &str, headers: &[(&str, &str)], bo
     match tokio::time::timeout(Duration::from_secs(20), client().request(req)).await {
         Ok(Ok(res)) => {
             let status = res.status().as_u16();
-            let body = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             (status, String::from_utf8_lossy(&body).into_owned())
         }
         _ => (0, String::new()),
@@ -295,7 +395,10 @@ pub async fn send(method: hyper::Method, url: &str, headers: &[(&str, &str)], bo
 
 /// The `instance` a backend answered with.
 pub fn instance_of(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["instance"].as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["instance"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Polls until `f` holds, at most 10 s.
