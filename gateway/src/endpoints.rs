@@ -39,6 +39,8 @@ pub struct Endpoint {
     pub breaker: Breaker,
     /// Counters for the next load report.
     pub stats: Stats,
+    /// Prometheus counters by outcome, made once (no per-request labels).
+    attempts: [metrics::Counter; 6],
 }
 
 /// Counters since the last load report.
@@ -67,6 +69,34 @@ pub enum Outcome {
     Http5xx,
     /// gRPC UNAVAILABLE.
     Grpc,
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Self::Success,
+        Self::Connect,
+        Self::Timeout,
+        Self::Reset,
+        Self::Http5xx,
+        Self::Grpc,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Connect => "connect_error",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::Http5xx => "http_5xx",
+            Self::Grpc => "grpc_unavailable",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
 }
 
 /// What the rule needs per endpoint, besides the local breaker.
@@ -299,6 +329,7 @@ impl ServiceState {
     /// Records how an attempt ended.
     pub fn record(&self, endpoint: &Endpoint, outcome: Outcome, latency: Duration, now: Instant) {
         endpoint.stats.count(outcome);
+        endpoint.attempts[outcome.index()].increment(1);
         if outcome == Outcome::Success {
             endpoint.breaker.on_success();
             endpoint.load.observe(latency);
@@ -383,6 +414,9 @@ impl ServiceState {
             load: Arc::new(Load::new()),
             breaker: Breaker::default(),
             stats: Stats::default(),
+            attempts: Outcome::ALL.map(|o| {
+                metrics::counter!("switchyard_gateway_upstream_attempts_total", "service" => self.name.to_string(), "endpoint" => id.to_string(), "outcome" => o.name())
+            }),
         });
         inputs.endpoints.insert(id.to_string(), e.clone());
         Some(e)
@@ -505,6 +539,19 @@ impl ServiceState {
             .zip(&snap.base)
             .map(|(e, b)| {
                 let (requests, failures) = e.stats.take();
+                let ejected = e.breaker.state(now) != BreakerState::Closed
+                    || b.balancer_ejected_until.is_some_and(|t| t > now);
+                let labels = [
+                    ("service", self.name.to_string()),
+                    ("endpoint", e.id.to_string()),
+                ];
+                metrics::gauge!("switchyard_gateway_endpoint_ejected", &labels).set(if ejected {
+                    1.0
+                } else {
+                    0.0
+                });
+                metrics::gauge!("switchyard_gateway_endpoint_in_flight", &labels)
+                    .set(f64::from(e.load.in_flight()));
                 let ejection_remaining = b
                     .balancer_ejected_until
                     .filter(|t| *t > now)

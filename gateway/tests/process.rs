@@ -1,0 +1,218 @@
+//! The real `gateway` binary as a process (memory under large bodies), and
+//! TLS with ALPN.
+
+mod support;
+
+use std::{
+    convert::Infallible,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use switchyard_proto::registry::v1 as reg;
+use tokio_rustls::rustls;
+
+const ROUTES: &str =
+    "[[route]]\nname = \"hello\"\nservice = \"hello\"\npath_prefix = \"/hello/\"\n";
+const HUNDRED_MB: u64 = 100 * 1024 * 1024;
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_megabytes_up_and_down_stream_through_a_gateway_process() {
+    let backend = Backend::start("big").await;
+    let registry = switchyard_registry::testing::start(
+        switchyard_registry::testing::config(),
+        switchyard_runtime::ManualClock::new(),
+    )
+    .await
+    .expect("registry");
+    let mut rc = reg::registry_client::RegistryClient::connect(registry.url())
+        .await
+        .expect("client");
+    rc.register(reg::RegisterRequest {
+        lease_id: 0,
+        ttl_seconds: 300,
+        instances: vec![spec("hello", "big", backend.addr, reg::Protocol::Http1)],
+    })
+    .await
+    .expect("register");
+    let dir = temp_dir("process");
+    let routes = dir.join("routes.toml");
+    std::fs::write(&routes, ROUTES).expect("routes");
+    let (http, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "--http-listen",
+            &http.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+        ])
+        .args([
+            "--routes",
+            routes.to_str().expect("utf8"),
+            "--registry",
+            &registry.url(),
+            "--register-self",
+            "false",
+        ])
+        .args(["--access-log", "false"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gateway");
+    let child = Child(child);
+    eventually("gateway ready", || async {
+        switchyard_runtime::probe::probe(admin, "/readyz", Duration::from_secs(1))
+            .await
+            .is_ok()
+    })
+    .await;
+    // Warm up once so pools and buffers exist before we measure.
+    assert_eq!(get(&format!("http://{http}/hello/x")).await.0, 200);
+    let before = peak_rss_kib(child.0.id());
+
+    // Up: a chunked 100 MB body (no length, so it streams).
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    let chunks = HUNDRED_MB / chunk.len() as u64;
+    let stream = futures_util::stream::iter(
+        (0..chunks).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+    );
+    let up = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<StreamBody<_>>();
+    let req = hyper::Request::post(format!("http://{http}/hello/upload"))
+        .body(StreamBody::new(stream))
+        .expect("req");
+    let res = up.request(req).await.expect("upload response");
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["bytes"], HUNDRED_MB, "every byte arrived");
+
+    // Down: 100 MB streamed back.
+    let down = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let req = hyper::Request::get(format!("http://{http}/hello/download?bytes={HUNDRED_MB}"))
+        .body(Empty::new())
+        .expect("req");
+    let res = down.request(req).await.expect("download response");
+    let mut body = res.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        got += frame
+            .expect("frame")
+            .into_data()
+            .map(|d| d.len() as u64)
+            .unwrap_or(0);
+    }
+    assert_eq!(got, HUNDRED_MB);
+
+    let after = peak_rss_kib(child.0.id());
+    let growth_mib = (after.saturating_sub(before)) as f64 / 1024.0;
+    eprintln!(
+        "gateway peak RSS: {before} KiB before, {after} KiB after ({growth_mib:.1} MiB growth)"
+    );
+    assert!(growth_mib < 32.0, "peak RSS grew by {growth_mib:.1} MiB");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn tls_with_alpn_h2_and_http1() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let dir = temp_dir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let backend = Backend::start("tls-backend").await;
+    let s = Stack::start_with(
+        ROUTES,
+        vec![spec("hello", "t1", backend.addr, reg::Protocol::Http1)],
+        |c| {
+            c.tls_cert = cert.display().to_string();
+            c.tls_key = key.display().to_string();
+        },
+    )
+    .await;
+    let https = s.gateway.https.expect("tls listener");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    for (alpn, version) in [
+        (&b"h2"[..], hyper::Version::HTTP_2),
+        (&b"http/1.1"[..], hyper::Version::HTTP_11),
+    ] {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(https)
+            .await
+            .expect("connect");
+        let tls = connector
+            .connect("localhost".try_into().expect("name"), tcp)
+            .await
+            .expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn), "ALPN agreed");
+        let req = hyper::Request::get("https://localhost/hello/secure")
+            .body(Empty::<Bytes>::new())
+            .expect("req");
+        let res = if version == hyper::Version::HTTP_2 {
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .expect("h2");
+            tokio::spawn(conn);
+            send.send_request(req).await.expect("h2 response")
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .expect("h1");
+            tokio::spawn(conn);
+            let mut req = req;
+            req.headers_mut()
+                .insert("host", "localhost".parse().expect("host"));
+            send.send_request(req).await.expect("h1 response")
+        };
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.version(), version);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["x_forwarded_proto"], "https");
+        assert_eq!(v["path"], "/hello/secure");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
