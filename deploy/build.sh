@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DOCKER_BUILDKIT=0 # the legacy builder: buildx is not installed here
-bins=(registry balancer gateway)
-cargo build --release --locked $(printf -- '--bin %s ' "${bins[@]}")
+bins=(registry balancer gateway hello echo)
+cargo build --release --locked $(printf -- "--bin %s " "${bins[@]}") --bin echo-client --bin echo-via-gateway
 
 out=target/x86_64-unknown-linux-gnu/release
 ctx=target/docker-context

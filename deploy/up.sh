@@ -30,10 +30,11 @@ docker-compose -p switchyard ps
 cat <<'MSG'
 
 Switchyard is up.
+  gateway            http://localhost:8080       (admin http://localhost:8081/api/services)
   registry gRPC      localhost:7000
   registry HTTP/JSON http://localhost:7001/api/services
-  registry metrics   http://localhost:7001/metrics
 Try:
-  curl -s -H 'authorization: Bearer dev-register-token' -d '{"service":"hello","instance_id":"h1","address":"10.0.0.5:8080","protocol":"http1"}' http://localhost:7001/api/register
-  curl -s http://localhost:7001/api/services/hello
+  curl -s http://localhost:8080/hello/world
+  target/x86_64-unknown-linux-gnu/release/echo-via-gateway http://localhost:8080 10
+  curl -s http://localhost:8081/api/services
 MSG

@@ -9,8 +9,9 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-/// Shared readiness state; clones share it.
-#[derive(Debug, Clone, Default)]
+/// Shared readiness state; clones share it. The default waits for nothing
+/// (ready at once).
+#[derive(Debug, Clone)]
 pub struct Readiness {
     inner: Arc<Mutex<State>>,
 }
@@ -23,6 +24,12 @@ struct State {
 
 // === impl Readiness ===
 
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::waiting_for(Vec::<String>::new())
+    }
+}
+
 impl Readiness {
     /// Not ready until every item of `waiting_for` is [`done`](Self::done).
     pub fn waiting_for<I, S>(items: I) -> Self
@@ -30,13 +37,11 @@ impl Readiness {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let readiness = Self::default();
-        {
-            let mut state = readiness.lock();
-            state.waiting_for = items.into_iter().map(Into::into).collect();
-            state.latched = state.waiting_for.is_empty();
+        let waiting_for: BTreeSet<String> = items.into_iter().map(Into::into).collect();
+        let latched = waiting_for.is_empty();
+        Self {
+            inner: Arc::new(Mutex::new(State { waiting_for, latched })),
         }
-        readiness
     }
 
     /// Marks `item` as done. Once nothing is left, the process is ready for good.
@@ -79,5 +84,6 @@ mod tests {
         r.done("routes");
         assert!(r.is_ready(), "stays ready");
         assert!(Readiness::waiting_for(Vec::<String>::new()).is_ready());
+        assert!(Readiness::default().is_ready(), "nothing to wait for");
     }
 }

@@ -1,0 +1,97 @@
+//! Shared pieces of the example services: the echo contract, fault
+//! injection (latency, failures, crash after N requests) and registration.
+//!
+//! The services themselves are in `src/bin/`: `hello` (HTTP JSON), `echo`
+//! (gRPC), and two clients of `echo`, one balancing itself with the SDK and
+//! one going through the gateway.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use rand::Rng;
+use switchyard_client::{Session, Target, instance, pb::Protocol};
+
+/// The `echo.v1` contract.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("echo.v1");
+}
+
+/// Faults to inject, for trying failures out.
+#[derive(Debug)]
+pub struct Faults {
+    latency: Duration,
+    jitter: Duration,
+    fail_rate: f64,
+    exit_after: u64,
+    served: AtomicU64,
+}
+
+// === impl Faults ===
+
+impl Faults {
+    /// `latency` plus up to `jitter` (uniform) per request; `fail_rate`
+    /// (0 to 1) of requests fail; the process exits after `exit_after`
+    /// requests (0: never), like a crash.
+    pub fn new(latency: Duration, jitter: Duration, fail_rate: f64, exit_after: u64) -> Self {
+        Self {
+            latency,
+            jitter,
+            fail_rate,
+            exit_after,
+            served: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies the faults to one request; `false` means "answer with a failure".
+    pub async fn apply(&self) -> bool {
+        let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.exit_after > 0 && n > self.exit_after {
+            tracing::warn!(served = n - 1, "exit_after reached: exiting like a crash");
+            std::process::exit(1);
+        }
+        let extra = if self.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::rng().random_range(Duration::ZERO..=self.jitter)
+        };
+        let delay = self.latency + extra;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        !(self.fail_rate > 0.0 && rand::rng().random_bool(self.fail_rate.min(1.0)))
+    }
+}
+
+/// Registers `service`/`instance_id` at `address` with the registry at
+/// `registry` (nothing when `registry` is empty).
+pub fn register(
+    registry: &[String],
+    token: &str,
+    service: &str,
+    instance_id: &str,
+    address: &str,
+    protocol: Protocol,
+) -> anyhow::Result<Option<Session>> {
+    if registry.is_empty() {
+        return Ok(None);
+    }
+    let token = (!token.is_empty()).then_some(token);
+    let session = Session::start(Target::new(registry, token)?, Duration::from_secs(10));
+    session.register(instance(service, instance_id, address, protocol));
+    tracing::info!(%service, %instance_id, %address, "registering");
+    Ok(Some(session))
+}
+
+/// The instance id to use: the given one, or one made from the address.
+pub fn instance_id(given: &str, address: &str) -> String {
+    if !given.is_empty() {
+        return given.to_string();
+    }
+    address
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || ".-_:".contains(c) { c } else { '-' })
+        .collect()
+}
