@@ -92,6 +92,12 @@ pub fn instance_id(given: &str, address: &str) -> String {
     }
     address
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || ".-_:".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_:".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }

@@ -37,7 +37,6 @@ use std::{path::Path, sync::Arc, time::Duration};
 use switchyard_proto::registry::v1::registry_server::RegistryServer;
 use switchyard_runtime::{Readiness, SharedClock, admin, auth::Tokens};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -200,7 +199,8 @@ fn grpc_server(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(server);
-    let incoming = TcpListenerStream::new(listener);
+    // Nagle plus delayed ACKs would add ~40 ms to small answers.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok(tokio::spawn(async move {
         health
             .set_serving::<RegistryServer<grpc::RegistryService>>()

@@ -40,7 +40,10 @@ impl Readiness {
         let waiting_for: BTreeSet<String> = items.into_iter().map(Into::into).collect();
         let latched = waiting_for.is_empty();
         Self {
-            inner: Arc::new(Mutex::new(State { waiting_for, latched })),
+            inner: Arc::new(Mutex::new(State {
+                waiting_for,
+                latched,
+            })),
         }
     }
 

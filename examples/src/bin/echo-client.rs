@@ -11,16 +11,29 @@ use switchyard_examples::pb::{EchoRequest, echo_client::EchoClient};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let registry = args.next().unwrap_or_else(|| "http://127.0.0.1:7000".into());
+    let registry = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:7000".into());
     let calls: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(100);
-    let discovery = Discovery::start(Target::new([registry], None)?, vec!["echo".into()], Duration::from_secs(10), switchyard_runtime::clock::system());
+    let discovery = Discovery::start(
+        Target::new([registry], None)?,
+        vec!["echo".into()],
+        Duration::from_secs(10),
+        switchyard_runtime::clock::system(),
+    );
     if !discovery.synced(Duration::from_secs(10)).await || discovery.routable("echo").is_empty() {
         anyhow::bail!("no echo instance found in the registry");
     }
     let mut client = EchoClient::new(channel::balanced_channel(&discovery, "echo"));
     let mut answered_by: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..calls {
-        let answer = client.unary(EchoRequest { message: format!("hello {i}"), count: 1 }).await?.into_inner();
+        let answer = client
+            .unary(EchoRequest {
+                message: format!("hello {i}"),
+                count: 1,
+            })
+            .await?
+            .into_inner();
         *answered_by.entry(answer.instance).or_default() += 1;
     }
     println!("{calls} calls answered by: {answered_by:?}");

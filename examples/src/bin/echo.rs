@@ -20,7 +20,7 @@ use switchyard_runtime::{
     logging::LogFormat,
     settings::duration,
 };
-use tokio_stream::{Stream, StreamExt, wrappers::TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 switchyard_runtime::settings! {
@@ -88,7 +88,11 @@ type Answers = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
 
 impl Echo {
     fn answer(&self, message: String, index: u32) -> EchoResponse {
-        EchoResponse { message, instance: self.instance.clone(), index }
+        EchoResponse {
+            message,
+            instance: self.instance.clone(),
+            index,
+        }
     }
 }
 
@@ -108,13 +112,18 @@ impl echo_server::Echo for Echo {
             return Err(Status::unavailable("injected failure"));
         }
         let r = req.into_inner();
-        let answers: Vec<_> = (0..r.count.max(1)).map(|i| Ok(self.answer(r.message.clone(), i))).collect();
+        let answers: Vec<_> = (0..r.count.max(1))
+            .map(|i| Ok(self.answer(r.message.clone(), i)))
+            .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(answers))))
     }
 
     type BidiStream = Answers;
 
-    async fn bidi(&self, req: Request<Streaming<EchoRequest>>) -> Result<Response<Answers>, Status> {
+    async fn bidi(
+        &self,
+        req: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Answers>, Status> {
         let (instance, faults) = (self.instance.clone(), self.faults.clone());
         let mut index = 0;
         let out = req.into_inner().then(move |m| {
@@ -126,7 +135,11 @@ impl echo_server::Echo for Echo {
                 if !faults.apply().await {
                     return Err(Status::unavailable("injected failure"));
                 }
-                Ok(EchoResponse { message: m.message, instance, index: i })
+                Ok(EchoResponse {
+                    message: m.message,
+                    instance,
+                    index: i,
+                })
             }
         });
         Ok(Response::new(Box::pin(out)))
@@ -134,24 +147,56 @@ impl echo_server::Echo for Echo {
 }
 
 fn main() -> ExitCode {
-    const ABOUT: About = About { name: "echo", version: env!("CARGO_PKG_VERSION"), summary: "example gRPC service echo.v1.Echo" };
+    const ABOUT: About = About {
+        name: "echo",
+        version: env!("CARGO_PKG_VERSION"),
+        summary: "example gRPC service echo.v1.Echo",
+    };
     cli::main::<Config, _, _, _>(ABOUT, |c, shutdown| async move {
         let listener = tokio::net::TcpListener::bind(c.listen).await?;
         let admin_listener = tokio::net::TcpListener::bind(c.admin_listen).await?;
         let local = listener.local_addr()?;
-        let advertised = switchyard_runtime::advertise::choose(&c.advertise_addr, &c.advertise_cidr, local.port(), local)?;
+        let advertised = switchyard_runtime::advertise::choose(
+            &c.advertise_addr,
+            &c.advertise_cidr,
+            local.port(),
+            local,
+        )?;
         let instance = switchyard_examples::instance_id(&c.instance_id, &advertised);
-        let faults = Arc::new(Faults::new(c.latency, c.latency_jitter, c.fail_rate, c.exit_after));
+        let faults = Arc::new(Faults::new(
+            c.latency,
+            c.latency_jitter,
+            c.fail_rate,
+            c.exit_after,
+        ));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<echo_server::EchoServer<Echo>>().await;
         let stop = tokio_util::sync::CancellationToken::new();
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(echo_server::EchoServer::new(Echo { instance: instance.clone(), faults }))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.clone().cancelled_owned());
+            .add_service(echo_server::EchoServer::new(Echo {
+                instance: instance.clone(),
+                faults,
+            }))
+            .serve_with_incoming_shutdown(
+                // Nagle plus delayed ACKs would add ~40 ms to small answers.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop.clone().cancelled_owned(),
+            );
         let grpc = tokio::spawn(grpc);
-        let admin_task = tokio::spawn(admin::serve(admin_listener, admin::router(Readiness::default()), stop.clone().cancelled_owned()));
-        let session = switchyard_examples::register(&c.registry, &c.registry_token, "echo", &instance, &advertised, Protocol::Grpc)?;
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            admin::router(Readiness::default()),
+            stop.clone().cancelled_owned(),
+        ));
+        let session = switchyard_examples::register(
+            &c.registry,
+            &c.registry_token,
+            "echo",
+            &instance,
+            &advertised,
+            Protocol::Grpc,
+        )?;
         tracing::info!(%local, %instance, "echo serving");
         shutdown.cancelled().await;
         if let Some(s) = session {

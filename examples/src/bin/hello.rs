@@ -85,33 +85,66 @@ struct App {
     faults: Faults,
 }
 
-async fn hello(State(app): State<Arc<App>>, uri: Uri, method: axum::http::Method, body: Bytes) -> impl IntoResponse {
+async fn hello(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    method: axum::http::Method,
+    body: Bytes,
+) -> impl IntoResponse {
     if !app.faults.apply().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "injected failure", "instance": app.instance })));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "injected failure", "instance": app.instance })),
+        );
     }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     (
         StatusCode::OK,
-        Json(json!({ "service": "hello", "instance": app.instance, "path": path, "method": method.as_str(), "bytes": body.len() })),
+        Json(
+            json!({ "service": "hello", "instance": app.instance, "path": path, "method": method.as_str(), "bytes": body.len() }),
+        ),
     )
 }
 
 fn main() -> ExitCode {
-    const ABOUT: About = About { name: "hello", version: env!("CARGO_PKG_VERSION"), summary: "example HTTP service" };
+    const ABOUT: About = About {
+        name: "hello",
+        version: env!("CARGO_PKG_VERSION"),
+        summary: "example HTTP service",
+    };
     cli::main::<Config, _, _, _>(ABOUT, |c, shutdown| async move {
         let listener = tokio::net::TcpListener::bind(c.listen).await?;
         let local = listener.local_addr()?;
-        let advertised = switchyard_runtime::advertise::choose(&c.advertise_addr, &c.advertise_cidr, local.port(), local)?;
+        let advertised = switchyard_runtime::advertise::choose(
+            &c.advertise_addr,
+            &c.advertise_cidr,
+            local.port(),
+            local,
+        )?;
         let instance = switchyard_examples::instance_id(&c.instance_id, &advertised);
-        let app = Arc::new(App { instance: instance.clone(), faults: Faults::new(c.latency, c.latency_jitter, c.fail_rate, c.exit_after) });
+        let app = Arc::new(App {
+            instance: instance.clone(),
+            faults: Faults::new(c.latency, c.latency_jitter, c.fail_rate, c.exit_after),
+        });
         let router = Router::new()
             .route("/hello", axum::routing::any(hello))
             .route("/hello/{*rest}", axum::routing::any(hello))
             .with_state(app)
             .merge(admin::router(Readiness::default()));
-        let session = switchyard_examples::register(&c.registry, &c.registry_token, "hello", &instance, &advertised, Protocol::Http1)?;
+        let session = switchyard_examples::register(
+            &c.registry,
+            &c.registry_token,
+            "hello",
+            &instance,
+            &advertised,
+            Protocol::Http1,
+        )?;
         let stop = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(admin::serve(listener, router, stop.clone().cancelled_owned()));
+        let server = tokio::spawn(admin::serve(
+            listener,
+            router,
+            stop.clone().cancelled_owned(),
+        ));
         tracing::info!(%local, %instance, "hello serving");
         shutdown.cancelled().await;
         // Drain: DRAINING, keep serving for the drain delay, deregister, stop.

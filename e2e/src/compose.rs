@@ -1,0 +1,199 @@
+//! `docker-compose` and `docker` for the stack under test. The project name
+//! and host ports are the test's own, so a developer's stack is left alone.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// The stack under test.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    /// Compose project name.
+    pub project: String,
+    /// Host port of the gateway.
+    pub gateway_port: u16,
+    /// Host port of the gateway's admin.
+    pub admin_port: u16,
+    /// Host port of the registry's HTTP API.
+    pub registry_http_port: u16,
+}
+
+/// Output of a command: success, stdout.
+pub fn run(program: &str, args: &[&str]) -> (bool, String) {
+    match Command::new(program).args(args).output() {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !out.status.success() {
+                eprintln!(
+                    "{program} {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            (out.status.success(), text)
+        }
+        Err(e) => panic!(
+            "cannot run {program}: {e} (Docker and docker-compose are required for these tests)"
+        ),
+    }
+}
+
+// === impl Compose ===
+
+impl Compose {
+    /// The test's stack.
+    pub fn new() -> Self {
+        Self {
+            project: "switchyarde2e".into(),
+            gateway_port: 18080,
+            admin_port: 18081,
+            registry_http_port: 17001,
+        }
+    }
+
+    /// Runs docker-compose for this project; panics on failure.
+    pub fn dc(&self, args: &[&str]) -> String {
+        let root = crate::binaries::root();
+        let file = root.join("docker-compose.yml");
+        let mut cmd = Command::new("docker-compose");
+        cmd.current_dir(&root)
+            .args([
+                "-p",
+                &self.project,
+                "-f",
+                file.to_str().unwrap_or("docker-compose.yml"),
+            ])
+            .args(args)
+            .env("SWITCHYARD_GATEWAY_PORT", self.gateway_port.to_string())
+            .env("SWITCHYARD_GATEWAY_ADMIN_PORT", self.admin_port.to_string())
+            .env("SWITCHYARD_REGISTRY_GRPC_PORT", "17000")
+            .env(
+                "SWITCHYARD_REGISTRY_HTTP_PORT",
+                self.registry_http_port.to_string(),
+            );
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("cannot run docker-compose: {e} (it is required for these tests)")
+        });
+        assert!(
+            out.status.success(),
+            "docker-compose {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Container ids of a service, in container-number order.
+    pub fn containers(&self, service: &str) -> Vec<String> {
+        let (_, out) = run(
+            "docker",
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("label=com.docker.compose.project={}", self.project),
+                "--filter",
+                &format!("label=com.docker.compose.service={service}"),
+                "--format",
+                "{{.Label \"com.docker.compose.container-number\"}} {{.ID}}",
+            ],
+        );
+        let mut rows: Vec<(u32, String)> = out
+            .lines()
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .and_then(|(n, id)| Some((n.parse().ok()?, id.to_string())))
+            })
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Waits until every container is healthy.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let (_, out) = run(
+                "docker",
+                &[
+                    "ps",
+                    "-a",
+                    "--filter",
+                    &format!("label=com.docker.compose.project={}", self.project),
+                    "--format",
+                    "{{.ID}}",
+                ],
+            );
+            let ids: Vec<&str> = out.lines().collect();
+            let healthy = !ids.is_empty()
+                && ids.iter().all(|id| {
+                    let (_, s) = run("docker", &["inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}", id]);
+                    s.trim() == "healthy"
+                });
+            if healthy {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "stack not healthy within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// `docker <verb> <id>`.
+    pub fn docker(&self, verb: &str, id: &str) {
+        let (ok, _) = run("docker", &[verb, id]);
+        assert!(ok, "docker {verb} {id} failed");
+    }
+
+    /// The name of a compose network of this project (compose 1.29 and v2
+    /// agree for a project name of plain letters and digits).
+    pub fn network(&self, name: &str) -> String {
+        format!("{}_{name}", self.project)
+    }
+
+    /// What is left of the project: containers and networks.
+    pub fn leftovers(&self) -> (String, String) {
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        let (_, containers) = run(
+            "docker",
+            &["ps", "-a", "--filter", &label, "--format", "{{.Names}}"],
+        );
+        let (_, networks) = run(
+            "docker",
+            &["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
+        );
+        (containers.trim().to_string(), networks.trim().to_string())
+    }
+
+    /// The gateway's URL from the host.
+    pub fn gateway(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+}
+
+impl Default for Compose {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A plain blocking HTTP GET of `http://127.0.0.1:{port}{path}`; the body,
+/// or empty on any error. (No curl: the CI machine may not have it.)
+pub fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,412 @@
+//! End-to-end on the compose stack, broken on purpose, under bounded steady
+//! load through the gateway. Scenarios run one after another on one stack
+//! (so this runs with its own harness); each reports its counts, and the run
+//! ends with the line `N passed, M failed`.
+//!
+//! Needs Docker, docker-compose and the images of `deploy/build.sh` (the
+//! README's test command builds them first). It fails loudly without them.
+
+use std::{
+    panic::AssertUnwindSafe,
+    time::{Duration, Instant},
+};
+
+use switchyard_e2e::{
+    compose::{Compose, run},
+    load::{self, Call, Report},
+};
+
+type Scenario = fn(&Compose, &tokio::runtime::Runtime);
+
+const RATE: u32 = 200;
+
+fn main() {
+    let compose = Compose::new();
+    let (docker_ok, _) = run("docker", &["info", "--format", "{{.ServerVersion}}"]);
+    assert!(
+        docker_ok,
+        "the Docker engine is not reachable: these end-to-end tests need it"
+    );
+    for image in ["registry", "balancer", "gateway", "hello", "echo"] {
+        let (ok, _) = run(
+            "docker",
+            &["image", "inspect", &format!("switchyard/{image}:dev")],
+        );
+        assert!(
+            ok,
+            "image switchyard/{image}:dev is missing: run deploy/build.sh first (the README's test command does)"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("bringing the stack up (project {})", compose.project);
+    compose.dc(&["down", "--remove-orphans", "-v"]);
+    compose.dc(&["up", "-d"]);
+    compose.wait_healthy(Duration::from_secs(180));
+    let scenarios: [(&str, Scenario); 9] = [
+        ("every replica gets traffic, gRPC works", every_replica),
+        ("a scaled-up replica gets requests", scale_up),
+        ("docker kill of one hello and one echo", kill),
+        ("docker stop of a replica drains gracefully", stop),
+        ("registry killed and started again", registry_restart),
+        ("balancers killed", balancers_killed),
+        ("docker pause of a replica", pause),
+        ("a replica cut off the data network", disconnect),
+        ("down leaves nothing behind", down),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, scenario) in scenarios {
+        println!("--- {name}");
+        let started = Instant::now();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| scenario(&compose, &rt))) {
+            Ok(()) => {
+                passed += 1;
+                println!(
+                    "test {name} ... ok ({:.1}s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    let _ = std::panic::catch_unwind(|| compose.dc(&["down", "--remove-orphans", "-v"]));
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn hello_url(c: &Compose) -> String {
+    format!("{}/hello/e2e", c.gateway())
+}
+
+/// GETs and gRPC calls at the same time while `during` runs `after` into the load.
+fn load_with(
+    c: &Compose,
+    rt: &tokio::runtime::Runtime,
+    calls: &[Call],
+    secs: u64,
+    after: Duration,
+    during: impl FnOnce(),
+) -> Vec<Report> {
+    let handles: Vec<_> = calls
+        .iter()
+        .map(|call| rt.spawn(load::run(call.clone(), RATE, Duration::from_secs(secs))))
+        .collect();
+    std::thread::sleep(after);
+    during();
+    let reports: Vec<Report> = handles
+        .into_iter()
+        .map(|h| rt.block_on(h).expect("load task"))
+        .collect();
+    for (call, r) in calls.iter().zip(&reports) {
+        println!("    {call:?}: {r}");
+    }
+    let _ = c;
+    reports
+}
+
+fn every_replica(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let reports = load_with(
+        c,
+        rt,
+        &[Call::Get(hello_url(c)), Call::Grpc(c.gateway())],
+        10,
+        Duration::ZERO,
+        || {},
+    );
+    assert_eq!(reports[0].failed + reports[1].failed, 0);
+    assert_eq!(reports[0].by_instance.len(), 2, "both hello replicas");
+    assert_eq!(reports[1].by_instance.len(), 3, "all three echo replicas");
+}
+
+fn scale_up(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let before = c.containers("hello").len();
+    let scaled = std::sync::Mutex::new(None);
+    let reports = load_with(
+        c,
+        rt,
+        &[Call::Get(hello_url(c))],
+        40,
+        Duration::from_secs(2),
+        || {
+            c.dc(&[
+                "up",
+                "-d",
+                "--no-recreate",
+                "--scale",
+                "hello=3",
+                "--scale",
+                "echo=3",
+                "--scale",
+                "balancer=2",
+            ]);
+            *scaled.lock().expect("lock") = Some(Instant::now());
+        },
+    );
+    assert_eq!(c.containers("hello").len(), before + 1);
+    let r = &reports[0];
+    assert_eq!(r.failed, 0);
+    assert_eq!(r.by_instance.len(), 3, "the new replica answered");
+    // The load started 2 s before scaling; the newest instance is the one first seen last.
+    let newest = r.first_seen.values().max().copied().unwrap_or_default();
+    let delay = newest.saturating_sub(Duration::from_secs(2));
+    println!(
+        "    the new replica answered {:.1}s after scaling",
+        delay.as_secs_f64()
+    );
+    assert!(delay < Duration::from_secs(30), "within 30 s");
+    // Back to two (compose stops the newest one, gracefully).
+    c.dc(&[
+        "up",
+        "-d",
+        "--no-recreate",
+        "--scale",
+        "hello=2",
+        "--scale",
+        "echo=3",
+        "--scale",
+        "balancer=2",
+    ]);
+}
+
+fn kill(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let hello = c.containers("hello")[0].clone();
+    let echo = c.containers("echo")[0].clone();
+    let reports = load_with(
+        c,
+        rt,
+        &[Call::Get(hello_url(c)), Call::Grpc(c.gateway())],
+        15,
+        Duration::from_secs(3),
+        || {
+            c.docker("kill", &hello);
+            c.docker("kill", &echo);
+        },
+    );
+    assert_eq!(reports[0].failed, 0, "failed GETs");
+    assert_eq!(reports[1].failed, 0, "failed unary gRPC calls");
+    c.docker("start", &hello);
+    c.docker("start", &echo);
+    c.wait_healthy(Duration::from_secs(60));
+}
+
+fn stop(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let hello = c.containers("hello")[1].clone();
+    let echo = c.containers("echo")[1].clone();
+    let post = format!("{}/hello/orders", c.gateway());
+    let reports = load_with(
+        c,
+        rt,
+        &[
+            Call::Get(hello_url(c)),
+            Call::Post(post),
+            Call::Grpc(c.gateway()),
+        ],
+        15,
+        Duration::from_secs(3),
+        || {
+            let (a, b) = (hello.clone(), echo.clone());
+            let t = std::thread::spawn(move || run("docker", &["stop", &b]));
+            run("docker", &["stop", &a]);
+            let _ = t.join();
+        },
+    );
+    for r in &reports {
+        assert_eq!(r.failed, 0, "graceful drain costs nothing, POSTs included");
+    }
+    c.docker("start", &hello);
+    c.docker("start", &echo);
+    c.wait_healthy(Duration::from_secs(60));
+}
+
+fn registry_restart(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let registry = c.containers("registry")[0].clone();
+    let reports = load_with(
+        c,
+        rt,
+        &[Call::Get(hello_url(c)), Call::Grpc(c.gateway())],
+        20,
+        Duration::from_secs(3),
+        || {
+            c.docker("kill", &registry);
+            std::thread::sleep(Duration::from_secs(5));
+            c.docker("start", &registry);
+        },
+    );
+    assert_eq!(reports[0].failed + reports[1].failed, 0);
+    // The view is whole again: every instance re-registered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = switchyard_e2e::compose::get(c.registry_http_port, "/api/services");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let count = |name: &str| {
+            v["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["service"] == name)
+                .and_then(|s| s["instances"].as_u64())
+                .unwrap_or(0)
+        };
+        if count("hello") == 2
+            && count("echo") == 3
+            && count("switchyard-balancer") == 2
+            && count("switchyard-gateway") == 1
+        {
+            println!("    the registry lists every instance again");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the registry's view is not whole again: {body}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn balancers_killed(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let balancers = c.containers("balancer");
+    let reports = load_with(
+        c,
+        rt,
+        &[Call::Get(hello_url(c)), Call::Grpc(c.gateway())],
+        12,
+        Duration::from_secs(3),
+        || c.docker("kill", &balancers[0]),
+    );
+    assert_eq!(
+        reports[0].failed + reports[1].failed,
+        0,
+        "one balancer killed"
+    );
+    let reports = load_with(
+        c,
+        rt,
+        &[Call::Get(hello_url(c)), Call::Grpc(c.gateway())],
+        12,
+        Duration::from_secs(3),
+        || c.docker("kill", &balancers[1]),
+    );
+    assert_eq!(
+        reports[0].failed + reports[1].failed,
+        0,
+        "both balancers killed"
+    );
+    for b in &balancers {
+        c.docker("start", b);
+    }
+    c.wait_healthy(Duration::from_secs(60));
+}
+
+fn ejected_in_gateway(c: &Compose, container: &str) -> bool {
+    let (_, ip) = run(
+        "docker",
+        &[
+            "inspect",
+            "-f",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+                c.network("data")
+            ),
+            container,
+        ],
+    );
+    let body = switchyard_e2e::compose::get(c.admin_port, "/api/services");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .any(|e| {
+            e["address"]
+                .as_str()
+                .is_some_and(|a| a.starts_with(&format!("{}:", ip.trim())))
+                && e["ejected"] == true
+        })
+}
+
+/// Breaks one hello replica with `break_it` under GET load (none may fail),
+/// checks it shows as ejected, counts POST failures meanwhile, then mends it.
+fn broken_replica(
+    c: &Compose,
+    rt: &tokio::runtime::Runtime,
+    break_it: &dyn Fn(&str),
+    mend: &dyn Fn(&str),
+) {
+    let victim = c.containers("hello")[0].clone();
+    let reports = load_with(
+        c,
+        rt,
+        &[Call::Get(hello_url(c))],
+        15,
+        Duration::from_secs(3),
+        || break_it(&victim),
+    );
+    assert_eq!(reports[0].failed, 0, "failed GETs");
+    assert!(
+        ejected_in_gateway(c, &victim),
+        "the replica shows as ejected in the gateway's /api/services"
+    );
+    let posts = load_with(
+        c,
+        rt,
+        &[Call::Post(format!("{}/hello/orders", c.gateway()))],
+        5,
+        Duration::ZERO,
+        || {},
+    );
+    println!(
+        "    POSTs meanwhile: {} of {} failed (reported, not asserted: a POST that reached a stalled replica is not retried)",
+        posts[0].failed, posts[0].sent
+    );
+    mend(&victim);
+    c.wait_healthy(Duration::from_secs(60));
+}
+
+fn pause(c: &Compose, rt: &tokio::runtime::Runtime) {
+    broken_replica(c, rt, &|id| c.docker("pause", id), &|id| {
+        c.docker("unpause", id)
+    });
+}
+
+fn disconnect(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let net = c.network("data");
+    let ip = std::sync::Mutex::new(String::new());
+    broken_replica(
+        c,
+        rt,
+        &|id| {
+            let (_, addr) = run(
+                "docker",
+                &[
+                    "inspect",
+                    "-f",
+                    &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+                    id,
+                ],
+            );
+            *ip.lock().expect("lock") = addr.trim().to_string();
+            let (ok, _) = run("docker", &["network", "disconnect", &net, id]);
+            assert!(ok, "disconnect");
+        },
+        &|id| {
+            let addr = ip.lock().expect("lock").clone();
+            let (ok, _) = run("docker", &["network", "connect", "--ip", &addr, &net, id]);
+            assert!(ok, "reconnect");
+        },
+    );
+}
+
+fn down(c: &Compose, _rt: &tokio::runtime::Runtime) {
+    c.dc(&["down", "--remove-orphans", "-v"]);
+    let (containers, networks) = c.leftovers();
+    assert!(containers.is_empty(), "containers left: {containers}");
+    assert!(networks.is_empty(), "networks left: {networks}");
+}
