@@ -304,19 +304,16 @@ fn balancers_killed(c: &Compose, rt: &tokio::runtime::Runtime) {
     c.wait_healthy(Duration::from_secs(60));
 }
 
-fn ejected_in_gateway(c: &Compose, container: &str) -> bool {
-    let (_, ip) = run(
-        "docker",
-        &[
-            "inspect",
-            "-f",
-            &format!(
-                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-                c.network("data")
-            ),
-            container,
-        ],
+fn data_ip(c: &Compose, container: &str) -> String {
+    let format = format!(
+        "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+        c.network("data")
     );
+    let (_, ip) = run("docker", &["inspect", "-f", &format, container]);
+    ip.trim().to_string()
+}
+
+fn ejected_in_gateway(c: &Compose, ip: &str) -> bool {
     let body = switchyard_e2e::compose::get(c.admin_port, "/api/services");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     v["services"]
@@ -327,20 +324,23 @@ fn ejected_in_gateway(c: &Compose, container: &str) -> bool {
         .any(|e| {
             e["address"]
                 .as_str()
-                .is_some_and(|a| a.starts_with(&format!("{}:", ip.trim())))
+                .is_some_and(|a| a.starts_with(&format!("{ip}:")))
                 && e["ejected"] == true
         })
 }
 
-/// Breaks one hello replica with `break_it` under GET load (none may fail),
-/// checks it shows as ejected, counts POST failures meanwhile, then mends it.
+/// Breaks hello replica `which` with `break_it` under GET load (none may
+/// fail), checks it shows as ejected, counts POST failures meanwhile, then
+/// mends it.
 fn broken_replica(
     c: &Compose,
     rt: &tokio::runtime::Runtime,
+    which: usize,
     break_it: &dyn Fn(&str),
     mend: &dyn Fn(&str),
 ) {
-    let victim = c.containers("hello")[0].clone();
+    let victim = c.containers("hello")[which].clone();
+    let ip = data_ip(c, &victim);
     let reports = load_with(
         c,
         rt,
@@ -351,7 +351,7 @@ fn broken_replica(
     );
     assert_eq!(reports[0].failed, 0, "failed GETs");
     assert!(
-        ejected_in_gateway(c, &victim),
+        ejected_in_gateway(c, &ip),
         "the replica shows as ejected in the gateway's /api/services"
     );
     let posts = load_with(
@@ -371,7 +371,7 @@ fn broken_replica(
 }
 
 fn pause(c: &Compose, rt: &tokio::runtime::Runtime) {
-    broken_replica(c, rt, &|id| c.docker("pause", id), &|id| {
+    broken_replica(c, rt, 0, &|id| c.docker("pause", id), &|id| {
         c.docker("unpause", id)
     });
 }
@@ -379,20 +379,14 @@ fn pause(c: &Compose, rt: &tokio::runtime::Runtime) {
 fn disconnect(c: &Compose, rt: &tokio::runtime::Runtime) {
     let net = c.network("data");
     let ip = std::sync::Mutex::new(String::new());
+    // The other replica: the one just paused may still be avoided for its
+    // latency estimate, and would then see no traffic to break.
     broken_replica(
         c,
         rt,
+        1,
         &|id| {
-            let (_, addr) = run(
-                "docker",
-                &[
-                    "inspect",
-                    "-f",
-                    &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
-                    id,
-                ],
-            );
-            *ip.lock().expect("lock") = addr.trim().to_string();
+            *ip.lock().expect("lock") = data_ip(c, id);
             let (ok, _) = run("docker", &["network", "disconnect", &net, id]);
             assert!(ok, "disconnect");
         },

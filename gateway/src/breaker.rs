@@ -17,6 +17,7 @@ pub struct Breaker {
     base: Instant,
     consecutive: AtomicU32,
     timeouts: AtomicU32,
+    last_success_ns: AtomicU64,
     open_until_ns: AtomicU64,
     times: AtomicU32,
     probing: AtomicBool,
@@ -56,6 +57,7 @@ impl Default for Breaker {
             base: Instant::now(),
             consecutive: AtomicU32::new(0),
             timeouts: AtomicU32::new(0),
+            last_success_ns: AtomicU64::new(0),
             open_until_ns: AtomicU64::new(0),
             times: AtomicU32::new(0),
             probing: AtomicBool::new(false),
@@ -96,6 +98,8 @@ impl Breaker {
 
     /// A success closes a half-open breaker and resets the count.
     pub fn on_success(&self) {
+        self.last_success_ns
+            .store(self.ns(Instant::now()), Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
         self.timeouts.store(0, Ordering::Relaxed);
         if self.open_until_ns.swap(0, Ordering::AcqRel) != 0 {
@@ -108,24 +112,35 @@ impl Breaker {
         }
     }
 
-    /// A failure (`timeout` for a per-try timeout); `may_open` is false
-    /// when the ejection cap is reached. Returns true when it opened now.
+    /// A failure of an attempt sent at `sent`. `local` is a connect error or
+    /// a per-try timeout (the endpoint made no progress); `may_open` is
+    /// false when the ejection cap is reached. Returns true when it opened.
+    ///
+    /// Besides N failures (or M local ones) in a row, a local failure during
+    /// which the endpoint completed nothing at all opens it at once: it is
+    /// stalled (paused, partitioned, gone). Peak EWMA steers traffic away
+    /// after one such failure, so counting to N would never finish.
     pub fn on_failure(
         &self,
         cfg: &BreakerConfig,
         now: Instant,
-        timeout: bool,
+        sent: Instant,
+        local: bool,
         may_open: bool,
     ) -> bool {
         let n = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-        let t = if timeout {
+        let t = if local {
             self.timeouts.fetch_add(1, Ordering::Relaxed) + 1
         } else {
             0
         };
+        let stalled = local
+            && cfg.timeouts > 0
+            && self.last_success_ns.load(Ordering::Relaxed) < self.ns(sent);
         let state = self.state(now);
-        let enough =
-            (cfg.failures > 0 && n >= cfg.failures) || (cfg.timeouts > 0 && t >= cfg.timeouts);
+        let enough = stalled
+            || (cfg.failures > 0 && n >= cfg.failures)
+            || (cfg.timeouts > 0 && t >= cfg.timeouts);
         let trip = match state {
             BreakerState::HalfOpen => true,
             BreakerState::Closed => enough && may_open,
@@ -175,9 +190,12 @@ mod tests {
     fn opens_half_opens_and_closes() {
         let b = Breaker::default();
         let t0 = Instant::now();
-        assert!(!b.on_failure(&CFG, t0, false, true));
-        assert!(!b.on_failure(&CFG, t0, false, true));
-        assert!(b.on_failure(&CFG, t0, false, true), "third failure opens");
+        assert!(!b.on_failure(&CFG, t0, t0, false, true));
+        assert!(!b.on_failure(&CFG, t0, t0, false, true));
+        assert!(
+            b.on_failure(&CFG, t0, t0, false, true),
+            "third failure opens"
+        );
         assert_eq!(b.state(t0), BreakerState::Open);
         assert!(!b.admits(t0 + Duration::from_secs(9)));
         let t1 = t0 + Duration::from_secs(10);
@@ -186,7 +204,7 @@ mod tests {
         b.on_send(t1);
         assert!(!b.admits(t1), "one trial at a time");
         assert!(
-            b.on_failure(&CFG, t1, false, true),
+            b.on_failure(&CFG, t1, t1, false, true),
             "a failed trial reopens"
         );
         assert_eq!(
@@ -201,11 +219,23 @@ mod tests {
     }
 
     #[test]
-    fn two_timeouts_in_a_row_open_it() {
+    fn a_stalled_endpoint_opens_at_once_a_busy_one_does_not() {
         let b = Breaker::default();
-        let t = Instant::now();
-        assert!(!b.on_failure(&CFG, t, true, true));
-        assert!(b.on_failure(&CFG, t, true, true));
+        let sent = Instant::now();
+        // Nothing completed since the attempt was sent: stalled.
+        assert!(b.on_failure(&CFG, sent + Duration::from_secs(1), sent, true, true));
+        let b = Breaker::default();
+        let sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        b.on_success(); // another request completed meanwhile
+        assert!(
+            !b.on_failure(&CFG, Instant::now(), sent, true, true),
+            "one timeout on a busy endpoint"
+        );
+        assert!(
+            b.on_failure(&CFG, Instant::now(), sent, true, true),
+            "two in a row"
+        );
     }
 
     #[test]
@@ -213,7 +243,7 @@ mod tests {
         let b = Breaker::default();
         let t = Instant::now();
         for _ in 0..5 {
-            assert!(!b.on_failure(&CFG, t, false, false));
+            assert!(!b.on_failure(&CFG, t, t, false, false));
         }
         assert_eq!(b.state(t), BreakerState::Closed);
     }

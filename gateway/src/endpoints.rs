@@ -342,9 +342,11 @@ impl ServiceState {
         let n = snap.endpoints.len();
         let cap = (n * snap.max_ejection_percent as usize / 100).max(1);
         let may_open = snap.ejected(now) < cap;
+        let local = matches!(outcome, Outcome::Timeout | Outcome::Connect);
+        let sent = now.checked_sub(latency).unwrap_or(now);
         if endpoint
             .breaker
-            .on_failure(&self.breaker, now, outcome == Outcome::Timeout, may_open)
+            .on_failure(&self.breaker, now, sent, local, may_open)
         {
             tracing::warn!(service = %self.name, instance = %endpoint.id, ?outcome, "ejected locally");
             metrics::counter!("switchyard_gateway_local_ejections_total", "service" => self.name.to_string()).increment(1);
