@@ -18,7 +18,12 @@ for bin in "${bins[@]}"; do
     ldd "$ctx/bin/$bin" 2>&1 | grep -q 'not a dynamic\|statically' \
       || { echo "build.sh: $bin is not statically linked" >&2; exit 1; }
   fi
-  docker build --quiet -f deploy/Dockerfile --build-arg BIN="$bin" -t "switchyard/$bin:dev" "$ctx" >/dev/null
+  # The legacy builder warns that it is deprecated on every build: keep its
+  # output for failures only.
+  if ! docker build --quiet -f deploy/Dockerfile --build-arg BIN="$bin" -t "switchyard/$bin:dev" "$ctx" >"$ctx/build.log" 2>&1; then
+    cat "$ctx/build.log" >&2
+    exit 1
+  fi
   size=$(docker image inspect "switchyard/$bin:dev" --format '{{.Size}}')
   echo "built switchyard/$bin:dev ($((size / 1024 / 1024)) MB)"
 done

@@ -1,2 +1,2 @@
-//! Switchyard's benchmarks. Not part of CI and not a default workspace
-//! member: run `cargo bench -p switchyard-bench` for the micro-benchmarks.
+//! Switchyard's benchmarks: `bench/run.sh` runs the side-by-side comparisons;
+//! `cargo bench -p switchyard-bench` runs the micro-benchmarks.
