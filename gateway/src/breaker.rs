@@ -116,9 +116,9 @@ impl Breaker {
     /// a per-try timeout (the endpoint made no progress); `may_open` is
     /// false when the ejection cap is reached. Returns true when it opened.
     ///
-    /// Besides N failures (or M local ones) in a row, a local failure during
-    /// which the endpoint completed nothing at all opens it at once: it is
-    /// stalled (paused, partitioned, gone). Peak EWMA steers traffic away
+    /// Besides N failures (or M local ones) in a row, a local failure while
+    /// the endpoint completed nothing for the second half of the attempt
+    /// opens it at once: it is stalled (paused, partitioned, gone). Peak EWMA steers traffic away
     /// after one such failure, so counting to N would never finish.
     pub fn on_failure(
         &self,
@@ -134,9 +134,11 @@ impl Breaker {
         } else {
             0
         };
+        // Stalled: nothing completed during the second half of this attempt.
+        let halfway = sent + now.saturating_duration_since(sent) / 2;
         let stalled = local
             && cfg.timeouts > 0
-            && self.last_success_ns.load(Ordering::Relaxed) < self.ns(sent);
+            && self.last_success_ns.load(Ordering::Relaxed) < self.ns(halfway);
         let state = self.state(now);
         let enough = stalled
             || (cfg.failures > 0 && n >= cfg.failures)
@@ -167,6 +169,15 @@ impl Breaker {
         let until = self.open_until_ns.load(Ordering::Acquire);
         let at = self.ns(now);
         (until != 0 && at < until).then(|| Duration::from_nanos(until - at))
+    }
+
+    /// Ends the open period now, so one trial request may go (used when the
+    /// ejection cap keeps a failing endpoint in while this one is out).
+    pub fn probe_now(&self, now: Instant) {
+        if self.state(now) == BreakerState::Open {
+            self.open_until_ns
+                .store(self.ns(now).max(1), Ordering::Release);
+        }
     }
 
     /// Times it opened (decays as it closes).

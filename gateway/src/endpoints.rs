@@ -342,6 +342,19 @@ impl ServiceState {
         let n = snap.endpoints.len();
         let cap = (n * snap.max_ejection_percent as usize / 100).max(1);
         let may_open = snap.ejected(now) < cap;
+        if !may_open {
+            // The cap keeps this failing endpoint in: give an ejected one a
+            // trial now rather than sending everything to the failing one
+            // until the ejection ends.
+            if let Some(e) = snap
+                .endpoints
+                .iter()
+                .filter(|e| e.breaker.state(now) == BreakerState::Open)
+                .min_by_key(|e| e.breaker.remaining(now))
+            {
+                e.breaker.probe_now(now);
+            }
+        }
         let local = matches!(outcome, Outcome::Timeout | Outcome::Connect);
         let sent = now.checked_sub(latency).unwrap_or(now);
         if endpoint
