@@ -329,9 +329,36 @@ fn ejected_in_gateway(c: &Compose, ip: &str) -> bool {
         })
 }
 
+/// Waits until the gateway sees both hello replicas, none ejected, so a
+/// scenario starts from a healthy stack (an earlier one may have left an
+/// ejection running).
+fn settle(c: &Compose) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let body = switchyard_e2e::compose::get(c.admin_port, "/api/services");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let hello: Vec<serde_json::Value> = v["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["service"] == "hello")
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .collect();
+        if hello.len() == 2 && hello.iter().all(|e| e["ejected"] == false) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not settle: {body}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// Breaks hello replica `which` with `break_it` under GET load (none may
-/// fail), checks it shows as ejected, counts POST failures meanwhile, then
-/// mends it.
+/// fail), checks it shows as ejected while it is still registered (a paused
+/// replica's lease lapses after its TTL), counts POST failures meanwhile,
+/// then mends it.
 fn broken_replica(
     c: &Compose,
     rt: &tokio::runtime::Runtime,
@@ -339,19 +366,35 @@ fn broken_replica(
     break_it: &dyn Fn(&str),
     mend: &dyn Fn(&str),
 ) {
+    settle(c);
     let victim = c.containers("hello")[which].clone();
     let ip = data_ip(c, &victim);
+    let seen = std::sync::atomic::AtomicBool::new(false);
     let reports = load_with(
         c,
         rt,
         &[Call::Get(hello_url(c))],
         15,
         Duration::from_secs(3),
-        || break_it(&victim),
+        || {
+            break_it(&victim);
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < deadline {
+                if ejected_in_gateway(c, &ip) {
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                    println!(
+                        "    ejected in the gateway after {:.1}s",
+                        8.0 - (deadline - Instant::now()).as_secs_f64()
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        },
     );
     assert_eq!(reports[0].failed, 0, "failed GETs");
     assert!(
-        ejected_in_gateway(c, &ip),
+        seen.load(std::sync::atomic::Ordering::SeqCst),
         "the replica shows as ejected in the gateway's /api/services"
     );
     let posts = load_with(

@@ -403,6 +403,11 @@ impl ServiceState {
             } else {
                 return;
             };
+        // Forget endpoints that left: state must not pile up under churn,
+        // and an instance that comes back (re-registered) starts afresh.
+        inputs
+            .endpoints
+            .retain(|id, _| snapshot.endpoints.iter().any(|e| *e.id == **id));
         self.snapshot.store(Arc::new(snapshot));
     }
 
