@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 backend for benchmarks: answers every request with a
 //! fixed body, after an optional delay.
 //!
-//! Run with: bench-backend 127.0.0.1:9001 [body-bytes=1024] [delay-ms=0] [name]
+//! Run with: `bench-backend 127.0.0.1:9001 1024 0 b1` (address, body bytes, delay in ms, name).
 
 use std::{convert::Infallible, time::Duration};
 
