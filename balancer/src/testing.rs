@@ -76,12 +76,8 @@ impl Running {
     /// Stops it and waits (at most 5 s).
     pub async fn stop(self) -> Result<(), ServeError> {
         self.stop.cancel();
-        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(ServeError::Io(std::io::Error::other(join))),
-            Err(_) => Err(ServeError::Io(std::io::Error::other(
-                "balancer did not stop within 5 s",
-            ))),
-        }
+        switchyard_runtime::testing::join_within(self.task, Duration::from_secs(5), "balancer")
+            .await
+            .map_err(ServeError::Io)?
     }
 }

@@ -43,20 +43,7 @@ async fn ids(r: &Running, service: &str) -> Vec<String> {
         .collect()
 }
 
-/// Polls for at most 10 s of real time.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
+use switchyard_runtime::testing::eventually;
 
 #[tokio::test]
 async fn a_session_registers_and_registers_again_after_losing_its_lease() {

@@ -144,6 +144,8 @@ pub struct ServiceState {
     inputs: Mutex<Inputs>,
     /// The retry budget of this gateway for this service.
     pub budget: TpsBudget,
+    /// Request latency histogram of this service.
+    pub duration: metrics::Histogram,
     breaker: BreakerConfig,
     max_per_endpoint: u32,
 }
@@ -304,6 +306,7 @@ impl ServiceState {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             inputs: Mutex::new(Inputs::default()),
             budget,
+            duration: metrics::histogram!("switchyard_gateway_service_duration_seconds", "service" => name.to_string()),
             breaker: s.breaker,
             max_per_endpoint: s.max_per_endpoint,
         }

@@ -65,6 +65,21 @@ pub struct Gateway {
     access_log: bool,
 }
 
+/// What a request ended up using, for metrics and the access log.
+#[derive(Debug, Default)]
+struct Served {
+    route: Option<Arc<crate::routes::Route>>,
+    service: Option<Arc<ServiceState>>,
+    endpoint: Option<Arc<str>>,
+    attempts: u32,
+}
+
+/// Metric handles for requests no route matched.
+fn unmatched() -> &'static crate::routes::RouteMetrics {
+    static UNMATCHED: std::sync::OnceLock<crate::routes::RouteMetrics> = std::sync::OnceLock::new();
+    UNMATCHED.get_or_init(|| crate::routes::RouteMetrics::new("none"))
+}
+
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
@@ -179,8 +194,10 @@ impl Gateway {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let (parts, body) = req.into_parts();
         let (method, uri) = (parts.method.clone(), parts.uri.clone());
-        let (result, route, service, endpoint, attempts) =
-            self.forward(parts, body, peer, &id, grpc, start).await;
+        let mut served = Served::default();
+        let result = self
+            .forward(parts, body, peer, &id, grpc, start, &mut served)
+            .await;
         let mut res = match result {
             Ok(res) => res,
             Err(e) => e.response(&id, grpc).map(Either::Right),
@@ -188,7 +205,13 @@ impl Gateway {
         res.headers_mut()
             .insert(headers::REQUEST_ID.clone(), id.clone());
         let elapsed = start.elapsed();
-        record_metrics(&route, &service, res.status(), elapsed);
+        match &served.route {
+            Some(route) => route.state.metrics.record(res.status(), elapsed),
+            None => unmatched().record(res.status(), elapsed),
+        }
+        if let Some(service) = &served.service {
+            service.duration.record(elapsed.as_secs_f64());
+        }
         if self.access_log {
             tracing::info!(
                 target: "access",
@@ -197,17 +220,17 @@ impl Gateway {
                 path = uri.path(),
                 status = res.status().as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
-                route = %route,
-                service = %service,
-                endpoint = %endpoint,
-                attempts,
+                route = served.route.as_ref().map_or("", |r| &*r.name),
+                service = served.service.as_ref().map_or("", |s| &*s.name),
+                endpoint = served.endpoint.as_deref().unwrap_or(""),
+                attempts = served.attempts,
                 client = %peer.addr.ip(),
             );
         }
         Ok(res)
     }
 
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut parts: Parts,
@@ -216,14 +239,8 @@ impl Gateway {
         id: &HeaderValue,
         grpc: bool,
         start: Instant,
-    ) -> (
-        Result<Response<ProxyBody>, GatewayError>,
-        Arc<str>,
-        Arc<str>,
-        Arc<str>,
-        u32,
-    ) {
-        let none: Arc<str> = Arc::from("");
+        served: &mut Served,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
         let host = parts
             .uri
             .authority()
@@ -238,25 +255,10 @@ impl Gateway {
             .unwrap_or_default();
         let table = self.routes.load();
         let Some(m) = table.find(&parts.method, &host, parts.uri.path(), &parts.headers) else {
-            return (
-                Err(GatewayError::NoRoute),
-                none.clone(),
-                none.clone(),
-                none,
-                0,
-            );
+            return Err(GatewayError::NoRoute);
         };
-        let route_name: Arc<str> = Arc::from(m.route.spec.name.as_str());
-        let service_name = m.service.clone();
-        let fail = |e| {
-            (
-                Err(e),
-                route_name.clone(),
-                service_name.clone(),
-                Arc::from(""),
-                0,
-            )
-        };
+        served.route = Some(m.route.clone());
+        let fail = Err;
         if m.route.spec.name == "default"
             && !self.known_default_service(&m.service, table.default_rule_max_services)
         {
@@ -266,13 +268,7 @@ impl Gateway {
             return fail(GatewayError::Unauthorized);
         }
         if let Some(preflight) = crate::cors::preflight(&m, &parts) {
-            return (
-                Ok(preflight.map(Either::Right)),
-                route_name,
-                service_name,
-                Arc::from(""),
-                0,
-            );
+            return Ok(preflight.map(Either::Right));
         }
         if let Some(limiter) = &m.route.state.limiter {
             let key = client_key(limiter.header.as_ref(), &parts, peer);
@@ -304,6 +300,7 @@ impl Gateway {
         prepare_headers(&mut parts, &m, peer, id, &host, upgrade);
         let path = upstream_path(&m, parts.uri.path_and_query().map_or("/", |p| p.as_str()));
         let service = self.service(&m.service);
+        served.service = Some(service.clone());
         let mut deadline = start + m.route.spec.timeout;
         if grpc {
             if let Some(t) = parts.headers.get("grpc-timeout").and_then(grpc_timeout) {
@@ -340,7 +337,9 @@ impl Gateway {
         let (result, endpoint, attempts) = self
             .attempts(&m, &service, attempt, deadline, grpc, client_upgrade)
             .await;
-        (result, route_name, service_name, endpoint, attempts)
+        served.endpoint = endpoint;
+        served.attempts = attempts;
+        result
     }
 
     fn known_default_service(&self, service: &str, cap: usize) -> bool {
@@ -369,7 +368,11 @@ impl Gateway {
         deadline: Instant,
         grpc: bool,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    ) -> (Result<Response<ProxyBody>, GatewayError>, Arc<str>, u32) {
+    ) -> (
+        Result<Response<ProxyBody>, GatewayError>,
+        Option<Arc<str>>,
+        u32,
+    ) {
         let spec = &m.route.spec;
         let idempotent = matches!(
             attempt.parts.method,
@@ -384,7 +387,7 @@ impl Gateway {
         let key = hash_key(m, attempt.parts);
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last = GatewayError::NoEndpoint;
-        let mut last_endpoint: Arc<str> = Arc::from("");
+        let mut last_endpoint: Option<Arc<str>> = None;
         let mut last_response: Option<Response<ProxyBody>> = None;
         service.deposit();
         for n in 0..spec.retry.attempts {
@@ -409,7 +412,7 @@ impl Gateway {
             let Some(body) = attempt.next_body() else {
                 break;
             };
-            last_endpoint = endpoint.id.clone();
+            last_endpoint = Some(endpoint.id.clone());
             let request = upstream_request(attempt.parts, attempt.path, &endpoint, body);
             let per_try = spec
                 .per_try_timeout
@@ -737,19 +740,6 @@ fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
     let ceiling = base.saturating_mul(1 << (n - 1).min(16)).min(max);
     let half = ceiling / 2;
     half + rand::rng().random_range(Duration::ZERO..=half)
-}
-
-fn record_metrics(route: &Arc<str>, service: &Arc<str>, status: StatusCode, elapsed: Duration) {
-    let class = match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    metrics::counter!("switchyard_gateway_requests_total", "route" => route.to_string(), "code" => class).increment(1);
-    metrics::histogram!("switchyard_gateway_request_duration_seconds", "route" => route.to_string(), "service" => service.to_string())
-        .record(elapsed.as_secs_f64());
 }
 
 #[cfg(test)]

@@ -160,6 +160,8 @@ pub enum HashKey {
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
+    /// Its name, shared (logs and admin use it per request).
+    pub name: Arc<str>,
     /// As written.
     pub spec: RouteSpec,
     /// Compiled path matcher.
@@ -174,13 +176,49 @@ pub struct Route {
     pub state: Arc<RouteState>,
 }
 
-/// Per-route limit state.
-#[derive(Debug, Default)]
+/// Per-route state: limits, and metric handles made once (a handle looked
+/// up by labels on every request would allocate and hash each time).
+#[derive(Debug)]
 pub struct RouteState {
     /// The rate limiter.
     pub limiter: Option<RateLimiter>,
     /// The concurrency limit.
     pub shedder: Option<Shedder>,
+    /// Request counters by status class and the latency histogram.
+    pub metrics: RouteMetrics,
+}
+
+/// A route's metric handles.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    by_class: [metrics::Counter; 5],
+    duration: metrics::Histogram,
+}
+
+// === impl RouteMetrics ===
+
+impl RouteMetrics {
+    /// Handles labelled with `route`.
+    pub fn new(route: &str) -> Self {
+        let counter = |class: &'static str| metrics::counter!("switchyard_gateway_requests_total", "route" => route.to_string(), "code" => class);
+        Self {
+            by_class: [
+                counter("1xx"),
+                counter("2xx"),
+                counter("3xx"),
+                counter("4xx"),
+                counter("5xx"),
+            ],
+            duration: metrics::histogram!("switchyard_gateway_route_duration_seconds", "route" => route.to_string()),
+        }
+    }
+
+    /// Counts one answer.
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        let class = usize::from((status.as_u16() / 100).clamp(1, 5) - 1);
+        self.by_class[class].increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
 }
 
 /// The compiled table.
@@ -370,9 +408,11 @@ impl Route {
             _ => Arc::new(RouteState {
                 limiter: spec.rate_limit.as_ref().map(RateLimiter::new),
                 shedder: (spec.concurrency_limit > 0).then(|| Shedder::new(spec.concurrency_limit)),
+                metrics: RouteMetrics::new(&spec.name),
             }),
         };
         Self {
+            name: Arc::from(spec.name.as_str()),
             methods: spec.methods.iter().filter_map(|m| m.parse().ok()).collect(),
             headers: spec
                 .headers

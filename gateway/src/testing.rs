@@ -76,12 +76,8 @@ impl Running {
     /// Stops it and waits for the drain (at most 10 s).
     pub async fn stop(self) -> Result<(), ServeError> {
         self.stop.cancel();
-        match tokio::time::timeout(Duration::from_secs(10), self.task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(ServeError::Io(std::io::Error::other(join))),
-            Err(_) => Err(ServeError::Io(std::io::Error::other(
-                "gateway did not stop within 10 s",
-            ))),
-        }
+        switchyard_runtime::testing::join_within(self.task, Duration::from_secs(10), "gateway")
+            .await
+            .map_err(ServeError::Io)?
     }
 }

@@ -14,6 +14,7 @@
 //! - [`probe`]: checks a running instance's `/readyz`.
 //! - [`clock`]: the injectable clock for timers.
 //! - [`backoff`]: exponential backoff with jitter for reconnect loops.
+//! - [`testing`]: bounded polling and joins for tests of the real servers.
 
 pub mod admin;
 pub mod advertise;
@@ -26,6 +27,7 @@ pub mod probe;
 pub mod readiness;
 pub mod settings;
 pub mod shutdown;
+pub mod testing;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};

@@ -401,17 +401,4 @@ pub fn instance_of(body: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Polls until `f` holds, at most 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
+pub use switchyard_runtime::testing::eventually;

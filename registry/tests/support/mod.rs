@@ -101,20 +101,7 @@ pub fn snapshot(m: &pb::WatchResponse) -> pb::Snapshot {
     }
 }
 
-/// Polls `f` until it is true, at most 5 s of real time.
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
+pub use switchyard_runtime::testing::eventually;
 
 /// A small JSON HTTP call: (status, body as JSON, or Null).
 pub async fn http(
