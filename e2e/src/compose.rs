@@ -68,6 +68,9 @@ impl Compose {
             .env("SWITCHYARD_GATEWAY_PORT", self.gateway_port.to_string())
             .env("SWITCHYARD_GATEWAY_ADMIN_PORT", self.admin_port.to_string())
             .env("SWITCHYARD_REGISTRY_GRPC_PORT", "17000")
+            // Subnets of its own, so a developer's stack can run beside it.
+            .env("SWITCHYARD_CONTROL_SUBNET", "172.31.10.0/24")
+            .env("SWITCHYARD_DATA_SUBNET", "172.31.11.0/24")
             .env(
                 "SWITCHYARD_REGISTRY_HTTP_PORT",
                 self.registry_http_port.to_string(),
