@@ -105,7 +105,7 @@ start_haproxy() {
   cat > "$OUT/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 5000
 defaults
   mode http
   timeout connect 1s
