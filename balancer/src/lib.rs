@@ -218,39 +218,17 @@ fn grpc_server(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, ServeError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
     let service = BalancerServer::new(grpc::BalancerService::new(
         balancer,
         tokens,
         shutdown.clone(),
     ));
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(service);
-    // Nagle plus delayed ACKs would add ~40 ms to small answers.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Ok(tokio::spawn(async move {
-        health
-            .set_serving::<BalancerServer<grpc::BalancerService>>()
-            .await;
-        router
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.cancelled().await;
-                health
-                    .set_not_serving::<BalancerServer<grpc::BalancerService>>()
-                    .await;
-            })
-            .await
-    }))
+    let keepalive = (Duration::from_secs(10), Duration::from_secs(5));
+    Ok(switchyard_runtime::grpc::spawn(
+        service,
+        &[switchyard_proto::FILE_DESCRIPTOR_SET],
+        listener,
+        keepalive,
+        shutdown,
+    )?)
 }

@@ -174,14 +174,6 @@ fn grpc_server(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, ServeError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
     let service = grpc::RegistryService::new(
         registry,
         tokens,
@@ -192,29 +184,17 @@ fn grpc_server(
     let server = RegistryServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes.max(64 * 1024 * 1024));
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(config.http2_keepalive_interval))
-        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(server);
-    // Nagle plus delayed ACKs would add ~40 ms to small answers.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Ok(tokio::spawn(async move {
-        health
-            .set_serving::<RegistryServer<grpc::RegistryService>>()
-            .await;
-        let stop = shutdown.clone();
-        router
-            .serve_with_incoming_shutdown(incoming, async move {
-                stop.cancelled().await;
-                health
-                    .set_not_serving::<RegistryServer<grpc::RegistryService>>()
-                    .await;
-            })
-            .await
-    }))
+    let keepalive = (
+        config.http2_keepalive_interval,
+        config.http2_keepalive_timeout,
+    );
+    Ok(switchyard_runtime::grpc::spawn(
+        server,
+        &[switchyard_proto::FILE_DESCRIPTOR_SET],
+        listener,
+        keepalive,
+        shutdown,
+    )?)
 }
 
 async fn expiry_loop(

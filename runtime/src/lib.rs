@@ -13,6 +13,7 @@
 //! - [`readiness`]: what `/readyz` waits for; latches once ready.
 //! - [`probe`]: checks a running instance's `/readyz`.
 //! - [`clock`]: the injectable clock for timers.
+//! - [`grpc`]: a gRPC service served beside health and reflection.
 //! - [`backoff`]: exponential backoff with jitter for reconnect loops.
 //! - [`testing`]: bounded polling and joins for tests of the real servers.
 
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
+pub mod grpc;
 pub mod logging;
 pub mod probe;
 pub mod readiness;
