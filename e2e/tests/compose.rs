@@ -189,11 +189,12 @@ fn kill(c: &Compose, rt: &tokio::runtime::Runtime) {
             c.docker("kill", &echo);
         },
     );
-    assert_eq!(reports[0].failed, 0, "failed GETs");
-    assert_eq!(reports[1].failed, 0, "failed unary gRPC calls");
+    // Restore first, so that a failure here does not cascade into the next scenarios.
     c.docker("start", &hello);
     c.docker("start", &echo);
     c.wait_healthy(Duration::from_secs(60));
+    assert_eq!(reports[0].failed, 0, "failed GETs");
+    assert_eq!(reports[1].failed, 0, "failed unary gRPC calls");
 }
 
 fn stop(c: &Compose, rt: &tokio::runtime::Runtime) {
@@ -217,12 +218,12 @@ fn stop(c: &Compose, rt: &tokio::runtime::Runtime) {
             let _ = t.join();
         },
     );
-    for r in &reports {
-        assert_eq!(r.failed, 0, "graceful drain costs nothing, POSTs included");
-    }
     c.docker("start", &hello);
     c.docker("start", &echo);
     c.wait_healthy(Duration::from_secs(60));
+    for r in &reports {
+        assert_eq!(r.failed, 0, "graceful drain costs nothing, POSTs included");
+    }
 }
 
 fn registry_restart(c: &Compose, rt: &tokio::runtime::Runtime) {
@@ -272,36 +273,20 @@ fn registry_restart(c: &Compose, rt: &tokio::runtime::Runtime) {
 
 fn balancers_killed(c: &Compose, rt: &tokio::runtime::Runtime) {
     let balancers = c.containers("balancer");
-    let reports = load_with(
-        c,
-        rt,
-        &[Call::Get(hello_url(c)), Call::Grpc(c.gateway())],
-        12,
-        Duration::from_secs(3),
-        || c.docker("kill", &balancers[0]),
-    );
-    assert_eq!(
-        reports[0].failed + reports[1].failed,
-        0,
-        "one balancer killed"
-    );
-    let reports = load_with(
-        c,
-        rt,
-        &[Call::Get(hello_url(c)), Call::Grpc(c.gateway())],
-        12,
-        Duration::from_secs(3),
-        || c.docker("kill", &balancers[1]),
-    );
-    assert_eq!(
-        reports[0].failed + reports[1].failed,
-        0,
-        "both balancers killed"
-    );
+    let calls = [Call::Get(hello_url(c)), Call::Grpc(c.gateway())];
+    let one = load_with(c, rt, &calls, 12, Duration::from_secs(3), || {
+        c.docker("kill", &balancers[0])
+    });
+    let both = load_with(c, rt, &calls, 12, Duration::from_secs(3), || {
+        c.docker("kill", &balancers[1])
+    });
+    // Restore first, so that a failure here does not cascade into the next scenarios.
     for b in &balancers {
         c.docker("start", b);
     }
     c.wait_healthy(Duration::from_secs(60));
+    assert_eq!(one[0].failed + one[1].failed, 0, "one balancer killed");
+    assert_eq!(both[0].failed + both[1].failed, 0, "both balancers killed");
 }
 
 fn data_ip(c: &Compose, container: &str) -> String {

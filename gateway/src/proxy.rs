@@ -324,7 +324,18 @@ impl Gateway {
                     Err(_) => return fail(GatewayError::BodyTooLarge),
                 }
             } else {
-                match crate::upstream::take_ready(body, self.limits.replay, limit).await {
+                match crate::upstream::take_ready(
+                    body,
+                    self.limits.replay,
+                    limit,
+                    if grpc {
+                        Duration::from_millis(5)
+                    } else {
+                        Duration::ZERO
+                    },
+                )
+                .await
+                {
                     Ok(body) => body,
                     Err(_) => return fail(GatewayError::BodyTooLarge),
                 }

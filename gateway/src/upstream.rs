@@ -40,21 +40,30 @@ pub struct Prefixed {
 /// (so a bidirectional stream is never held up waiting for its end).
 /// A frame that is not there yet gets a few scheduler turns (the
 /// connection task may be decoding it right now) before we stop waiting.
+///
+/// `grace` bounds an extra wait, once per request: a unary gRPC call sends
+/// its message and END_STREAM together, so a few milliseconds make it
+/// replayable, while a streaming call pays that once at its start.
 pub async fn take_ready(
     body: Incoming,
     replay: usize,
     limit: usize,
+    grace: Duration,
 ) -> Result<UpstreamBody, TooLarge> {
     let mut body = Limited::new(body, limit);
     let mut buf = BytesMut::new();
     let mut frames = VecDeque::new();
     let mut turns = 0;
+    let deadline = tokio::time::Instant::now() + grace;
     loop {
         let mut next = body.frame().now_or_never();
         while next.is_none() && turns < 4 {
             turns += 1;
             tokio::task::yield_now().await;
             next = body.frame().now_or_never();
+        }
+        if next.is_none() && frames.is_empty() && tokio::time::Instant::now() < deadline {
+            next = tokio::time::timeout_at(deadline, body.frame()).await.ok();
         }
         match next {
             Some(None) => {
