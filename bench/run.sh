@@ -3,7 +3,7 @@
 # calls, balancing quality, and failover; writes bench/RESULTS.md.
 #
 #   bench/run.sh            everything
-#   bench/run.sh proxies    one scenario: proxies | balancing | failover
+#   bench/run.sh proxies    one scenario: proxies | balancing | failover | registry
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
 # HAProxy nbthread 1, gateway --worker-threads 1); the load generator and the
@@ -22,8 +22,9 @@ need nginx nginx
 need haproxy haproxy
 need taskset util-linux
 need python3 python3
+need etcd etcd-server
 
-cargo build --release --locked -p switchyard-bench --bin bench-backend --bin bench-load >/dev/null
+cargo build --release --locked -p switchyard-bench --bin bench-backend --bin bench-load --bin bench-registry >/dev/null
 cargo build --release --locked --bin registry --bin gateway >/dev/null
 BIN=$ROOT/target/x86_64-unknown-linux-gnu/release
 
@@ -205,12 +206,62 @@ failover() {
   cleanup; pids=()
 }
 
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# The registry and etcd, each alone on CPU 1 (tokio's worker count and Go's
+# GOMAXPROCS both follow the affinity), the client on CPU 0. Debian's etcd
+# (3.4) has no --unsafe-no-fsync; its data directory on tmpfs (/dev/shm)
+# makes fsync return at once, which is the same non-durable setting. The
+# durable etcd writes to $OUT on the machine's disk.
+start_store() { # switchyard | etcd-nofsync | etcd-fsync
+  case $1 in
+    switchyard)
+      taskset -c 1 "$BIN/registry" --grpc-listen 127.0.0.1:17200 --http-listen 127.0.0.1:17201 --warm-up 0s \
+        >/dev/null 2>&1 & pids+=($!)
+      STORE_PID=$!; STORE_URL=http://127.0.0.1:17200; STORE_KIND=switchyard ;;
+    etcd-*)
+      local dir=/dev/shm/switchyard-bench-etcd
+      [ "$1" = etcd-fsync ] && dir=$OUT/etcd-data
+      rm -rf "$dir"
+      taskset -c 1 etcd --data-dir "$dir" --listen-client-urls http://127.0.0.1:2379 \
+        --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
+        --log-level error >/dev/null 2>&1 & pids+=($!)
+      STORE_PID=$!; STORE_URL=http://127.0.0.1:2379; STORE_KIND=etcd ;;
+  esac
+  for _ in $(seq 1 50); do (echo > /dev/tcp/127.0.0.1/"${STORE_URL##*:}") 2>/dev/null && break; sleep 0.1; done
+  sleep 0.5
+}
+
+registry() {
+  : > "$OUT/registry.txt"
+  for store in switchyard etcd-nofsync etcd-fsync; do
+    for run in $(seq 1 "$RUNS"); do
+      start_store "$store"
+      reg=$(taskset -c 0 "$BIN/bench-registry" "$STORE_KIND" "$STORE_URL" register "${REG_N:-20000}" 64 | json per_sec)
+      renew=$(taskset -c 0 "$BIN/bench-registry" "$STORE_KIND" "$STORE_URL" renew 1000 "${RENEW_ROUNDS:-300}" | json per_sec)
+      prop=$(taskset -c 0 "$BIN/bench-registry" "$STORE_KIND" "$STORE_URL" propagate 1000 "${PROP_WRITES:-100}")
+      echo "registry $store run $run register_per_sec $reg renew_per_sec $renew propagate $(echo "$prop" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('p50_us', r['p50_us'], 'p99_us', r['p99_us'], 'missed', r['missed'])")" | tee -a "$OUT/registry.txt"
+      cleanup; pids=()
+    done
+    # Memory: a fresh server, then 100,000 instances (one lease each).
+    start_store "$store"
+    before=$(rss_kb "$STORE_PID")
+    taskset -c 0 "$BIN/bench-registry" "$STORE_KIND" "$STORE_URL" register "${MEM_N:-100000}" 64 >/dev/null
+    sleep 1
+    after=$(rss_kb "$STORE_PID")
+    echo "memory $store instances ${MEM_N:-100000} rss_before_kb $before rss_after_kb $after" | tee -a "$OUT/registry.txt"
+    cleanup; pids=()
+  done
+  rm -rf /dev/shm/switchyard-bench-etcd "$OUT/etcd-data"
+}
+
 case $only in
   proxies) proxies ;;
   balancing) balancing ;;
   failover) failover ;;
-  all) proxies; balancing; failover ;;
-  *) echo "usage: bench/run.sh [proxies|balancing|failover]" >&2; exit 64 ;;
+  registry) registry ;;
+  all) proxies; balancing; failover; registry ;;
+  *) echo "usage: bench/run.sh [proxies|balancing|failover|registry]" >&2; exit 64 ;;
 esac
 
 python3 bench/report.py "$OUT" > bench/RESULTS.md

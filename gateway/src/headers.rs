@@ -1,8 +1,6 @@
 //! Header plumbing: hop-by-hop removal, X-Forwarded-*, request ids and
 //! W3C trace context.
 
-use std::net::IpAddr;
-
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use rand::Rng;
 
@@ -55,13 +53,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `-Proto` and `-Host`.
-pub fn forwarded(h: &mut HeaderMap, client: IpAddr, tls: bool, host: &str) {
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.to_string(),
+/// Appends the client (its IP as a header value) to `X-Forwarded-For` and
+/// sets `-Proto` and `-Host`.
+pub fn forwarded(h: &mut HeaderMap, client: &HeaderValue, tls: bool, host: &str) {
+    let xff = match h.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) => HeaderValue::from_bytes(&[prev, b", ", client.as_bytes()].concat()).ok(),
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     h.insert(
@@ -84,8 +83,20 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id: u128 = rand::rng().random();
-    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut id = [0u8; 32];
+    hex(&mut id, rand::rng().random());
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Writes the low `out.len()` hex digits of `v` into `out` (lower case,
+/// most significant first): ids and trace context without a `format!`
+/// (and its allocations) on every request.
+fn hex(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// Keeps a valid `traceparent`, or starts a new trace.
@@ -94,19 +105,25 @@ pub fn traceparent(h: &mut HeaderMap) {
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            let parts: Vec<&str> = v.split('-').collect();
-            parts.len() >= 4
-                && parts[0].len() == 2
-                && parts[1].len() == 32
-                && parts[2].len() == 16
-                && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
-                && parts[1] != "00000000000000000000000000000000"
+            let mut parts = v.split('-');
+            let (version, trace, span, flags) =
+                (parts.next(), parts.next(), parts.next(), parts.next());
+            version.is_some_and(|p| p.len() == 2)
+                && trace.is_some_and(|p| {
+                    p.len() == 32
+                        && p.bytes().all(|b| b.is_ascii_hexdigit())
+                        && p.bytes().any(|b| b != b'0')
+                })
+                && span.is_some_and(|p| p.len() == 16)
+                && flags.is_some()
         });
     if !valid {
         let mut rng = rand::rng();
-        let trace: u128 = rng.random::<u128>().max(1);
-        let span: u64 = rng.random::<u64>().max(1);
-        if let Ok(v) = HeaderValue::from_str(&format!("00-{trace:032x}-{span:016x}-01")) {
+        // 00-<32 hex trace id>-<16 hex span id>-01
+        let mut v = *b"00-00000000000000000000000000000000-0000000000000000-01";
+        hex(&mut v[3..35], rng.random::<u128>().max(1));
+        hex(&mut v[36..52], u128::from(rng.random::<u64>().max(1)));
+        if let Ok(v) = HeaderValue::from_bytes(&v) {
             h.insert(TRACEPARENT.clone(), v);
         }
     }
@@ -161,7 +178,7 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         forwarded(
             &mut h,
-            "10.0.0.2".parse().expect("ip"),
+            &HeaderValue::from_static("10.0.0.2"),
             true,
             "api.example.com",
         );
@@ -176,7 +193,23 @@ mod tests {
         h.insert(&REQUEST_ID, HeaderValue::from_static("abc"));
         assert_eq!(request_id(&h), "abc");
         h.insert(&REQUEST_ID, HeaderValue::from_static(""));
-        assert_eq!(request_id(&h).len(), 32);
+        let made = request_id(&h);
+        assert_eq!(made.len(), 32);
+        assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(made, request_id(&h), "a new id per request");
+        h.insert(
+            &TRACEPARENT,
+            HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000001-01"),
+        );
+        traceparent(&mut h);
+        let tp = h.get(&TRACEPARENT).expect("made").to_str().expect("ascii");
+        assert!(
+            tp.len() == 55
+                && tp.starts_with("00-")
+                && tp.ends_with("-01")
+                && !tp.contains("-00000000000000000000000000000000-"),
+            "an all-zero trace id is replaced by a fresh one: {tp}"
+        );
         traceparent(&mut h);
         let tp = h
             .get(&TRACEPARENT)

@@ -2,6 +2,7 @@
 //! forward, retry what is safe to retry, and answer.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
@@ -13,7 +14,10 @@ use std::{
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header, request::Parts};
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode, Uri, header, request::Parts,
+    uri::PathAndQuery,
+};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use rand::Rng;
@@ -81,17 +85,29 @@ fn unmatched() -> &'static crate::routes::RouteMetrics {
 }
 
 /// Who is on the other end of a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The client's IP as a header value, made once per connection
+    /// (`X-Forwarded-For` needs it on every request).
+    pub ip: HeaderValue,
+}
+
+impl Peer {
+    /// The peer of a connection from `addr`.
+    pub fn new(addr: SocketAddr, tls: bool) -> Self {
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { addr, tls, ip }
+    }
 }
 
 struct Attempt<'a> {
     parts: &'a Parts,
-    path: &'a str,
+    path: &'a PathAndQuery,
     body: Option<UpstreamBody>,
 }
 
@@ -196,7 +212,7 @@ impl Gateway {
         let (method, uri) = (parts.method.clone(), parts.uri.clone());
         let mut served = Served::default();
         let result = self
-            .forward(parts, body, peer, &id, grpc, start, &mut served)
+            .forward(parts, body, &peer, &id, grpc, start, &mut served)
             .await;
         let mut res = match result {
             Ok(res) => res,
@@ -235,26 +251,23 @@ impl Gateway {
         &self,
         mut parts: Parts,
         body: Incoming,
-        peer: Peer,
+        peer: &Peer,
         id: &HeaderValue,
         grpc: bool,
         start: Instant,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, GatewayError> {
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
+        // Shared handles (reference counts, not copies) so the host outlives
+        // the header edits below.
+        let authority = parts.uri.authority().cloned();
+        let host_header = parts.headers.get(header::HOST).cloned();
+        let host = authority
+            .as_ref()
+            .map(http::uri::Authority::as_str)
+            .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
         let table = self.routes.load();
-        let Some(m) = table.find(&parts.method, &host, parts.uri.path(), &parts.headers) else {
+        let Some(m) = table.find(&parts.method, host, parts.uri.path(), &parts.headers) else {
             return Err(GatewayError::NoRoute);
         };
         served.route = Some(m.route.clone());
@@ -297,8 +310,13 @@ impl Gateway {
         } else {
             None
         };
-        prepare_headers(&mut parts, &m, peer, id, &host, upgrade);
-        let path = upstream_path(&m, parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+        prepare_headers(&mut parts, &m, peer, id, host, upgrade);
+        let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let path = match upstream_path(&m, original) {
+            Cow::Borrowed(_) => parts.uri.path_and_query().cloned(),
+            Cow::Owned(p) => PathAndQuery::try_from(p).ok(),
+        }
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let service = self.service(&m.service);
         served.service = Some(service.clone());
         let mut deadline = start + m.route.spec.timeout;
@@ -314,32 +332,34 @@ impl Gateway {
         } else {
             usize::MAX
         };
-        let body: UpstreamBody =
-            if body.is_end_stream() || declared.is_some_and(|n| n <= self.limits.replay as u64) {
-                match Limited::new(body, self.limits.replay.max(1))
-                    .collect()
-                    .await
-                {
-                    Ok(collected) => Either::Right(Full::new(collected.to_bytes())),
-                    Err(_) => return fail(GatewayError::BodyTooLarge),
-                }
-            } else {
-                match crate::upstream::take_ready(
-                    body,
-                    self.limits.replay,
-                    limit,
-                    if grpc {
-                        Duration::from_millis(5)
-                    } else {
-                        Duration::ZERO
-                    },
-                )
+        let body: UpstreamBody = if body.is_end_stream() {
+            // Most requests (GET): nothing to read or collect.
+            Either::Right(Full::new(Bytes::new()))
+        } else if declared.is_some_and(|n| n <= self.limits.replay as u64) {
+            match Limited::new(body, self.limits.replay.max(1))
+                .collect()
                 .await
-                {
-                    Ok(body) => body,
-                    Err(_) => return fail(GatewayError::BodyTooLarge),
-                }
-            };
+            {
+                Ok(collected) => Either::Right(Full::new(collected.to_bytes())),
+                Err(_) => return fail(GatewayError::BodyTooLarge),
+            }
+        } else {
+            match crate::upstream::take_ready(
+                body,
+                self.limits.replay,
+                limit,
+                if grpc {
+                    Duration::from_millis(5)
+                } else {
+                    Duration::ZERO
+                },
+            )
+            .await
+            {
+                Ok(body) => body,
+                Err(_) => return fail(GatewayError::BodyTooLarge),
+            }
+        };
         let attempt = Attempt {
             parts: &parts,
             path: &path,
@@ -434,12 +454,12 @@ impl Gateway {
                 .await;
             let replayable = attempt.replayable();
             let attempts_left = n + 1 < spec.retry.attempts;
-            tried.push(endpoint.id.clone());
             match outcome {
                 Sent::Answer(mut res, grpc_unavailable) => {
                     let retry_status =
                         grpc_unavailable || spec.retry.statuses.contains(&res.status().as_u16());
                     if retry_status && may_retry_reached && replayable && attempts_left {
+                        tried.push(endpoint.id.clone());
                         last = GatewayError::Upstream;
                         // Kept: if no retry happens after all (budget,
                         // deadline), the client gets this answer as it was.
@@ -472,12 +492,14 @@ impl Gateway {
                     return (Ok(clean_response(res)), last_endpoint, n + 1);
                 }
                 Sent::Failed(never) => {
+                    tried.push(endpoint.id.clone());
                     last = GatewayError::Upstream;
                     if !(replayable && (never || may_retry_reached)) {
                         break;
                     }
                 }
                 Sent::TimedOut => {
+                    tried.push(endpoint.id.clone());
                     last = GatewayError::Timeout;
                     if !(replayable && may_retry_reached) {
                         break;
@@ -637,7 +659,7 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-fn client_key(header: Option<&http::HeaderName>, parts: &Parts, peer: Peer) -> String {
+fn client_key(header: Option<&http::HeaderName>, parts: &Parts, peer: &Peer) -> String {
     match header {
         Some(h) => parts
             .headers
@@ -669,14 +691,14 @@ fn hash_key(m: &Matched, parts: &Parts) -> Option<Vec<u8>> {
 fn prepare_headers(
     parts: &mut Parts,
     m: &Matched,
-    peer: Peer,
+    peer: &Peer,
     id: &HeaderValue,
     host: &str,
     upgrade: bool,
 ) {
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade);
-    headers::forwarded(h, peer.addr.ip(), peer.tls, host);
+    headers::forwarded(h, &peer.ip, peer.tls, host);
     h.insert(headers::REQUEST_ID.clone(), id.clone());
     headers::traceparent(h);
     match m.route.spec.host_header.as_str() {
@@ -700,16 +722,15 @@ fn prepare_headers(
 
 fn upstream_request(
     parts: &Parts,
-    path: &str,
+    path: &PathAndQuery,
     endpoint: &Endpoint,
     body: UpstreamBody,
 ) -> Request<UpstreamBody> {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(endpoint.authority.clone())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(endpoint.authority.clone());
+    uri.path_and_query = Some(path.clone());
+    let uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;

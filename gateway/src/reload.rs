@@ -42,17 +42,14 @@ pub fn reload(gw: &Gateway, path: &Path) -> Result<usize, ReloadError> {
     Ok(n)
 }
 
-/// Watches the directory of `path` (not the file: editors and config
-/// mounts replace files by renaming) by polling its entries' modification
-/// times, and reloads on SIGHUP. Polling rather than inotify keeps it
-/// working on bind mounts and needs no extra dependency.
+/// Watches the routes file by polling its modification time, size and
+/// inode (following symlinks), and reloads on SIGHUP. Editors and config
+/// mounts replace the file by renaming (a Kubernetes ConfigMap swaps a
+/// symlinked directory); both show as a new inode. Other files beside it
+/// (logs, say) change nothing. Polling rather than inotify keeps it working
+/// on bind mounts and needs no extra dependency.
 pub async fn watch(gw: Arc<Gateway>, path: PathBuf, shutdown: CancellationToken) {
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."));
-    let mut seen = stamp(&dir);
+    let mut seen = stamp(&path);
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -74,7 +71,7 @@ pub async fn watch(gw: Arc<Gateway>, path: PathBuf, shutdown: CancellationToken)
                 let _ = reload(&gw, &path);
             }
             () = tokio::time::sleep(Duration::from_millis(500)) => {
-                let now = stamp(&dir);
+                let now = stamp(&path);
                 if now != seen {
                     seen = now;
                     let _ = reload(&gw, &path);
@@ -84,20 +81,12 @@ pub async fn watch(gw: Arc<Gateway>, path: PathBuf, shutdown: CancellationToken)
     }
 }
 
-fn stamp(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let meta = std::fs::metadata(e.path()).ok();
-            (
-                e.path(),
-                meta.as_ref().and_then(|m| m.modified().ok()),
-                meta.map_or(0, |m| m.len()),
-            )
-        })
-        .collect();
-    entries.sort();
-    entries
+/// What tells a changed file: modification time, size and inode.
+fn stamp(path: &Path) -> Option<(Option<SystemTime>, u64, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.modified().ok(), meta.len(), inode))
 }

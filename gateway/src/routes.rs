@@ -3,6 +3,7 @@
 //! unchanged routes.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     path::Path,
     sync::Arc,
@@ -542,11 +543,12 @@ impl RouteTable {
     }
 }
 
-/// The path (and query) to send upstream for a matched request.
-pub fn upstream_path(m: &Matched, path_and_query: &str) -> String {
+/// The path (and query) to send upstream for a matched request (borrowed
+/// when the route rewrites nothing).
+pub fn upstream_path<'a>(m: &Matched, path_and_query: &'a str) -> Cow<'a, str> {
     let spec = &m.route.spec;
     if m.prefix_len == 0 || !(spec.strip_prefix || spec.rewrite_prefix.is_some()) {
-        return path_and_query.to_string();
+        return Cow::Borrowed(path_and_query);
     }
     let rest = path_and_query.get(m.prefix_len..).unwrap_or("");
     let replacement = spec.rewrite_prefix.as_deref().unwrap_or("/");
@@ -565,7 +567,7 @@ pub fn upstream_path(m: &Matched, path_and_query: &str) -> String {
     if !out.starts_with('/') {
         out.insert(0, '/');
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -63,11 +63,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
         let builder = builder.clone();
-        let peer = Peer {
-            addr,
-            tls: tls.is_some(),
-        };
-        let service = service_fn(move |req: Request<Incoming>| gw.clone().handle(req, peer));
+        let peer = Peer::new(addr, tls.is_some());
+        let service =
+            service_fn(move |req: Request<Incoming>| gw.clone().handle(req, peer.clone()));
         match &tls {
             None => {
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -216,3 +216,127 @@ async fn tls_with_alpn_h2_and_http1() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `switchyard_gateway_reloads_total` from the admin listener (0 before the first).
+async fn reloads(admin: std::net::SocketAddr) -> u64 {
+    let (_, body) = get(&format!("http://{admin}/metrics")).await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("switchyard_gateway_reloads_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_process_reloads_on_replace_and_sighup_ignores_neighbours_and_logs_json() {
+    let backend = Backend::start("reloaded").await;
+    let registry = switchyard_registry::testing::start(
+        switchyard_registry::testing::config(),
+        switchyard_runtime::ManualClock::new(),
+    )
+    .await
+    .expect("registry");
+    let mut rc = reg::registry_client::RegistryClient::connect(registry.url())
+        .await
+        .expect("client");
+    rc.register(reg::RegisterRequest {
+        lease_id: 0,
+        ttl_seconds: 300,
+        instances: vec![spec("hello", "r1", backend.addr, reg::Protocol::Http1)],
+    })
+    .await
+    .expect("register");
+    let dir = temp_dir("reload-process");
+    let routes = dir.join("routes.toml");
+    std::fs::write(&routes, ROUTES).expect("routes");
+    let log_path = dir.join("gateway.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let (http, admin) = (free_port(), free_port());
+    // One worker thread: the current-thread runtime the benchmarks use.
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--http-listen", &http.to_string()])
+        .args(["--admin-listen", &admin.to_string()])
+        .args(["--routes", routes.to_str().expect("utf8")])
+        .args(["--registry", &registry.url(), "--register-self", "false"])
+        .args(["--worker-threads", "1", "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn gateway");
+    let child = Child(child);
+    eventually("gateway ready", || async {
+        switchyard_runtime::probe::probe(admin, "/readyz", Duration::from_secs(1))
+            .await
+            .is_ok()
+    })
+    .await;
+    let res = client()
+        .request(
+            hyper::Request::get(format!("http://{http}/hello/logged"))
+                .header("x-request-id", "reload-test-1")
+                .body(http_body_util::Full::new(Bytes::new()))
+                .expect("req"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "reload-test-1");
+    let start = reloads(admin).await;
+
+    // Files beside the routes file (the log itself grows here) are not routes.
+    for i in 0..4 {
+        std::fs::write(dir.join("notes.txt"), format!("edit {i}")).expect("neighbour");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        reloads(admin).await,
+        start,
+        "a neighbour file reloaded the routes"
+    );
+    assert_eq!(get(&format!("http://{http}/greet/x")).await.0, 404);
+
+    // Replaced by a rename, as editors and config mounts do.
+    let staged = dir.join(".routes.toml.new");
+    std::fs::write(
+        &staged,
+        format!(
+            "{ROUTES}[[route]]\nname = \"greet\"\nservice = \"hello\"\npath_prefix = \"/greet/\"\n"
+        ),
+    )
+    .expect("staged");
+    std::fs::rename(&staged, &routes).expect("rename");
+    eventually("the new route serves", || async {
+        get(&format!("http://{http}/greet/x")).await.0 == 200
+    })
+    .await;
+    assert_eq!(reloads(admin).await, start + 1, "one change, one reload");
+
+    // SIGHUP reloads without a change.
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    eventually("SIGHUP reloaded", || async {
+        reloads(admin).await == start + 2
+    })
+    .await;
+    assert_eq!(get(&format!("http://{http}/greet/x")).await.0, 200);
+
+    // The access log line of the first request, as JSON.
+    let text = std::fs::read_to_string(&log_path).expect("read log");
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "access" && v["request_id"] == "reload-test-1")
+        .unwrap_or_else(|| panic!("no JSON access log line for the request in:\n{text}"));
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/hello/logged");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "hello");
+    assert_eq!(line["service"], "hello");
+    assert_eq!(line["endpoint"], "r1");
+    assert_eq!(line["attempts"], 1);
+    assert!(line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
+    drop(child);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -105,7 +105,8 @@ pub async fn run_probe(addr: SocketAddr) -> ExitCode {
 
 /// The whole `main` of a binary: parse the command line, run `probe` or
 /// initialise logging and run `serve` on a multi-threaded runtime with a
-/// shutdown token cancelled by SIGTERM/SIGINT. A serve error exits 1.
+/// shutdown token cancelled by SIGTERM/SIGINT (one
+/// worker thread: the current-thread scheduler). A serve error exits 1.
 pub fn main<S, F, Fut, E>(about: About, serve: F) -> ExitCode
 where
     S: Settings + AdminAddr + LogSettings,
@@ -114,11 +115,20 @@ where
     E: std::fmt::Display,
 {
     let command = parse::<S>(about);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(s) = &command {
-        if s.worker_threads() > 0 {
-            builder.worker_threads(s.worker_threads());
-        }
+    let workers = match &command {
+        Command::Serve(s) => s.worker_threads(),
+        _ => 0,
+    };
+    // One worker gets the current-thread scheduler: it has no other worker
+    // to steal from or wake, so the multi-threaded scheduler's queues and
+    // wake-ups would be pure cost (measured in bench/RESULTS.md).
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if workers > 1 {
+        builder.worker_threads(workers);
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,

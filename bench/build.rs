@@ -1,0 +1,12 @@
+//! Generates a tonic client for the part of etcd's API that
+//! `bench-registry` calls (`proto/etcd.proto`), with protox: no `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/etcd.proto");
+    let fds = protox::compile(["etcd.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(fds)?;
+    Ok(())
+}
