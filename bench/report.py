@@ -1,16 +1,20 @@
-"""Turns bench/out/*.txt (written by bench/run.sh) into bench/RESULTS.md."""
+"""Turns bench/out/*.txt and *.json (written by bench/run.sh) into
+bench/RESULTS.md and bench/latency.svg."""
 
+import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
 out = sys.argv[1]
+here = os.path.dirname(os.path.abspath(__file__))
 
 
 def lines(name):
     path = os.path.join(out, name)
-    return open(path).read().split("\n") if os.path.exists(path) else []
+    return [l.split() for l in open(path).read().split("\n") if l.strip()] if os.path.exists(path) else []
 
 
 def version(cmd):
@@ -21,50 +25,126 @@ def version(cmd):
         return "not installed"
 
 
+def field(f, key, cast=float):
+    """The value after `key` in a split line."""
+    return cast(f[f.index(key) + 1])
+
+
+runs, secs = os.environ.get("RUNS", "3"), os.environ.get("SECS", "10")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print("# Benchmark results\n")
-print("Reproduce with `bench/run.sh` (or `bench/run.sh proxies|balancing|failover`). Each proxy runs pinned to CPU 1 with")
-print("one worker; the load generator (`bench-load`, open loop, latency from the scheduled start) and three backends")
-print("(`bench-backend`, 1 KiB answers) run on CPU 0. Logging is off everywhere. Figures are medians of")
-print(f"{os.environ.get('RUNS', '3')} runs of {os.environ.get('SECS', '10')} s each.\n")
+print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|h2|balancing|failover|registry`")
+print("(`BASELINE=<commit>` adds that commit's gateway to the proxies scenario). Each proxy or store runs pinned to CPU 1")
+print("(one worker); the load generators and backends run on CPU 0. Logging is off everywhere. Figures are medians of")
+print(f"{runs} runs of {secs} s each unless a section says otherwise.\n")
 print(f"- machine: {cpu}, {os.cpu_count()} CPUs, {platform.platform()}")
 print(f"- nginx: {version(['nginx', '-v'])}; HAProxy: {version(['haproxy', '-v'])}")
-print(f"- gateway: release build of this commit ({version(['git', 'rev-parse', '--short', 'HEAD'])})\n")
+print(f"- etcd: {version(['etcd', '--version'])}; h2load: {version(['h2load', '--version'])}")
+print(f"- gateway and registry: release builds of commit {version(['git', 'rev-parse', '--short', 'HEAD'])}\n")
 
+# --- proxies -----------------------------------------------------------------
 maxes, fixed, rate = {}, {}, None
-for l in lines("proxies.txt"):
-    f = l.split()
-    if len(f) >= 3 and f[0] == "max":
+for f in lines("proxies.txt"):
+    if f[0] == "max":
         maxes[f[1]] = float(f[2])
-    elif len(f) >= 3 and f[:2] == ["fixed", "rate"]:
+    elif f[:2] == ["fixed", "rate"]:
         rate = f[2]
-    elif len(f) >= 10 and f[0] == "fixed":
-        fixed[f[1]] = dict(cpu=float(f[3]), p50=float(f[5]), p99=float(f[7]), p999=float(f[9]))
+    elif f[0] == "fixed":
+        fixed[f[1]] = dict(cpu=field(f, "cpu_us"), p50=field(f, "p50"), p99=field(f, "p99"), p999=field(f, "p999"))
 
 if maxes:
     print("## Gateway vs nginx vs HAProxy vs direct (HTTP/1.1, keep-alive both sides)\n")
-    print(f"Fixed-rate figures at {rate} requests/s (half the slower proxy's maximum).\n")
+    print("Load: `bench-load` (open loop, 64 fixed keep-alive connections, latency from each request's scheduled start,")
+    print("like `oha -q R --latency-correction`). CPU per request is the proxy's user+system time from /proc over the run,")
+    print(f"divided by the requests answered. Fixed-rate figures at {rate} requests/s (half the slower proxy's maximum).\n")
     print("| target | max req/s | CPU µs per request | p50 µs | p99 µs | p99.9 µs |")
     print("|---|---|---|---|---|---|")
-    for name in ["direct", "nginx", "haproxy", "gateway"]:
-        m, x = maxes.get(name), fixed.get(name, {})
-        # "direct" has no proxy process; the script's own children are measured there, not a proxy.
-        cpu = "–" if name == "direct" else f"{x.get('cpu', 0):.2f}"
-        print(f"| {name} | {m:.0f} | {cpu} | {x.get('p50', 0):.0f} | {x.get('p99', 0):.0f} | {x.get('p999', 0):.0f} |")
+    for name in ["direct", "nginx", "haproxy", "gateway", "baseline"]:
+        if name not in maxes:
+            continue
+        m, x = maxes[name], fixed.get(name, {})
+        # "direct" has no proxy process; its CPU column would measure the script itself.
+        c = "–" if name == "direct" else f"{x.get('cpu', 0):.2f}"
+        label = "gateway (baseline commit)" if name == "baseline" else name
+        print(f"| {label} | {m:.0f} | {c} | {x.get('p50', 0):.0f} | {x.get('p99', 0):.0f} | {x.get('p999', 0):.0f} |")
+    print()
     if "gateway" in fixed and "nginx" in fixed:
-        print(f"\ngateway/nginx cpu per request ratio: {fixed['gateway']['cpu'] / fixed['nginx']['cpu']:.2f}")
+        print(f"gateway/nginx cpu per request ratio: {fixed['gateway']['cpu'] / fixed['nginx']['cpu']:.2f}")
     if "gateway" in maxes and "nginx" in maxes:
         print(f"gateway/nginx throughput ratio: {maxes['gateway'] / maxes['nginx']:.2f}")
     if "gateway" in fixed and "haproxy" in fixed:
         print(f"gateway/haproxy cpu per request ratio: {fixed['gateway']['cpu'] / fixed['haproxy']['cpu']:.2f}")
-    print("\nThe throughput maximum is closed-loop with 64 connections; with the generator and backends on CPU 0, CPU 1 is")
-    print("not always the saturated one (direct calls top out near the same figure, so the generator on CPU 0 is the")
-print("limit here), so read the throughput ratio with the CPU-per-request ratio beside it. The CPU target")
-print("(≤ 1.00× nginx) is missed; the gateway has not been profiled yet.\n")
+    if "baseline" in fixed and "nginx" in fixed:
+        print(f"baseline gateway/nginx cpu per request ratio: {fixed['baseline']['cpu'] / fixed['nginx']['cpu']:.2f}")
+    print("\nThe throughput maximum is closed-loop over the same 64 connections. The generator and the backends share")
+    print("CPU 0, so when direct calls top out near the proxies' figures, CPU 0 is the limit and the throughput ratio")
+    print("says little; the CPU-per-request ratio at the same offered load is the headline.\n")
 
-bal = [l.split() for l in lines("balancing.txt") if l.strip()]
+# --- latency plot --------------------------------------------------------------
+curves = {}
+for name in ["direct", "nginx", "haproxy", "gateway", "baseline"]:
+    path = os.path.join(out, f"latency-{name}.json")
+    if os.path.exists(path):
+        r = json.load(open(path))
+        if "p90_us" in r:
+            curves[name] = [r["p50_us"], r["p90_us"], r["p99_us"], r["p999_us"], r["p9999_us"], r["max_us"]]
+if curves:
+    import math
+
+    labels = ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
+    colours = {"direct": "#888888", "nginx": "#1b9e77", "haproxy": "#7570b3", "gateway": "#d95f02", "baseline": "#e7298a"}
+    w, h, left, right, top, bottom = 720, 420, 70, 150, 30, 50
+    lo = min(min(v) for v in curves.values() if min(v) > 0)
+    hi = max(max(v) for v in curves.values())
+    lo_e, hi_e = math.floor(math.log10(max(lo, 1))), math.ceil(math.log10(max(hi, 10)))
+    px = lambda i: left + i * (w - left - right) / (len(labels) - 1)
+    py = lambda v: top + (hi_e - math.log10(max(v, 1))) / (hi_e - lo_e) * (h - top - bottom)
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{left}" y="18">Latency percentiles at {rate} req/s (open loop, µs, log scale)</text>']
+    for e in range(lo_e, hi_e + 1):
+        y = py(10 ** e)
+        svg.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        svg.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{10 ** e:,}</text>')
+    for i, l in enumerate(labels):
+        svg.append(f'<text x="{px(i):.1f}" y="{h - bottom + 20}" text-anchor="middle">{l}</text>')
+    for k, (name, v) in enumerate(curves.items()):
+        pts = " ".join(f"{px(i):.1f},{py(x):.1f}" for i, x in enumerate(v))
+        c = colours.get(name, "black")
+        svg.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="2"/>')
+        for i, x in enumerate(v):
+            svg.append(f'<circle cx="{px(i):.1f}" cy="{py(x):.1f}" r="3" fill="{c}"/>')
+        svg.append(f'<text x="{w - right + 12}" y="{top + 20 + 18 * k}" fill="{c}">{name}</text>')
+    svg.append("</svg>")
+    open(os.path.join(here, "latency.svg"), "w").write("\n".join(svg) + "\n")
+    print("![Latency percentiles](latency.svg)\n")
+    print("(one run per target at the fixed rate; the table above has the medians.)\n")
+
+# --- HTTP/2 and gRPC -------------------------------------------------------------
+h2 = lines("h2.txt")
+if h2:
+    print("## HTTP/2 and unary gRPC: gateway vs nginx\n")
+    print("`h2load -c 10 -m 10 --rps R` (10 connections, 10 streams each) against h2c by prior knowledge. h2c: GET / to the")
+    print("three HTTP/1.1 backends (nginx `proxy_pass`); gRPC: `echo.v1.Echo/Unary` to three `echo` examples (nginx")
+    print("`grpc_pass` with `keepalive`). h2load reports a mean, not percentiles.\n")
+    print("| protocol | proxy | req/s | CPU µs per request | mean µs | failed |")
+    print("|---|---|---|---|---|---|")
+    by = {}
+    for f in h2:
+        kind, name = f[1], f[2]
+        by[(kind, name)] = field(f, "cpu_us")
+        print(f"| {kind} | {name} | {field(f, 'rps'):.0f} | {field(f, 'cpu_us'):.2f} | {field(f, 'mean_us'):.0f} | {field(f, 'failed'):.0f} |")
+    print()
+    for kind in ["h2c", "grpc"]:
+        if (kind, "gateway") in by and (kind, "nginx") in by:
+            print(f"gateway/nginx {kind} cpu per request ratio: {by[(kind, 'gateway')] / by[(kind, 'nginx')]:.2f}")
+    print()
+
+# --- balancing -------------------------------------------------------------------
+bal = lines("balancing.txt")
 if bal:
     print("## Balancing quality: three backends, one ten times slower (20 ms sleep)\n")
+    print("400 requests/s through the gateway for each policy, set per service in the registry (`lb.policy`).\n")
     print("| policy | slow backend's share | p50 µs | p99 µs | p99.9 µs | failed |")
     print("|---|---|---|---|---|---|")
     for f in bal:
@@ -73,13 +153,67 @@ if bal:
     if ewma:
         print(f"\npeak_ewma slow share: {float(ewma[2]):.1f}%\n")
 
-fo = [l for l in lines("failover.txt") if l.strip()]
+# --- failover --------------------------------------------------------------------
+fo = lines("failover.txt")
 if fo:
-    print("## Failover: SIGKILL of one of three backends at 1,000 requests/s\n")
-    for l in fo:
-        print(f"- {l}")
+    print("## Failover at 1,000 requests/s\n")
+    print("SIGKILL of one of three backends 3 s into the run; then a rolling restart (each backend killed, started again")
+    print("1 s later, the next 2 s after that). nginx uses passive `max_fails=1` with `proxy_next_upstream error timeout`.")
+    print("Time to ejection is read from the gateway's `/api/services` (polled; about 50 ms resolution); nginx has no")
+    print("such view without its commercial API.\n")
+    print("| scenario | proxy | failed | answered | p99 µs | p99.9 µs | ejected after |")
+    print("|---|---|---|---|---|---|---|")
+    for f in fo:
+        ej = f"{f[3]} ms" if f[0] == "kill" and f[3] not in ("n/a", "never") else ("–" if f[0] != "kill" or f[3] == "n/a" else "never")
+        print(f"| {'SIGKILL one of three' if f[0] == 'kill' else 'rolling restart'} | {f[1]} | {field(f, 'failed', int)} | {field(f, 'ok', int)} | {field(f, 'p99', int)} | {field(f, 'p999', int)} | {ej} |")
     print()
 
-print("## Not measured yet\n")
-print("- Registry vs etcd (registrations, renewals, propagation to 1,000 watchers, memory at 100,000 instances),")
-print("  HTTP/2 and gRPC through the gateway vs nginx `grpc_pass`, the rolling-restart figure, and a latency plot.")
+# --- registry vs etcd --------------------------------------------------------------
+reg = lines("registry.txt")
+if reg:
+    stores = ["switchyard", "etcd-nofsync", "etcd-fsync"]
+    agg = {}
+    for s in stores:
+        rows = [f for f in reg if f[0] == "registry" and f[1] == s]
+        mem = next((f for f in reg if f[0] == "memory" and f[1] == s), None)
+        if not rows:
+            continue
+        agg[s] = dict(
+            reg=statistics.median(field(f, "register_per_sec") for f in rows),
+            renew=statistics.median(field(f, "renew_per_sec") for f in rows),
+            p50=statistics.median(field(f, "p50_us") for f in rows),
+            p99=statistics.median(field(f, "p99_us") for f in rows),
+            missed=sum(field(f, "missed", int) for f in rows),
+            n=field(mem, "instances", int) if mem else 0,
+            mem=(field(mem, "rss_after_kb") - field(mem, "rss_before_kb")) * 1024 / field(mem, "instances") if mem else 0,
+        )
+    print("## Registry vs etcd\n")
+    print("`bench-registry` (10 HTTP/2 connections). A registration is what a service does to announce itself: Switchyard's")
+    print("`Register` (a new lease with the instance on it, one call) against etcd's `LeaseGrant` + `Put` (a ~110-byte JSON")
+    print("value carrying the same facts, on the lease); 64 concurrent callers. Renewals: 1,000 leases renewed over one")
+    print("pipelined keep-alive stream per connection. Propagation: 1,000 watch streams on the 10 connections, then one")
+    print("registration at a time; the figure is the time until the *last* watcher has it (etcd's clock starts before")
+    print("its `Put`, after its `LeaseGrant`). Memory: resident set growth of a fresh server after 100,000")
+    print("registrations (one lease each).\n")
+    print("Debian's etcd is 3.4, which has no `--unsafe-no-fsync`; \"etcd-nofsync\" keeps its data directory on tmpfs")
+    print("(`/dev/shm`), where fsync returns at once: the same non-durable setting. \"etcd-fsync\" writes to the disk.")
+    print("Switchyard's registry keeps registrations in memory by design (instances re-register after a restart; only")
+    print("operator overrides are durable), so the no-fsync etcd is the like-for-like peer.\n")
+    print("| store | registrations/s | renewals/s | propagation p50 µs | p99 µs | missed | bytes per instance |")
+    print("|---|---|---|---|---|---|---|")
+    for s, a in agg.items():
+        print(f"| {s} | {a['reg']:.0f} | {a['renew']:.0f} | {a['p50']:.0f} | {a['p99']:.0f} | {a['missed']} | {a['mem']:.0f} |")
+    print()
+    if "switchyard" in agg and "etcd-nofsync" in agg:
+        sy, ed = agg["switchyard"], agg["etcd-nofsync"]
+        print(f"registry/etcd registration ratio: {sy['reg'] / ed['reg']:.2f}")
+        print(f"registry/etcd renewal ratio: {sy['renew'] / ed['renew']:.2f}")
+        print(f"registry/etcd propagation p99 ratio: {sy['p99'] / max(ed['p99'], 1):.2f}")
+        if "etcd-fsync" in agg:
+            print(f"registry/etcd-fsync registration ratio: {sy['reg'] / agg['etcd-fsync']['reg']:.2f}")
+        print(f"registry memory per instance: {sy['mem']:.0f} bytes (target ≤ 2048)")
+    print()
+
+profile = os.path.join(here, "PROFILE.md")
+if os.path.exists(profile):
+    print(open(profile).read())

@@ -3,7 +3,7 @@
 # calls, balancing quality, and failover; writes bench/RESULTS.md.
 #
 #   bench/run.sh            everything
-#   bench/run.sh proxies    one scenario: proxies | balancing | failover | registry
+#   bench/run.sh proxies    one scenario: proxies | h2 | balancing | failover | registry
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
 # HAProxy nbthread 1, gateway --worker-threads 1); the load generator and the
@@ -23,10 +23,22 @@ need haproxy haproxy
 need taskset util-linux
 need python3 python3
 need etcd etcd-server
+need h2load nghttp2-client
 
 cargo build --release --locked -p switchyard-bench --bin bench-backend --bin bench-load --bin bench-registry >/dev/null
-cargo build --release --locked --bin registry --bin gateway >/dev/null
+cargo build --release --locked --bin registry --bin gateway --bin echo >/dev/null
 BIN=$ROOT/target/x86_64-unknown-linux-gnu/release
+
+# BASELINE=<commit> also runs that commit's gateway in the proxies scenario
+# (as "baseline"), for before/after figures measured in the same run.
+if [ -n "${BASELINE:-}" ]; then
+  rm -rf "$OUT/baseline-tree"
+  git worktree add -f "$OUT/baseline-tree" "$BASELINE" >/dev/null
+  (cd "$OUT/baseline-tree" && CARGO_TARGET_DIR=$ROOT/target cargo build --release --locked --bin gateway >/dev/null)
+  cp "$BIN/gateway" "$OUT/gateway-baseline"
+  git worktree remove --force "$OUT/baseline-tree"
+  cargo build --release --locked --bin gateway >/dev/null # the current one back in place
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -66,17 +78,24 @@ start_registry() { # policy
   done
 }
 
-start_gateway() {
-  cat > "$OUT/routes.toml" <<EOF
+start_gateway() { # [binary http-port admin-port]
+  local bin=${1:-$BIN/gateway} port=${2:-8380} admin=${3:-8381}
+  mkdir -p "$OUT/gateway"
+  cat > "$OUT/gateway/routes.toml" <<EOF
+[[route]]
+name = "echo"
+service = "echo"
+path_prefix = "/echo.v1.Echo/"
+
 [[route]]
 name = "bench"
 service = "bench"
 path_prefix = "/"
 EOF
-  taskset -c 1 "$BIN/gateway" --http-listen 127.0.0.1:8380 --admin-listen 127.0.0.1:8381 --routes "$OUT/routes.toml" \
+  taskset -c 1 "$bin" --http-listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --routes "$OUT/gateway/routes.toml" \
     --registry http://127.0.0.1:17100 --register-self false --access-log false --worker-threads 1 >/dev/null 2>&1 & pids+=($!)
   GATEWAY_PID=$!
-  for _ in $(seq 1 50); do curl -sf http://127.0.0.1:8381/readyz >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
 }
 
 start_nginx() {
@@ -89,10 +108,20 @@ error_log $OUT/nginx/error.log;
 events { worker_connections 8192; }
 http {
   access_log off;
+  # Unlimited requests per connection on both sides, as HAProxy and the
+  # gateway have by default (nginx closes after 1,000: an HTTP/2 client
+  # that does not reconnect then stops, and HTTP/1.1 pays a reconnect).
+  keepalive_requests 1000000000;
   client_body_temp_path $OUT/nginx; proxy_temp_path $OUT/nginx; fastcgi_temp_path $OUT/nginx; uwsgi_temp_path $OUT/nginx; scgi_temp_path $OUT/nginx;
-  upstream b { server 127.0.0.1:9001 max_fails=1 fail_timeout=10s; server 127.0.0.1:9002 max_fails=1 fail_timeout=10s; server 127.0.0.1:9003 max_fails=1 fail_timeout=10s; keepalive 128; }
+  upstream b { server 127.0.0.1:9001 max_fails=1 fail_timeout=10s; server 127.0.0.1:9002 max_fails=1 fail_timeout=10s; server 127.0.0.1:9003 max_fails=1 fail_timeout=10s; keepalive 128; keepalive_requests 1000000000; }
+  upstream e { server 127.0.0.1:9101; server 127.0.0.1:9102; server 127.0.0.1:9103; keepalive 128; keepalive_requests 1000000000; }
   server {
     listen 127.0.0.1:8180;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_next_upstream error timeout; }
+  }
+  server {
+    listen 127.0.0.1:8181 http2;
+    location /echo.v1.Echo/ { grpc_pass grpc://e; }
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_next_upstream error timeout; }
   }
 }
@@ -128,11 +157,12 @@ EOF
 }
 
 # Runs `load` against URL for PID; prints "rps cpu_us_per_request p50 p99 p999".
-measure() {
+measure() { # url pid rate [name: keep the run's percentiles in $OUT/latency-name.json]
   local url=$1 pid=$2 rate=$3 before after result
   before=$(cpu_ticks "$pid")
   result=$(load "$url" "$rate" "$SECS" 64)
   after=$(cpu_ticks "$pid")
+  [ -n "${4:-}" ] && echo "$result" > "$OUT/latency-$4.json"
   python3 - "$result" "$before" "$after" "$TICKS" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); b, a, t = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -149,10 +179,15 @@ proxies() {
   start_haproxy
   declare -A url=([direct]=http://127.0.0.1:9001/ [nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
   declare -A pid=([direct]=$$ [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
+  names=(nginx haproxy gateway direct)
+  if [ -x "$OUT/gateway-baseline" ] && [ -n "${BASELINE:-}" ]; then
+    start_gateway "$OUT/gateway-baseline" 8480 8481
+    url[baseline]=http://127.0.0.1:8480/; pid[baseline]=$GATEWAY_PID; names+=(baseline)
+  fi
   : > "$OUT/proxies.txt"
-  for name in direct nginx haproxy gateway; do load "${url[$name]}" 0 2 64 >/dev/null; done # warm up
+  for name in "${names[@]}"; do load "${url[$name]}" 0 2 64 >/dev/null; done # warm up
   declare -A max
-  for name in nginx haproxy gateway direct; do
+  for name in "${names[@]}"; do
     vals=()
     for _ in $(seq 1 "$RUNS"); do vals+=("$(measure "${url[$name]}" "${pid[$name]}" 0 | awk '{print $1}')"); done
     max[$name]=$(median "${vals[@]}")
@@ -160,10 +195,10 @@ proxies() {
   done
   slower=$(python3 -c "print(int(min(${max[nginx]}, ${max[gateway]}, ${max[haproxy]}) / 2))")
   echo "fixed rate $slower" | tee -a "$OUT/proxies.txt"
-  for name in nginx haproxy gateway direct; do
+  for name in "${names[@]}"; do
     cpus=(); p50=(); p99=(); p999=()
     for _ in $(seq 1 "$RUNS"); do
-      read -r _ cpu a b c _ < <(measure "${url[$name]}" "${pid[$name]}" "$slower")
+      read -r _ cpu a b c _ < <(measure "${url[$name]}" "${pid[$name]}" "$slower" "$name")
       cpus+=("$cpu"); p50+=("$a"); p99+=("$b"); p999+=("$c")
     done
     echo "fixed $name cpu_us $(median "${cpus[@]}") p50 $(median "${p50[@]}") p99 $(median "${p99[@]}") p999 $(median "${p999[@]}")" | tee -a "$OUT/proxies.txt"
@@ -185,6 +220,33 @@ balancing() {
   done
 }
 
+# Milliseconds from now until the gateway's admin API shows instance $1
+# ejected (or "never" after 10 s).
+time_to_ejection() {
+  local t0 now
+  t0=$(date +%s%N)
+  for _ in $(seq 1 2000); do
+    if curl -s http://127.0.0.1:8381/api/services | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if any(e['instance_id'] == '$1' and e['ejected'] for s in d['services'] for e in s['endpoints']) else 1)"; then
+      now=$(date +%s%N); echo $(((now - t0) / 1000000)); return
+    fi
+    [ $(( ($(date +%s%N) - t0) / 1000000 )) -gt 10000 ] && break
+  done
+  echo never
+}
+
+restart_backend() { # n
+  pkill -9 -f "bench-backend 127.0.0.1:900$1 " || true
+  sleep 1
+  taskset -c 0 "$BIN/bench-backend" "127.0.0.1:900$1" 1024 0 "b$1" & pids+=($!)
+}
+
+# SIGKILL of one of three backends, then a rolling restart of all three
+# (each killed, started again a second later, the next two seconds after),
+# both at 1,000 requests/s through the gateway and through nginx
+# (passive max_fails=1, proxy_next_upstream error timeout).
 failover() {
   : > "$OUT/failover.txt"
   start_backends 0
@@ -196,12 +258,85 @@ failover() {
     load "http://127.0.0.1:$port/" 1000 "$SECS" 64 > "$OUT/failover-$name.json" &
     lp=$!
     sleep 3
-    victim=$(pgrep -f "bench-backend 127.0.0.1:9002" | head -1)
-    kill -9 "$victim"
+    pkill -9 -f "bench-backend 127.0.0.1:9002 " || true
+    ejected="n/a"
+    [ "$name" = gateway ] && ejected=$(time_to_ejection b2)
     wait "$lp"
-    echo "$name killed-one-of-three $(python3 -c "import json; r=json.load(open('$OUT/failover-$name.json')); print('failed', r['failed'], 'ok', r['ok'], 'p999', r['p999_us'])")" | tee -a "$OUT/failover.txt"
+    echo "kill $name ejected_ms $ejected $(python3 -c "import json; r=json.load(open('$OUT/failover-$name.json')); print('failed', r['failed'], 'ok', r['ok'], 'p99', r['p99_us'], 'p999', r['p999_us'])")" | tee -a "$OUT/failover.txt"
     taskset -c 0 "$BIN/bench-backend" 127.0.0.1:9002 1024 0 b2 & pids+=($!)
     sleep 1
+  done
+  for name in gateway nginx; do
+    port=8380; [ "$name" = nginx ] && port=8180
+    load "http://127.0.0.1:$port/" 1000 14 64 > "$OUT/rolling-$name.json" &
+    lp=$!
+    sleep 2
+    for n in 1 2 3; do restart_backend "$n"; sleep 2; done
+    wait "$lp"
+    echo "rolling $name $(python3 -c "import json; r=json.load(open('$OUT/rolling-$name.json')); print('failed', r['failed'], 'ok', r['ok'], 'p99', r['p99_us'], 'p999', r['p999_us'])")" | tee -a "$OUT/failover.txt"
+    sleep 2
+  done
+  cleanup; pids=()
+}
+
+start_echo() { # three gRPC echo backends, registered as service "echo"
+  for i in 1 2 3; do
+    taskset -c 0 "$BIN/echo" --listen "127.0.0.1:910$i" --admin-listen "127.0.0.1:912$i" >/dev/null 2>&1 & pids+=($!)
+  done
+  sleep 0.5
+  for i in 1 2 3; do
+    curl -s -d "{\"service\":\"echo\",\"instance_id\":\"e$i\",\"address\":\"127.0.0.1:910$i\",\"protocol\":\"grpc\",\"ttl_seconds\":300}" \
+      http://127.0.0.1:17101/api/register >/dev/null
+  done
+}
+
+# h2load at a fixed rate (10 connections, 10 streams each); prints
+# "rps cpu_us_per_request mean_us failed".
+h2measure() { # url pid rate [h2load args]
+  local url=$1 pid=$2 rate=$3 before after out; shift 3
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 0 h2load -c 10 -m 10 --rps $((rate / 10)) -D "$SECS" "$@" "$url" 2>&1)
+  after=$(cpu_ticks "$pid")
+  python3 - "$out" "$before" "$after" "$TICKS" "$SECS" <<'PY'
+import re, sys
+out, b, a, t, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+ok, failed = (int(m.group(4)), int(m.group(5)) + int(m.group(6))) if m else (0, -1)
+mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+unit = mean.group(1) if mean else "0us"
+v = float(re.sub(r"[a-z]+$", "", unit)); v *= {"us": 1, "ms": 1000, "s": 1e6}[re.search(r"[a-z]+$", unit).group(0)]
+print(f"{ok / secs:.0f} {(a - b) / t * 1e6 / max(ok, 1):.2f} {v:.0f} {failed}")
+PY
+}
+
+# HTTP/2 (h2c by prior knowledge) and unary gRPC through the gateway and
+# nginx (http2 listener; proxy_pass to the HTTP/1.1 backends, grpc_pass to
+# the echo backends), at the same fixed rate.
+h2() {
+  : > "$OUT/h2.txt"
+  start_backends 0
+  start_registry peak_ewma
+  start_echo
+  start_gateway
+  start_nginx
+  printf '\x00\x00\x00\x00\x07\x0a\x05hello' > "$OUT/echo-request.bin"
+  declare -A port=([gateway]=8380 [nginx]=8181)
+  declare -A pid=([gateway]=$GATEWAY_PID [nginx]=$NGINX_PID)
+  for kind in h2c grpc; do
+    for name in nginx gateway; do
+      args=(); path=/
+      if [ "$kind" = grpc ]; then
+        args=(-d "$OUT/echo-request.bin" -H 'content-type: application/grpc' -H 'te: trailers')
+        path=/echo.v1.Echo/Unary
+      fi
+      h2measure "http://127.0.0.1:${port[$name]}$path" "${pid[$name]}" 2000 -D 1 "${args[@]}" >/dev/null # warm up
+      rps=(); cpus=(); means=(); fails=()
+      for _ in $(seq 1 "$RUNS"); do
+        read -r r c m f < <(h2measure "http://127.0.0.1:${port[$name]}$path" "${pid[$name]}" "${H2_RATE:-5000}" "${args[@]}")
+        rps+=("$r"); cpus+=("$c"); means+=("$m"); fails+=("$f")
+      done
+      echo "h2 $kind $name rps $(median "${rps[@]}") cpu_us $(median "${cpus[@]}") mean_us $(median "${means[@]}") failed $(median "${fails[@]}")" | tee -a "$OUT/h2.txt"
+    done
   done
   cleanup; pids=()
 }
@@ -260,8 +395,9 @@ case $only in
   balancing) balancing ;;
   failover) failover ;;
   registry) registry ;;
-  all) proxies; balancing; failover; registry ;;
-  *) echo "usage: bench/run.sh [proxies|balancing|failover|registry]" >&2; exit 64 ;;
+  h2) h2 ;;
+  all) proxies; h2; balancing; failover; registry ;;
+  *) echo "usage: bench/run.sh [proxies|h2|balancing|failover|registry]" >&2; exit 64 ;;
 esac
 
 python3 bench/report.py "$OUT" > bench/RESULTS.md

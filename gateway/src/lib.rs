@@ -22,6 +22,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod headers;
 pub mod limits;
+pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod routes;

@@ -28,6 +28,7 @@ use crate::{
     endpoints::{Endpoint, Outcome, ServiceSettings, ServiceState},
     errors::GatewayError,
     headers,
+    pool::GiveBack,
     routes::{HashKey, Matched, RouteTable, upstream_path},
     upstream::{Reach, Upstream, UpstreamBody, reach},
 };
@@ -36,11 +37,13 @@ use crate::{
 pub type ProxyBody = Either<Tracked, Full<Bytes>>;
 
 /// An upstream response body that holds its endpoint's in-flight count
-/// until the last frame, so streams count as load for as long as they run.
+/// until the last frame, so streams count as load for as long as they run,
+/// and gives its HTTP/1.1 connection back to the pool once read to the end.
 #[derive(Debug)]
 pub struct Tracked {
     inner: Incoming,
     _in_flight: InFlight,
+    conn: Option<GiveBack>,
 }
 
 /// Limits of the request path.
@@ -121,7 +124,13 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            if let Some(conn) = self.conn.take() {
+                conn.complete();
+            }
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -130,6 +139,34 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A length-delimited body whose last byte was sent: the server may
+        // stop polling before the final `None`.
+        if let Some(conn) = self.conn.take() {
+            if self.inner.is_end_stream() {
+                conn.complete();
+            }
+        }
+    }
+}
+
+impl Tracked {
+    fn response(
+        res: Response<Incoming>,
+        in_flight: InFlight,
+        conn: Option<GiveBack>,
+    ) -> Response<ProxyBody> {
+        res.map(|inner| {
+            Either::Left(Tracked {
+                inner,
+                _in_flight: in_flight,
+                conn,
+            })
+        })
     }
 }
 
@@ -455,7 +492,7 @@ impl Gateway {
             let replayable = attempt.replayable();
             let attempts_left = n + 1 < spec.retry.attempts;
             match outcome {
-                Sent::Answer(mut res, grpc_unavailable) => {
+                Sent::Answer(mut res, grpc_unavailable, conn) => {
                     let retry_status =
                         grpc_unavailable || spec.retry.statuses.contains(&res.status().as_u16());
                     if retry_status && may_retry_reached && replayable && attempts_left {
@@ -463,12 +500,8 @@ impl Gateway {
                         last = GatewayError::Upstream;
                         // Kept: if no retry happens after all (budget,
                         // deadline), the client gets this answer as it was.
-                        last_response = Some(clean_response(res.map(|inner| {
-                            Either::Left(Tracked {
-                                inner,
-                                _in_flight: in_flight,
-                            })
-                        })));
+                        last_response =
+                            Some(clean_response(Tracked::response(res, in_flight, conn)));
                         continue;
                     }
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -482,12 +515,7 @@ impl Gateway {
                             return (Ok(clean_response(res)), last_endpoint, n + 1);
                         }
                     }
-                    let mut res = res.map(|inner| {
-                        Either::Left(Tracked {
-                            inner,
-                            _in_flight: in_flight,
-                        })
-                    });
+                    let mut res = Tracked::response(res, in_flight, conn);
                     crate::cors::decorate(m, attempt.parts, res.headers_mut());
                     return (Ok(clean_response(res)), last_endpoint, n + 1);
                 }
@@ -557,15 +585,26 @@ impl Gateway {
         let sent = Instant::now();
         let in_flight = endpoint.load.start();
         endpoint.breaker.on_send(sent);
-        let client = if h1 {
-            &self.upstream.h1
-        } else {
-            &self.upstream.h2
-        };
-        let outcome = tokio::time::timeout(per_try, client.request(request)).await;
+        let outcome = tokio::time::timeout(per_try, async {
+            if h1 {
+                match self.upstream.h1.send(&endpoint.authority, request).await {
+                    Ok((res, conn)) => Ok((res, Some(conn))),
+                    Err(e) => Err((e.reach(), e.to_string())),
+                }
+            } else {
+                match self.upstream.h2.request(request).await {
+                    Ok(res) => Ok((res, None)),
+                    Err(e) => Err((
+                        reach(&e),
+                        format!("{e}: {:?}", std::error::Error::source(&e)),
+                    )),
+                }
+            }
+        })
+        .await;
         let latency = sent.elapsed();
         let (kind, sent_result) = match outcome {
-            Ok(Ok(res)) => {
+            Ok(Ok((res, conn))) => {
                 let status = res.status();
                 let grpc_unavailable =
                     grpc && res.headers().get("grpc-status").is_some_and(|v| v == "14");
@@ -576,10 +615,10 @@ impl Gateway {
                     _ if grpc_unavailable => Outcome::Grpc,
                     _ => Outcome::Success,
                 };
-                (kind, Sent::Answer(res, grpc_unavailable))
+                (kind, Sent::Answer(res, grpc_unavailable, conn))
             }
-            Ok(Err(e)) => {
-                let never = reach(&e) == Reach::Never;
+            Ok(Err((reached, e))) => {
+                let never = reached == Reach::Never;
                 tracing::debug!(service = %service.name, instance = %endpoint.id, error = %e, never_reached = never, "attempt failed");
                 (
                     if never {
@@ -598,9 +637,13 @@ impl Gateway {
 }
 
 /// How one attempt ended.
+// A value that lives for one match on the stack; boxing the answer would
+// cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Sent {
-    /// An answer, and whether it is a gRPC UNAVAILABLE.
-    Answer(Response<Incoming>, bool),
+    /// An answer, whether it is a gRPC UNAVAILABLE, and its HTTP/1.1
+    /// connection.
+    Answer(Response<Incoming>, bool, Option<GiveBack>),
     /// A transport failure; true when it provably never reached the endpoint.
     Failed(bool),
     /// No answer within the per-try timeout.

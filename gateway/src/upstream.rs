@@ -130,7 +130,7 @@ impl Body for Prefixed {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// HTTP/1.1 endpoints (and WebSocket upgrades).
-    pub h1: Client<HttpConnector, UpstreamBody>,
+    pub h1: crate::pool::H1Pool,
     /// HTTP/2 by prior knowledge (h2c, gRPC).
     pub h2: Client<HttpConnector, UpstreamBody>,
 }
@@ -156,11 +156,7 @@ impl Upstream {
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(30)));
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .retry_canceled_requests(true)
-            .build(connector.clone());
+        let h1 = crate::pool::H1Pool::new(connect_timeout, idle_timeout);
         let h2 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())

@@ -113,7 +113,13 @@ async fn main() {
 /// One GET on this task's connection, (re)connecting first if it has none.
 /// Returns whether it got a 200 and which instance answered.
 async fn once(conn: &mut Option<Sender>, url: &Uri) -> (bool, String) {
-    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+    // A connection the server closed (nginx's keepalive_requests, say) is
+    // replaced before sending: nothing was lost on it.
+    let ready = match conn.as_mut() {
+        Some(c) if !c.is_closed() => c.ready().await.is_ok(),
+        _ => false,
+    };
+    if !ready {
         *conn = connect(url).await;
     }
     let Some(sender) = conn.as_mut() else {

@@ -1,0 +1,418 @@
+//! The HTTP/1.1 upstream pool: idle keep-alive connections per endpoint
+//! address, each checked out for one request and given back when its
+//! response body has been read to the end.
+//!
+//! hyper-util's pooled `Client` served here first. In the profile recorded
+//! in `bench/RESULTS.md` its per-request machinery (hashing the pool key,
+//! racing a checkout against a lazy connect, boxing and moving its large
+//! futures) was about a fifth of the gateway's user CPU per proxied request.
+//! The gateway has already picked the endpoint, so a stack of idle
+//! `SendRequest`s per address does the same job. HTTP/2 (one multiplexed
+//! connection per endpoint) stays on hyper-util.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response, uri::Authority};
+use hyper::{
+    body::Incoming,
+    client::conn::{TrySendError, http1},
+};
+use hyper_util::rt::TokioIo;
+
+use crate::upstream::{Reach, UpstreamBody};
+
+/// Idle connections kept per address; more are closed when given back.
+const MAX_IDLE_PER_ADDRESS: usize = 1024;
+
+type Sender = http1::SendRequest<UpstreamBody>;
+
+/// The pool (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct H1Pool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    idle: Mutex<Idle>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    by_address: HashMap<Authority, Vec<Parked>>,
+    last_sweep: Instant,
+}
+
+#[derive(Debug)]
+struct Parked {
+    sender: Sender,
+    since: Instant,
+}
+
+/// A connection lent for one request: [`GiveBack::complete`] parks it for
+/// the next one; dropping it instead closes the connection (a response
+/// abandoned half-way leaves it in an unknown state).
+#[derive(Debug)]
+pub struct GiveBack {
+    sender: Option<Sender>,
+    address: Authority,
+    pool: Arc<Inner>,
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made (refused, unreachable, timed out).
+    #[error("connect to {address}: {reason}")]
+    Connect {
+        /// The endpoint.
+        address: Authority,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The connection failed; `written` says whether hyper had started to
+    /// send the request.
+    #[error("{error}")]
+    Request {
+        /// hyper's error.
+        error: hyper::Error,
+        /// Whether any of the request may have reached the endpoint.
+        written: bool,
+    },
+}
+
+// === impl SendError ===
+
+impl SendError {
+    /// Whether the request provably never reached the endpoint.
+    pub fn reach(&self) -> Reach {
+        match self {
+            Self::Connect { .. } => Reach::Never,
+            Self::Request { written: false, .. } => Reach::Never,
+            Self::Request { error, .. } if error.is_canceled() => Reach::Never,
+            Self::Request { .. } => Reach::Maybe,
+        }
+    }
+}
+
+// === impl H1Pool ===
+
+impl H1Pool {
+    /// A pool whose connects give up after `connect_timeout` and whose idle
+    /// connections are closed after `idle_timeout` (keep it below the
+    /// services' own keep-alive so we never reuse one they are closing).
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                idle: Mutex::new(Idle {
+                    by_address: HashMap::new(),
+                    last_sweep: Instant::now(),
+                }),
+                connect_timeout,
+                idle_timeout,
+            }),
+        }
+    }
+
+    /// Sends `req` to `address` on an idle connection, or a new one. A
+    /// pooled connection that turns out closed before the request was
+    /// written is replaced by a new one once (as hyper-util's
+    /// `retry_canceled_requests` does).
+    pub async fn send(
+        &self,
+        address: &Authority,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, GiveBack), SendError> {
+        let mut reused = true;
+        loop {
+            let mut sender = match self.inner.checkout(address) {
+                Some(s) => s,
+                None => {
+                    reused = false;
+                    self.inner.connect(address).await?
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(res) => {
+                    let back = GiveBack {
+                        sender: Some(sender),
+                        address: address.clone(),
+                        pool: self.inner.clone(),
+                    };
+                    return Ok((res, back));
+                }
+                Err(e) => {
+                    let mut e: TrySendError<Request<UpstreamBody>> = e;
+                    match e.take_message() {
+                        Some(unsent) if reused => {
+                            tracing::debug!(%address, error = %e.error(), "pooled connection closed; trying a new one");
+                            req = unsent;
+                            reused = false;
+                        }
+                        unsent => {
+                            return Err(SendError::Request {
+                                written: unsent.is_none(),
+                                error: e.into_error(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Idle connections per address (for tests and the admin API).
+    pub fn idle(&self, address: &Authority) -> usize {
+        self.inner
+            .lock()
+            .by_address
+            .get(address)
+            .map_or(0, Vec::len)
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently parked connection that is ready (warm caches, and
+    /// the older ones age out). Closed and expired ones are dropped; one
+    /// still finishing its previous response stays for later.
+    fn checkout(&self, address: &Authority) -> Option<Sender> {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let parked = idle.by_address.get_mut(address)?;
+        let mut i = parked.len();
+        while i > 0 {
+            i -= 1;
+            let p = &parked[i];
+            if p.sender.is_closed() || now.duration_since(p.since) > self.idle_timeout {
+                parked.swap_remove(i);
+            } else if p.sender.is_ready() {
+                return Some(parked.swap_remove(i).sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, address: &Authority) -> Result<Sender, SendError> {
+        let failed = |reason: String| SendError::Connect {
+            address: address.clone(),
+            reason,
+        };
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(address.as_str()),
+        )
+        .await
+        .map_err(|_| failed(format!("timed out after {:?}", self.connect_timeout)))?
+        .map_err(|e| failed(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        tokio::spawn(async move {
+            // with_upgrades: a 101 hands the connection to the WebSocket tunnel.
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn park(&self, address: Authority, sender: Sender) {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        // Now and then, drop what expired or closed everywhere, so that
+        // endpoints that went away do not keep connections open.
+        if now.duration_since(idle.last_sweep) > self.idle_timeout {
+            idle.last_sweep = now;
+            let ttl = self.idle_timeout;
+            idle.by_address.retain(|_, parked| {
+                parked.retain(|p| !p.sender.is_closed() && now.duration_since(p.since) <= ttl);
+                !parked.is_empty()
+            });
+        }
+        let parked = idle.by_address.entry(address).or_default();
+        if parked.len() < MAX_IDLE_PER_ADDRESS {
+            parked.push(Parked { sender, since: now });
+        }
+    }
+}
+
+// === impl GiveBack ===
+
+impl GiveBack {
+    /// The response body was read to its end: the connection may serve
+    /// another request.
+    pub fn complete(mut self) {
+        if let Some(sender) = self.sender.take() {
+            if !sender.is_closed() {
+                self.pool.park(self.address.clone(), sender);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Either, Full};
+    use hyper::{server::conn::http1 as server, service::service_fn};
+
+    use super::*;
+
+    /// A backend that counts its connections; `close` answers with
+    /// `Connection: close`; a body of `size` bytes.
+    async fn backend(close: bool, size: usize) -> (Authority, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| async move {
+                        let mut res = Response::new(Full::new(Bytes::from(vec![b'x'; size])));
+                        if close {
+                            res.headers_mut()
+                                .insert(http::header::CONNECTION, "close".parse().expect("v"));
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr.to_string().parse().expect("authority"), accepted)
+    }
+
+    fn get(address: &Authority) -> Request<UpstreamBody> {
+        Request::get(format!("http://{address}/"))
+            .body(Either::Right(Full::new(Bytes::new())))
+            .expect("request")
+    }
+
+    fn pool() -> H1Pool {
+        H1Pool::new(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
+    /// Reads the body to its end, then gives the connection back, as the
+    /// proxy's response body does.
+    async fn read_and_give_back(res: Response<Incoming>, back: GiveBack) -> usize {
+        let n = res
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .len();
+        back.complete();
+        n
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let (address, accepted) = backend(false, 1024).await;
+        let pool = pool();
+        for _ in 0..20 {
+            let (res, back) = pool.send(&address, get(&address)).await.expect("send");
+            assert_eq!(read_and_give_back(res, back).await, 1024);
+            // The connection task marks the connection ready on its next turn.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
+        assert_eq!(pool.idle(&address), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closing_server_and_an_abandoned_body_get_new_connections() {
+        let (address, accepted) = backend(true, 16).await;
+        let pool = pool();
+        for _ in 0..3 {
+            let (res, back) = pool.send(&address, get(&address)).await.expect("send");
+            assert_eq!(read_and_give_back(res, back).await, 16);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "Connection: close is honoured"
+        );
+
+        let (address, accepted) = backend(false, 1 << 20).await;
+        let (res, back) = pool.send(&address, get(&address)).await.expect("send");
+        drop((res, back)); // abandoned before its end: the connection is not reused
+        let (res, back) = pool.send(&address, get(&address)).await.expect("send");
+        assert_eq!(read_and_give_back(res, back).await, 1 << 20);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_server_closed_is_replaced_unseen() {
+        // A raw server that answers once per connection, keep-alive, and then
+        // closes it without saying so (an idle timeout on the other side).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address: Authority = listener
+            .local_addr()
+            .expect("addr")
+            .to_string()
+            .parse()
+            .expect("a");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                });
+            }
+        });
+        let pool = pool();
+        for _ in 0..3 {
+            let (res, back) = pool.send(&address, get(&address)).await.expect("send");
+            assert_eq!(res.status(), 200);
+            assert_eq!(read_and_give_back(res, back).await, 2);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_never_reached_the_endpoint() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let address: Authority = format!("127.0.0.1:{port}").parse().expect("a");
+        let e = pool()
+            .send(&address, get(&address))
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, SendError::Connect { .. }), "{e}");
+        assert_eq!(e.reach(), Reach::Never);
+    }
+}
