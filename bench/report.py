@@ -76,6 +76,15 @@ if maxes:
         print(f"gateway/haproxy cpu per request ratio: {fixed['gateway']['cpu'] / fixed['haproxy']['cpu']:.2f}")
     if "baseline" in fixed and "nginx" in fixed:
         print(f"baseline gateway/nginx cpu per request ratio: {fixed['baseline']['cpu'] / fixed['nginx']['cpu']:.2f}")
+    per_run = {}
+    for f in lines("proxies-runs.txt"):
+        if f[0] == "fixed" and len(f) >= 4:
+            per_run.setdefault(f[1], []).append(float(f[3]))
+    if per_run:
+        print("\nCPU µs per request in each run (runs interleave the targets, so a slow stretch of the machine falls")
+        print("on all of them alike):\n")
+        for name, v in per_run.items():
+            print(f"- {name}: {', '.join(f'{x:.1f}' for x in v)}")
     print("\nThe throughput maximum is closed-loop over the same 64 connections. The generator and the backends share")
     print("CPU 0, so when direct calls top out near the proxies' figures, CPU 0 is the limit and the throughput ratio")
     print("says little; the CPU-per-request ratio at the same offered load is the headline.\n")

@@ -185,23 +185,37 @@ proxies() {
     url[baseline]=http://127.0.0.1:8480/; pid[baseline]=$GATEWAY_PID; names+=(baseline)
   fi
   : > "$OUT/proxies.txt"
+  : > "$OUT/proxies-runs.txt"
   for name in "${names[@]}"; do load "${url[$name]}" 0 2 64 >/dev/null; done # warm up
+  # Runs interleave the targets (a b c, a b c, ...) so that a slow stretch
+  # of the machine falls on all of them alike.
+  for run in $(seq 1 "$RUNS"); do
+    for name in "${names[@]}"; do
+      echo "max $name $run $(measure "${url[$name]}" "${pid[$name]}" 0 | awk '{print $1}')" >> "$OUT/proxies-runs.txt"
+    done
+  done
+  per_name() { python3 - "$OUT/proxies-runs.txt" "$1" "$2" <<'PY'
+import statistics, sys
+kind, name = sys.argv[2], sys.argv[3]
+rows = [l.split() for l in open(sys.argv[1]) if l.split()[:2] == [kind, name]]
+print(" ".join(str(statistics.median(float(r[i]) for r in rows)) for i in range(3, len(rows[0]))))
+PY
+  }
   declare -A max
   for name in "${names[@]}"; do
-    vals=()
-    for _ in $(seq 1 "$RUNS"); do vals+=("$(measure "${url[$name]}" "${pid[$name]}" 0 | awk '{print $1}')"); done
-    max[$name]=$(median "${vals[@]}")
+    max[$name]=$(per_name max "$name")
     echo "max $name ${max[$name]}" | tee -a "$OUT/proxies.txt"
   done
   slower=$(python3 -c "print(int(min(${max[nginx]}, ${max[gateway]}, ${max[haproxy]}) / 2))")
   echo "fixed rate $slower" | tee -a "$OUT/proxies.txt"
-  for name in "${names[@]}"; do
-    cpus=(); p50=(); p99=(); p999=()
-    for _ in $(seq 1 "$RUNS"); do
-      read -r _ cpu a b c _ < <(measure "${url[$name]}" "${pid[$name]}" "$slower" "$name")
-      cpus+=("$cpu"); p50+=("$a"); p99+=("$b"); p999+=("$c")
+  for run in $(seq 1 "$RUNS"); do
+    for name in "${names[@]}"; do
+      echo "fixed $name $run $(measure "${url[$name]}" "${pid[$name]}" "$slower" "$name" | awk '{print $2, $3, $4, $5}')" >> "$OUT/proxies-runs.txt"
     done
-    echo "fixed $name cpu_us $(median "${cpus[@]}") p50 $(median "${p50[@]}") p99 $(median "${p99[@]}") p999 $(median "${p999[@]}")" | tee -a "$OUT/proxies.txt"
+  done
+  for name in "${names[@]}"; do
+    read -r cpu a b c < <(per_name fixed "$name")
+    echo "fixed $name cpu_us $cpu p50 $a p99 $b p999 $c" | tee -a "$OUT/proxies.txt"
   done
   cleanup; pids=()
 }

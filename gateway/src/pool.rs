@@ -123,19 +123,24 @@ impl H1Pool {
     /// Sends `req` to `address` on an idle connection, or a new one. A
     /// pooled connection that turns out closed before the request was
     /// written is replaced by a new one once (as hyper-util's
-    /// `retry_canceled_requests` does).
+    /// `retry_canceled_requests` does). A request that was never written
+    /// comes back with the error, so that even a streamed body can be sent
+    /// to another endpoint.
     pub async fn send(
         &self,
         address: &Authority,
         mut req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, GiveBack), SendError> {
+    ) -> Result<(Response<Incoming>, GiveBack), (SendError, Option<Request<UpstreamBody>>)> {
         let mut reused = true;
         loop {
             let mut sender = match self.inner.checkout(address) {
                 Some(s) => s,
                 None => {
                     reused = false;
-                    self.inner.connect(address).await?
+                    match self.inner.connect(address).await {
+                        Ok(s) => s,
+                        Err(e) => return Err((e, Some(req))),
+                    }
                 }
             };
             match sender.try_send_request(req).await {
@@ -156,10 +161,11 @@ impl H1Pool {
                             reused = false;
                         }
                         unsent => {
-                            return Err(SendError::Request {
+                            let e = SendError::Request {
                                 written: unsent.is_none(),
                                 error: e.into_error(),
-                            });
+                            };
+                            return Err((e, unsent));
                         }
                     }
                 }
@@ -412,7 +418,12 @@ mod tests {
             .send(&address, get(&address))
             .await
             .expect_err("refused");
+        let (e, unsent) = e;
         assert!(matches!(e, SendError::Connect { .. }), "{e}");
         assert_eq!(e.reach(), Reach::Never);
+        assert!(
+            unsent.is_some(),
+            "the request comes back to be sent elsewhere"
+        );
     }
 }

@@ -519,9 +519,18 @@ impl Gateway {
                     crate::cors::decorate(m, attempt.parts, res.headers_mut());
                     return (Ok(clean_response(res)), last_endpoint, n + 1);
                 }
-                Sent::Failed(never) => {
+                Sent::Failed(never, unsent) => {
                     tried.push(endpoint.id.clone());
                     last = GatewayError::Upstream;
+                    // A streamed body that was never written (connect
+                    // refused, say) goes to the next endpoint after all.
+                    let replayable = match unsent {
+                        Some(body) if never && !replayable => {
+                            attempt.body = Some(body);
+                            true
+                        }
+                        _ => replayable,
+                    };
                     if !(replayable && (never || may_retry_reached)) {
                         break;
                     }
@@ -589,7 +598,9 @@ impl Gateway {
             if h1 {
                 match self.upstream.h1.send(&endpoint.authority, request).await {
                     Ok((res, conn)) => Ok((res, Some(conn))),
-                    Err(e) => Err((e.reach(), e.to_string())),
+                    Err((e, unsent)) => {
+                        Err((e.reach(), e.to_string(), unsent.map(Request::into_body)))
+                    }
                 }
             } else {
                 match self.upstream.h2.request(request).await {
@@ -597,6 +608,7 @@ impl Gateway {
                     Err(e) => Err((
                         reach(&e),
                         format!("{e}: {:?}", std::error::Error::source(&e)),
+                        None,
                     )),
                 }
             }
@@ -617,7 +629,7 @@ impl Gateway {
                 };
                 (kind, Sent::Answer(res, grpc_unavailable, conn))
             }
-            Ok(Err((reached, e))) => {
+            Ok(Err((reached, e, unsent))) => {
                 let never = reached == Reach::Never;
                 tracing::debug!(service = %service.name, instance = %endpoint.id, error = %e, never_reached = never, "attempt failed");
                 (
@@ -626,7 +638,7 @@ impl Gateway {
                     } else {
                         Outcome::Reset
                     },
-                    Sent::Failed(never),
+                    Sent::Failed(never, unsent),
                 )
             }
             Err(_) => (Outcome::Timeout, Sent::TimedOut),
@@ -644,8 +656,9 @@ enum Sent {
     /// An answer, whether it is a gRPC UNAVAILABLE, and its HTTP/1.1
     /// connection.
     Answer(Response<Incoming>, bool, Option<GiveBack>),
-    /// A transport failure; true when it provably never reached the endpoint.
-    Failed(bool),
+    /// A transport failure; true when it provably never reached the
+    /// endpoint, and the body when the request was never written.
+    Failed(bool, Option<UpstreamBody>),
     /// No answer within the per-try timeout.
     TimedOut,
 }

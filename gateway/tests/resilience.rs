@@ -446,3 +446,31 @@ async fn traffic_goes_on_when_the_registry_or_the_balancer_stops() {
         "alone, from the last registry view"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_refused_by_one_endpoint_goes_to_the_next() {
+    let live = Backend::start("live").await;
+    let dead = Backend::start("dead").await;
+    let s = Stack::start(
+        ROUTES,
+        round_robin(hello_specs(&[live.clone(), dead.clone()])),
+    )
+    .await;
+    dead.kill();
+    // Over the 64 KiB replay buffer: streamed, so it could not be sent twice
+    // once written; a refused connect never wrote it.
+    let body = Bytes::from(vec![b'p'; 100 * 1024]);
+    for i in 0..6 {
+        let (status, text) = send(
+            Method::POST,
+            &format!("http://{}/hello/upload", s.gateway.http),
+            &[],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 200, "POST {i}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["bytes"], 100 * 1024, "POST {i} arrived whole");
+    }
+    assert_eq!(live.hits.load(Ordering::SeqCst), 6);
+}
