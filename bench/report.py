@@ -89,6 +89,24 @@ if maxes:
     print("CPU 0, so when direct calls top out near the proxies' figures, CPU 0 is the limit and the throughput ratio")
     print("says little; the CPU-per-request ratio at the same offered load is the headline.\n")
 
+# --- instructions ----------------------------------------------------------------
+ins = {f[1]: int(f[3]) for f in lines("instructions.txt") if f[0] == "instructions"}
+if ins:
+    print("### User-space instructions per request (callgrind)\n")
+    print("CPU time moves by ±20 % between runs on this machine; instruction counts do not. `bench/instructions.sh`")
+    print("runs each proxy under callgrind for 1,000 and for 5,000 requests (500 requests/s, 8 connections) and")
+    print("divides the difference. System calls are the kernel's and are not counted here; they are the larger half")
+    print("of the CPU time above and about equal for nginx and the gateway.\n")
+    print("| proxy | instructions per request | ratio to nginx |")
+    print("|---|---|---|")
+    for name in ["nginx", "gateway", "baseline"]:
+        if name in ins:
+            label = "gateway (baseline commit)" if name == "baseline" else name
+            print(f"| {label} | {ins[name]:,} | {ins[name] / ins['nginx']:.2f} |" if "nginx" in ins else f"| {label} | {ins[name]:,} | – |")
+    print()
+    if "gateway" in ins and "nginx" in ins:
+        print(f"gateway/nginx user instructions per request ratio: {ins['gateway'] / ins['nginx']:.2f}\n")
+
 # --- latency plot --------------------------------------------------------------
 curves = {}
 for name in ["direct", "nginx", "haproxy", "gateway", "baseline"]:

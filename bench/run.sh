@@ -3,7 +3,7 @@
 # calls, balancing quality, and failover; writes bench/RESULTS.md.
 #
 #   bench/run.sh            everything
-#   bench/run.sh proxies    one scenario: proxies | h2 | balancing | failover | registry
+#   bench/run.sh proxies    one scenario: proxies | h2 | balancing | failover | registry | instructions
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
 # HAProxy nbthread 1, gateway --worker-threads 1); the load generator and the
@@ -410,8 +410,9 @@ case $only in
   failover) failover ;;
   registry) registry ;;
   h2) h2 ;;
-  all) proxies; h2; balancing; failover; registry ;;
-  *) echo "usage: bench/run.sh [proxies|h2|balancing|failover|registry]" >&2; exit 64 ;;
+  instructions) bench/instructions.sh ;;
+  all) proxies; h2; balancing; failover; registry; bench/instructions.sh ;;
+  *) echo "usage: bench/run.sh [proxies|h2|balancing|failover|registry|instructions]" >&2; exit 64 ;;
 esac
 
 python3 bench/report.py "$OUT" > bench/RESULTS.md

@@ -48,9 +48,9 @@ impl Drop for Child {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_megabytes_up_and_down_stream_through_a_gateway_process() {
-    let backend = Backend::start("big").await;
+/// An in-process registry with `backend` registered as instance `id` of
+/// service `hello`.
+async fn registry_with(backend: &Backend, id: &str) -> switchyard_registry::testing::Running {
     let registry = switchyard_registry::testing::start(
         switchyard_registry::testing::config(),
         switchyard_runtime::ManualClock::new(),
@@ -63,10 +63,17 @@ async fn a_hundred_megabytes_up_and_down_stream_through_a_gateway_process() {
     rc.register(reg::RegisterRequest {
         lease_id: 0,
         ttl_seconds: 300,
-        instances: vec![spec("hello", "big", backend.addr, reg::Protocol::Http1)],
+        instances: vec![spec("hello", id, backend.addr, reg::Protocol::Http1)],
     })
     .await
     .expect("register");
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_megabytes_up_and_down_stream_through_a_gateway_process() {
+    let backend = Backend::start("big").await;
+    let registry = registry_with(&backend, "big").await;
     let dir = temp_dir("process");
     let routes = dir.join("routes.toml");
     std::fs::write(&routes, ROUTES).expect("routes");
@@ -229,22 +236,7 @@ async fn reloads(admin: std::net::SocketAddr) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_process_reloads_on_replace_and_sighup_ignores_neighbours_and_logs_json() {
     let backend = Backend::start("reloaded").await;
-    let registry = switchyard_registry::testing::start(
-        switchyard_registry::testing::config(),
-        switchyard_runtime::ManualClock::new(),
-    )
-    .await
-    .expect("registry");
-    let mut rc = reg::registry_client::RegistryClient::connect(registry.url())
-        .await
-        .expect("client");
-    rc.register(reg::RegisterRequest {
-        lease_id: 0,
-        ttl_seconds: 300,
-        instances: vec![spec("hello", "r1", backend.addr, reg::Protocol::Http1)],
-    })
-    .await
-    .expect("register");
+    let registry = registry_with(&backend, "r1").await;
     let dir = temp_dir("reload-process");
     let routes = dir.join("routes.toml");
     std::fs::write(&routes, ROUTES).expect("routes");
