@@ -31,6 +31,8 @@ pub struct Endpoint {
     pub address: String,
     /// The URI authority to connect to.
     pub authority: http::uri::Authority,
+    /// The same, as the HTTP/1.1 pool's key.
+    pub pool_key: crate::pool::PoolKey,
     /// Speaks HTTP/2 (h2c or gRPC) rather than HTTP/1.1.
     pub h2: bool,
     /// In-flight count and latency estimate.
@@ -429,10 +431,12 @@ impl ServiceState {
         {
             return Some(e.clone());
         }
+        let authority: http::uri::Authority = address.parse().ok()?;
         let e = Arc::new(Endpoint {
             id: Arc::from(id),
             address: address.to_string(),
-            authority: address.parse().ok()?,
+            pool_key: crate::pool::PoolKey::new(authority.clone()),
+            authority,
             h2,
             load: Arc::new(Load::new()),
             breaker: Breaker::default(),

@@ -18,6 +18,11 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// `Connection` header names. `keep_upgrade` keeps `Connection: upgrade`
 /// and `Upgrade` for WebSockets; `TE: trailers` always stays (gRPC needs it).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over a handful of names
+    // is cheaper than ten hashed removals.
+    if !keep_upgrade && !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -53,6 +58,17 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::UPGRADE
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::PROXY_AUTHORIZATION
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+}
+
 /// Appends the client (its IP as a header value) to `X-Forwarded-For` and
 /// sets `-Proto` and `-Host`.
 pub fn forwarded(h: &mut HeaderMap, client: &HeaderValue, tls: bool, host: &str) {
@@ -84,8 +100,22 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
         }
     }
     let mut id = [0u8; 32];
-    hex(&mut id, rand::rng().random());
+    hex(&mut id, random());
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// 128 random bits for ids. Request and trace ids need to be unique, not
+/// unpredictable, so a per-thread xoshiro seeded from the OS (rand's
+/// `SmallRng`) serves; the cryptographic `ThreadRng` cost several hundred
+/// instructions per id.
+fn random() -> u128 {
+    use std::cell::RefCell;
+
+    use rand::{SeedableRng, rngs::SmallRng};
+    thread_local! {
+        static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+    }
+    RNG.with(|r| r.borrow_mut().random())
 }
 
 /// Writes the low `out.len()` hex digits of `v` into `out` (lower case,
@@ -118,11 +148,10 @@ pub fn traceparent(h: &mut HeaderMap) {
                 && flags.is_some()
         });
     if !valid {
-        let mut rng = rand::rng();
         // 00-<32 hex trace id>-<16 hex span id>-01
         let mut v = *b"00-00000000000000000000000000000000-0000000000000000-01";
-        hex(&mut v[3..35], rng.random::<u128>().max(1));
-        hex(&mut v[36..52], u128::from(rng.random::<u64>().max(1)));
+        hex(&mut v[3..35], random().max(1));
+        hex(&mut v[36..52], (random() as u64).max(1).into());
         if let Ok(v) = HeaderValue::from_bytes(&v) {
             h.insert(TRACEPARENT.clone(), v);
         }

@@ -12,6 +12,7 @@
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasherDefault, Hash, Hasher},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -45,9 +46,22 @@ struct Inner {
 
 #[derive(Debug)]
 struct Idle {
-    by_address: HashMap<Authority, Vec<Parked>>,
+    by_address: HashMap<PoolKey, Vec<Parked>, BuildHasherDefault<Prehashed>>,
     last_sweep: Instant,
 }
+
+/// An endpoint's address as the pool's key, hashed once when the endpoint
+/// is made: `Authority` hashes case-insensitively byte by byte through
+/// SipHash, which was most of a checkout's cost.
+#[derive(Debug, Clone)]
+pub struct PoolKey {
+    hash: u64,
+    authority: Authority,
+}
+
+/// Passes a [`PoolKey`]'s stored hash through.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
 
 #[derive(Debug)]
 struct Parked {
@@ -61,7 +75,7 @@ struct Parked {
 #[derive(Debug)]
 pub struct GiveBack {
     sender: Option<Sender>,
-    address: Authority,
+    address: PoolKey,
     pool: Arc<Inner>,
 }
 
@@ -85,6 +99,57 @@ pub enum SendError {
         /// Whether any of the request may have reached the endpoint.
         written: bool,
     },
+}
+
+// === impl PoolKey ===
+
+impl PoolKey {
+    /// The key of `authority`.
+    pub fn new(authority: Authority) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        authority.as_str().to_ascii_lowercase().hash(&mut h);
+        Self {
+            hash: h.finish(),
+            authority,
+        }
+    }
+
+    /// The address.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+}
+
+impl Hash for PoolKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for PoolKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.authority == other.authority
+    }
+}
+
+impl Eq for PoolKey {}
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (by `PoolKey`); this keeps any other
+        // input well spread all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(5) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 // === impl SendError ===
@@ -111,7 +176,7 @@ impl H1Pool {
         Self {
             inner: Arc::new(Inner {
                 idle: Mutex::new(Idle {
-                    by_address: HashMap::new(),
+                    by_address: HashMap::default(),
                     last_sweep: Instant::now(),
                 }),
                 connect_timeout,
@@ -128,12 +193,13 @@ impl H1Pool {
     /// to another endpoint.
     pub async fn send(
         &self,
-        address: &Authority,
+        key: &PoolKey,
         mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, GiveBack), (SendError, Option<Request<UpstreamBody>>)> {
+        let address = &key.authority;
         let mut reused = true;
         loop {
-            let mut sender = match self.inner.checkout(address) {
+            let mut sender = match self.inner.checkout(key) {
                 Some(s) => s,
                 None => {
                     reused = false;
@@ -147,7 +213,7 @@ impl H1Pool {
                 Ok(res) => {
                     let back = GiveBack {
                         sender: Some(sender),
-                        address: address.clone(),
+                        address: key.clone(),
                         pool: self.inner.clone(),
                     };
                     return Ok((res, back));
@@ -174,12 +240,8 @@ impl H1Pool {
     }
 
     /// Idle connections per address (for tests and the admin API).
-    pub fn idle(&self, address: &Authority) -> usize {
-        self.inner
-            .lock()
-            .by_address
-            .get(address)
-            .map_or(0, Vec::len)
+    pub fn idle(&self, key: &PoolKey) -> usize {
+        self.inner.lock().by_address.get(key).map_or(0, Vec::len)
     }
 }
 
@@ -193,10 +255,10 @@ impl Inner {
     /// The most recently parked connection that is ready (warm caches, and
     /// the older ones age out). Closed and expired ones are dropped; one
     /// still finishing its previous response stays for later.
-    fn checkout(&self, address: &Authority) -> Option<Sender> {
+    fn checkout(&self, key: &PoolKey) -> Option<Sender> {
         let now = Instant::now();
         let mut idle = self.lock();
-        let parked = idle.by_address.get_mut(address)?;
+        let parked = idle.by_address.get_mut(key)?;
         let mut i = parked.len();
         while i > 0 {
             i -= 1;
@@ -237,7 +299,7 @@ impl Inner {
         Ok(sender)
     }
 
-    fn park(&self, address: Authority, sender: Sender) {
+    fn park(&self, address: PoolKey, sender: Sender) {
         let now = Instant::now();
         let mut idle = self.lock();
         // Now and then, drop what expired or closed everywhere, so that
@@ -283,7 +345,7 @@ mod tests {
 
     /// A backend that counts its connections; `close` answers with
     /// `Connection: close`; a body of `size` bytes.
-    async fn backend(close: bool, size: usize) -> (Authority, Arc<AtomicU64>) {
+    async fn backend(close: bool, size: usize) -> (PoolKey, Arc<AtomicU64>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -308,11 +370,14 @@ mod tests {
                 });
             }
         });
-        (addr.to_string().parse().expect("authority"), accepted)
+        (
+            PoolKey::new(addr.to_string().parse().expect("authority")),
+            accepted,
+        )
     }
 
-    fn get(address: &Authority) -> Request<UpstreamBody> {
-        Request::get(format!("http://{address}/"))
+    fn get(key: &PoolKey) -> Request<UpstreamBody> {
+        Request::get(format!("http://{}/", key.authority()))
             .body(Either::Right(Full::new(Bytes::new())))
             .expect("request")
     }
@@ -378,12 +443,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let address: Authority = listener
-            .local_addr()
-            .expect("addr")
-            .to_string()
-            .parse()
-            .expect("a");
+        let address = PoolKey::new(
+            listener
+                .local_addr()
+                .expect("addr")
+                .to_string()
+                .parse()
+                .expect("a"),
+        );
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             while let Ok((mut s, _)) = listener.accept().await {
@@ -413,7 +480,7 @@ mod tests {
             .local_addr()
             .expect("addr")
             .port();
-        let address: Authority = format!("127.0.0.1:{port}").parse().expect("a");
+        let address = PoolKey::new(format!("127.0.0.1:{port}").parse().expect("a"));
         let e = pool()
             .send(&address, get(&address))
             .await

@@ -596,7 +596,7 @@ impl Gateway {
         endpoint.breaker.on_send(sent);
         let outcome = tokio::time::timeout(per_try, async {
             if h1 {
-                match self.upstream.h1.send(&endpoint.authority, request).await {
+                match self.upstream.h1.send(&endpoint.pool_key, request).await {
                     Ok((res, conn)) => Ok((res, Some(conn))),
                     Err((e, unsent)) => {
                         Err((e.reach(), e.to_string(), unsent.map(Request::into_body)))
@@ -753,6 +753,9 @@ fn prepare_headers(
     upgrade: bool,
 ) {
     let h = &mut parts.headers;
+    // Room for what is added below (X-Forwarded-*, request id, traceparent,
+    // Host), so the map grows once rather than once per insert.
+    h.reserve(6);
     headers::strip_hop_by_hop(h, upgrade);
     headers::forwarded(h, &peer.ip, peer.tls, host);
     h.insert(headers::REQUEST_ID.clone(), id.clone());
