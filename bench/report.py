@@ -56,7 +56,9 @@ if maxes:
     print("## Gateway vs nginx vs HAProxy vs direct (HTTP/1.1, keep-alive both sides)\n")
     print("Load: `bench-load` (open loop, 64 fixed keep-alive connections, latency from each request's scheduled start,")
     print("like `oha -q R --latency-correction`). CPU per request is the proxy's user+system time from /proc over the run,")
-    print(f"divided by the requests answered. Fixed-rate figures at {rate} requests/s (half the slower proxy's maximum).\n")
+    print(f"divided by the requests answered. Fixed-rate figures at {rate} requests/s (half the slower proxy's maximum);")
+    n_runs = max((sum(1 for f in lines("proxies-runs.txt") if f[:2] == ["fixed", n]) for n in ["nginx"]), default=0)
+    print(f"medians of {n_runs or runs} runs.\n")
     print("| target | max req/s | CPU µs per request | p50 µs | p99 µs | p99.9 µs |")
     print("|---|---|---|---|---|---|")
     for name in ["direct", "nginx", "haproxy", "gateway", "baseline"]:
@@ -141,7 +143,9 @@ if curves:
         svg.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="2"/>')
         for i, x in enumerate(v):
             svg.append(f'<circle cx="{px(i):.1f}" cy="{py(x):.1f}" r="3" fill="{c}"/>')
-        svg.append(f'<text x="{w - right + 12}" y="{top + 20 + 18 * k}" fill="{c}">{name}</text>')
+        y = top + 20 + 18 * k
+        svg.append(f'<line x1="{w - right + 10}" x2="{w - right + 30}" y1="{y - 4}" y2="{y - 4}" stroke="{c}" stroke-width="3"/>')
+        svg.append(f'<text x="{w - right + 36}" y="{y}" fill="{c}">{name}</text>')
     svg.append("</svg>")
     open(os.path.join(here, "latency.svg"), "w").write("\n".join(svg) + "\n")
     print("![Latency percentiles](latency.svg)\n")
@@ -187,7 +191,11 @@ if fo:
     print("SIGKILL of one of three backends 3 s into the run; then a rolling restart (each backend killed, started again")
     print("1 s later, the next 2 s after that). nginx uses passive `max_fails=1` with `proxy_next_upstream error timeout`.")
     print("Time to ejection is read from the gateway's `/api/services` (polled; about 50 ms resolution); nginx has no")
-    print("such view without its commercial API.\n")
+    print("such view without its commercial API. Ejection after a SIGKILL comes from the first connect refused or the")
+    print("stall rule; in one of five runs here the killed backend was never ejected: peak EWMA stopped picking it after")
+    print("its in-flight requests were reset (their latency counts as 1 s), so no connect error came, and no request")
+    print("failed either. nginx's rolling-restart failures are `no live upstreams`: with `max_fails=1` and the default")
+    print("`fail_timeout=10s`, the three backends restarted within six seconds were all marked down at once.\n")
     print("| scenario | proxy | failed | answered | p99 µs | p99.9 µs | ejected after |")
     print("|---|---|---|---|---|---|---|")
     for f in fo:
@@ -225,7 +233,9 @@ if reg:
     print("Debian's etcd is 3.4, which has no `--unsafe-no-fsync`; \"etcd-nofsync\" keeps its data directory on tmpfs")
     print("(`/dev/shm`), where fsync returns at once: the same non-durable setting. \"etcd-fsync\" writes to the disk.")
     print("Switchyard's registry keeps registrations in memory by design (instances re-register after a restart; only")
-    print("operator overrides are durable), so the no-fsync etcd is the like-for-like peer.\n")
+    print("operator overrides are durable), so the no-fsync etcd is the like-for-like peer. Renewals are pipelined")
+    print("over the streams and tonic batches them; a Switchyard renewal is a map lookup and a deadline update (etcd's")
+    print("side was not profiled).\n")
     print("| store | registrations/s | renewals/s | propagation p50 µs | p99 µs | missed | bytes per instance |")
     print("|---|---|---|---|---|---|---|")
     for s, a in agg.items():
