@@ -40,7 +40,8 @@ print(f"{runs} runs of {secs} s each unless a section says otherwise.\n")
 print(f"- machine: {cpu}, {os.cpu_count()} CPUs, {platform.platform()}")
 print(f"- nginx: {version(['nginx', '-v'])}; HAProxy: {version(['haproxy', '-v'])}")
 print(f"- etcd: {version(['etcd', '--version'])}; h2load: {version(['h2load', '--version'])}")
-print(f"- gateway and registry: release builds of commit {version(['git', 'rev-parse', '--short', 'HEAD'])}\n")
+code = version(["git", "log", "-1", "--format=%h", "--", "gateway", "registry", "runtime", "client", "proto"])
+print(f"- gateway and registry: release builds of commit {code} (the last one to change their code)\n")
 
 # --- proxies -----------------------------------------------------------------
 maxes, fixed, rate = {}, {}, None
