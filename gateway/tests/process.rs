@@ -41,6 +41,17 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 struct Child(std::process::Child);
 
+/// Waits until the gateway's admin listener says ready.
+async fn ready(child: Child, admin: std::net::SocketAddr) -> Child {
+    eventually("gateway ready", || async {
+        switchyard_runtime::probe::probe(admin, "/readyz", Duration::from_secs(1))
+            .await
+            .is_ok()
+    })
+    .await;
+    child
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -98,13 +109,7 @@ async fn a_hundred_megabytes_up_and_down_stream_through_a_gateway_process() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn gateway");
-    let child = Child(child);
-    eventually("gateway ready", || async {
-        switchyard_runtime::probe::probe(admin, "/readyz", Duration::from_secs(1))
-            .await
-            .is_ok()
-    })
-    .await;
+    let child = ready(Child(child), admin).await;
     // Warm up once so pools and buffers exist before we measure.
     assert_eq!(get(&format!("http://{http}/hello/x")).await.0, 200);
     let before = peak_rss_kib(child.0.id());
@@ -254,13 +259,7 @@ async fn a_gateway_process_reloads_on_replace_and_sighup_ignores_neighbours_and_
         .stderr(Stdio::from(log))
         .spawn()
         .expect("spawn gateway");
-    let child = Child(child);
-    eventually("gateway ready", || async {
-        switchyard_runtime::probe::probe(admin, "/readyz", Duration::from_secs(1))
-            .await
-            .is_ok()
-    })
-    .await;
+    let child = ready(Child(child), admin).await;
     let res = client()
         .request(
             hyper::Request::get(format!("http://{http}/hello/logged"))
