@@ -29,9 +29,8 @@ pub struct Endpoint {
     pub id: Arc<str>,
     /// host:port.
     pub address: String,
-    /// The URI authority to connect to.
-    pub authority: http::uri::Authority,
-    /// The same, as the HTTP/1.1 pool's key.
+    /// The URI authority to connect to, hashed once as the HTTP/1.1 pool's
+    /// key (`pool_key.authority()`).
     pub pool_key: crate::pool::PoolKey,
     /// Speaks HTTP/2 (h2c or gRPC) rather than HTTP/1.1.
     pub h2: bool,
@@ -431,12 +430,10 @@ impl ServiceState {
         {
             return Some(e.clone());
         }
-        let authority: http::uri::Authority = address.parse().ok()?;
         let e = Arc::new(Endpoint {
             id: Arc::from(id),
             address: address.to_string(),
-            pool_key: crate::pool::PoolKey::new(authority.clone()),
-            authority,
+            pool_key: crate::pool::PoolKey::new(address.parse().ok()?),
             h2,
             load: Arc::new(Load::new()),
             breaker: Breaker::default(),

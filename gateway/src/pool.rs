@@ -239,8 +239,9 @@ impl H1Pool {
         }
     }
 
-    /// Idle connections per address (for tests and the admin API).
-    pub fn idle(&self, key: &PoolKey) -> usize {
+    /// Idle connections per address.
+    #[cfg(test)]
+    fn idle(&self, key: &PoolKey) -> usize {
         self.inner.lock().by_address.get(key).map_or(0, Vec::len)
     }
 }

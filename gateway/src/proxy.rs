@@ -598,18 +598,12 @@ impl Gateway {
             if h1 {
                 match self.upstream.h1.send(&endpoint.pool_key, request).await {
                     Ok((res, conn)) => Ok((res, Some(conn))),
-                    Err((e, unsent)) => {
-                        Err((e.reach(), e.to_string(), unsent.map(Request::into_body)))
-                    }
+                    Err((e, unsent)) => Err((AttemptError::H1(e), unsent.map(Request::into_body))),
                 }
             } else {
                 match self.upstream.h2.request(request).await {
                     Ok(res) => Ok((res, None)),
-                    Err(e) => Err((
-                        reach(&e),
-                        format!("{e}: {:?}", std::error::Error::source(&e)),
-                        None,
-                    )),
+                    Err(e) => Err((AttemptError::H2(e), None)),
                 }
             }
         })
@@ -629,8 +623,8 @@ impl Gateway {
                 };
                 (kind, Sent::Answer(res, grpc_unavailable, conn))
             }
-            Ok(Err((reached, e, unsent))) => {
-                let never = reached == Reach::Never;
+            Ok(Err((e, unsent))) => {
+                let never = e.reach() == Reach::Never;
                 tracing::debug!(service = %service.name, instance = %endpoint.id, error = %e, never_reached = never, "attempt failed");
                 (
                     if never {
@@ -645,6 +639,24 @@ impl Gateway {
         };
         service.record(endpoint, kind, latency, Instant::now());
         (sent_result, in_flight)
+    }
+}
+
+/// Why an attempt got no answer, from either pool; formatted only if logged.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    H1(crate::pool::SendError),
+    #[error("{0}: {source:?}", source = std::error::Error::source(.0))]
+    H2(hyper_util::client::legacy::Error),
+}
+
+impl AttemptError {
+    fn reach(&self) -> Reach {
+        match self {
+            Self::H1(e) => e.reach(),
+            Self::H2(e) => reach(e),
+        }
     }
 }
 
@@ -787,7 +799,7 @@ fn upstream_request(
 ) -> Request<UpstreamBody> {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(endpoint.authority.clone());
+    uri.authority = Some(endpoint.pool_key.authority().clone());
     uri.path_and_query = Some(path.clone());
     let uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
     let mut req = Request::new(body);

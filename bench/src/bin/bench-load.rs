@@ -125,10 +125,6 @@ async fn once(conn: &mut Option<Sender>, url: &Uri) -> (bool, String) {
     let Some(sender) = conn.as_mut() else {
         return (false, String::new());
     };
-    if sender.ready().await.is_err() {
-        *conn = None;
-        return (false, String::new());
-    }
     let authority = url.authority().map_or("localhost", |a| a.as_str());
     let Ok(req) = hyper::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, authority)
@@ -165,7 +161,8 @@ async fn connect(url: &Uri) -> Option<Sender> {
     );
     let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(connection);
+    sender.ready().await.ok()?;
     Some(sender)
 }
