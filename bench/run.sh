@@ -78,8 +78,7 @@ start_registry() { # policy
   done
 }
 
-start_gateway() { # [binary http-port admin-port]
-  local bin=${1:-$BIN/gateway} port=${2:-8380} admin=${3:-8381}
+write_routes() {
   mkdir -p "$OUT/gateway"
   cat > "$OUT/gateway/routes.toml" <<EOF
 [[route]]
@@ -92,16 +91,31 @@ name = "bench"
 service = "bench"
 path_prefix = "/"
 EOF
-  taskset -c 1 "$bin" --http-listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --routes "$OUT/gateway/routes.toml" \
-    --registry http://127.0.0.1:17100 --register-self false --access-log false --worker-threads 1 >/dev/null 2>&1 & pids+=($!)
-  GATEWAY_PID=$!
-  for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
 }
 
-start_nginx() {
+gateway_args() { # http-port admin-port: the flags every gateway here runs with
+  echo --http-listen "127.0.0.1:$1" --admin-listen "127.0.0.1:$2" --routes "$OUT/gateway/routes.toml" \
+    --registry http://127.0.0.1:17100 --register-self false --access-log false --worker-threads 1
+}
+
+wait_ready() { # admin-port [tries of 0.1 s]
+  for _ in $(seq 1 "${2:-50}"); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return; sleep 0.1; done
+}
+
+start_gateway() { # [binary http-port admin-port]
+  local bin=${1:-$BIN/gateway} port=${2:-8380} admin=${3:-8381}
+  write_routes
+  # shellcheck disable=SC2046 # the flags split on purpose
+  taskset -c 1 "$bin" $(gateway_args "$port" "$admin") >/dev/null 2>&1 & pids+=($!)
+  GATEWAY_PID=$!
+  wait_ready "$admin"
+}
+
+write_nginx_conf() { # [extra main-context directive]
   mkdir -p "$OUT/nginx"
   cat > "$OUT/nginx/nginx.conf" <<EOF
 worker_processes 1;
+${1:-}
 daemon off;
 pid $OUT/nginx/nginx.pid;
 error_log $OUT/nginx/error.log;
@@ -126,6 +140,10 @@ http {
   }
 }
 EOF
+}
+
+start_nginx() {
+  write_nginx_conf
   taskset -c 1 nginx -c "$OUT/nginx/nginx.conf" & pids+=($!)
   NGINX_PID=$!
   sleep 0.5
@@ -355,6 +373,51 @@ h2() {
   cleanup; pids=()
 }
 
+# User-space instructions per proxied request, counted by callgrind: within
+# a few percent for the same binary and load whatever else the machine is
+# doing, where CPU time from /proc moves by about ±20 % between runs here. Each
+# proxy runs under callgrind twice, for N1 and for N2 requests (500/s, 8
+# connections); (Ir(N2) - Ir(N1)) / (N2 - N1) leaves out start-up, shutdown
+# and work done per second rather than per request. System calls are the
+# kernel's and are not counted.
+instructions() {
+  need valgrind valgrind
+  local n1=${N1:-1000} n2=${N2:-5000} rate=500
+  : > "$OUT/instructions.txt"
+  start_backends 0
+  start_registry peak_ewma
+  write_routes
+  write_nginx_conf "master_process off;"
+  names=(nginx gateway)
+  [ -x "$OUT/gateway-baseline" ] && names+=(baseline)
+  for name in "${names[@]}"; do
+    local counts=()
+    for n in "$n1" "$n2"; do
+      local out=$OUT/callgrind-$name-$n.out port=8380 cmd
+      case $name in
+        nginx) port=8180; cmd=(nginx -c "$OUT/nginx/nginx.conf") ;;
+        gateway) read -ra cmd < <(echo "$BIN/gateway" "$(gateway_args 8380 8381)") ;;
+        baseline) read -ra cmd < <(echo "$OUT/gateway-baseline" "$(gateway_args 8380 8381)") ;;
+      esac
+      valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >/dev/null 2>&1 &
+      local vp=$!
+      # Ready: /readyz for a gateway (no proxied request before the count),
+      # the port for nginx.
+      if [ "$name" = nginx ]; then
+        for _ in $(seq 1 300); do (echo > /dev/tcp/127.0.0.1/8180) 2>/dev/null && break; sleep 0.2; done
+      else
+        wait_ready 8381 600
+      fi
+      local ok
+      ok=$(taskset -c 0 "$BIN/bench-load" "http://127.0.0.1:$port/" "$rate" $((n / rate)) 8 | json ok)
+      kill -TERM "$vp"; wait "$vp" 2>/dev/null || true
+      counts+=("$ok" "$(awk '/^summary:/ {print $2}' "$out")")
+    done
+    echo "instructions $name per_request $(python3 -c "print(round((${counts[3]} - ${counts[1]}) / max(${counts[2]} - ${counts[0]}, 1)))") runs ${counts[0]}/${counts[1]} ${counts[2]}/${counts[3]}" | tee -a "$OUT/instructions.txt"
+  done
+  cleanup; pids=()
+}
+
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # The registry and etcd, each alone on CPU 1 (tokio's worker count and Go's
@@ -410,8 +473,8 @@ case $only in
   failover) failover ;;
   registry) registry ;;
   h2) h2 ;;
-  instructions) bench/instructions.sh ;;
-  all) proxies; h2; balancing; failover; registry; bench/instructions.sh ;;
+  instructions) instructions ;;
+  all) proxies; h2; balancing; failover; registry; instructions ;;
   *) echo "usage: bench/run.sh [proxies|h2|balancing|failover|registry|instructions]" >&2; exit 64 ;;
 esac
 
