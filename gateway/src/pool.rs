@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use http::{Request, Response, uri::Authority};
 use hyper::{
     body::Incoming,
@@ -24,7 +25,10 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 
-use crate::upstream::{Reach, UpstreamBody};
+use crate::{
+    h1,
+    upstream::{Reach, UpstreamBody},
+};
 
 /// Idle connections kept per address; more are closed when given back.
 const MAX_IDLE_PER_ADDRESS: usize = 1024;
@@ -38,16 +42,29 @@ pub struct H1Pool {
 }
 
 #[derive(Debug)]
-struct Inner {
-    idle: Mutex<Idle>,
+pub(crate) struct Inner {
+    /// hyper connections: streamed request bodies and upgrades.
+    hyper: Mutex<Idle<Sender>>,
+    /// Connections the request task drives itself (buffered bodies).
+    direct: Mutex<Idle<h1::Conn>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
 #[derive(Debug)]
-struct Idle {
-    by_address: HashMap<PoolKey, Vec<Parked>, BuildHasherDefault<Prehashed>>,
+struct Idle<C> {
+    by_address: HashMap<PoolKey, Vec<Parked<C>>, BuildHasherDefault<Prehashed>>,
     last_sweep: Instant,
+}
+
+/// An idle connection of either kind.
+trait Pooled {
+    /// Not closed, and nothing unexpected arrived on it.
+    fn is_open(&mut self) -> bool;
+    /// Can take a request now (hyper's may still be finishing a response).
+    fn is_ready(&mut self) -> bool {
+        true
+    }
 }
 
 /// An endpoint's address as the pool's key, hashed once when the endpoint
@@ -64,10 +81,21 @@ pub struct PoolKey {
 struct Prehashed(u64);
 
 #[derive(Debug)]
-struct Parked {
-    sender: Sender,
+struct Parked<C> {
+    conn: C,
     since: Instant,
 }
+
+/// Parks a direct connection again once its response body has been read
+/// (see [`h1::Reuse`]).
+#[derive(Debug)]
+pub struct ParkDirect {
+    address: PoolKey,
+    pool: Arc<Inner>,
+}
+
+/// A response read over a direct connection.
+pub type DirectResponse = Response<h1::ResponseBody<ParkDirect>>;
 
 /// A connection lent for one request: [`GiveBack::complete`] parks it for
 /// the next one; dropping it instead closes the connection (a response
@@ -99,6 +127,9 @@ pub enum SendError {
         /// Whether any of the request may have reached the endpoint.
         written: bool,
     },
+    /// A direct connection failed, or its answer was not HTTP/1.1.
+    #[error("{0}")]
+    Direct(h1::RequestError),
 }
 
 // === impl PoolKey ===
@@ -162,6 +193,8 @@ impl SendError {
             Self::Request { written: false, .. } => Reach::Never,
             Self::Request { error, .. } if error.is_canceled() => Reach::Never,
             Self::Request { .. } => Reach::Maybe,
+            Self::Direct(e) if !e.written => Reach::Never,
+            Self::Direct(_) => Reach::Maybe,
         }
     }
 }
@@ -175,10 +208,8 @@ impl H1Pool {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
-                idle: Mutex::new(Idle {
-                    by_address: HashMap::default(),
-                    last_sweep: Instant::now(),
-                }),
+                hyper: Mutex::new(Idle::new()),
+                direct: Mutex::new(Idle::new()),
                 connect_timeout,
                 idle_timeout,
             }),
@@ -199,11 +230,11 @@ impl H1Pool {
         let address = &key.authority;
         let mut reused = true;
         loop {
-            let mut sender = match self.inner.checkout(key) {
+            let mut sender = match self.inner.checkout(&self.inner.hyper, key) {
                 Some(s) => s,
                 None => {
                     reused = false;
-                    match self.inner.connect(address).await {
+                    match self.inner.connect_hyper(address).await {
                         Ok(s) => s,
                         Err(e) => return Err((e, Some(req))),
                     }
@@ -239,41 +270,139 @@ impl H1Pool {
         }
     }
 
-    /// Idle connections per address.
+    /// Sends a request whose body is whole on a connection this task
+    /// drives itself ([`h1`]): an idle one, or a new one. A pooled
+    /// connection that turns out closed before anything was written is
+    /// replaced by a new one once.
+    pub async fn send_direct(
+        &self,
+        key: &PoolKey,
+        head: h1::RequestHead<'_>,
+        body: &Bytes,
+    ) -> Result<DirectResponse, SendError> {
+        let mut reused = true;
+        loop {
+            let conn = match self.inner.checkout(&self.inner.direct, key) {
+                Some(c) => c,
+                None => {
+                    reused = false;
+                    self.inner.connect_direct(&key.authority).await?
+                }
+            };
+            let park = ParkDirect {
+                address: key.clone(),
+                pool: self.inner.clone(),
+            };
+            match conn.request(head, body, park).await {
+                Ok(res) => return Ok(res),
+                Err(e) if reused && !e.written => {
+                    tracing::debug!(address = %key.authority, error = %e, "pooled connection closed; trying a new one");
+                    reused = false;
+                }
+                Err(e) => return Err(SendError::Direct(e)),
+            }
+        }
+    }
+
+    /// Idle hyper connections per address.
     #[cfg(test)]
     fn idle(&self, key: &PoolKey) -> usize {
-        self.inner.lock().by_address.get(key).map_or(0, Vec::len)
+        lock(&self.inner.hyper)
+            .by_address
+            .get(key)
+            .map_or(0, Vec::len)
+    }
+
+    /// Idle direct connections per address.
+    #[cfg(test)]
+    fn idle_direct(&self, key: &PoolKey) -> usize {
+        lock(&self.inner.direct)
+            .by_address
+            .get(key)
+            .map_or(0, Vec::len)
+    }
+}
+
+fn lock<C>(idle: &Mutex<Idle<C>>) -> std::sync::MutexGuard<'_, Idle<C>> {
+    idle.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// === impl Idle ===
+
+impl<C: Pooled> Idle<C> {
+    fn new() -> Self {
+        Self {
+            by_address: HashMap::default(),
+            last_sweep: Instant::now(),
+        }
+    }
+}
+
+impl Pooled for Sender {
+    fn is_open(&mut self) -> bool {
+        !self.is_closed()
+    }
+
+    fn is_ready(&mut self) -> bool {
+        Sender::is_ready(self)
+    }
+}
+
+impl Pooled for h1::Conn {
+    fn is_open(&mut self) -> bool {
+        self.is_reusable()
+    }
+}
+
+impl h1::Reuse for ParkDirect {
+    fn reuse(self, conn: h1::Conn) {
+        self.pool.park(&self.pool.direct, self.address, conn);
     }
 }
 
 // === impl Inner ===
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The most recently parked connection that is ready (warm caches, and
     /// the older ones age out). Closed and expired ones are dropped; one
     /// still finishing its previous response stays for later.
-    fn checkout(&self, key: &PoolKey) -> Option<Sender> {
+    fn checkout<C: Pooled>(&self, idle: &Mutex<Idle<C>>, key: &PoolKey) -> Option<C> {
         let now = Instant::now();
-        let mut idle = self.lock();
+        let mut idle = lock(idle);
         let parked = idle.by_address.get_mut(key)?;
         let mut i = parked.len();
         while i > 0 {
             i -= 1;
-            let p = &parked[i];
-            if p.sender.is_closed() || now.duration_since(p.since) > self.idle_timeout {
+            let p = &mut parked[i];
+            if now.duration_since(p.since) > self.idle_timeout || !p.conn.is_open() {
                 parked.swap_remove(i);
-            } else if p.sender.is_ready() {
-                return Some(parked.swap_remove(i).sender);
+            } else if p.conn.is_ready() {
+                return Some(parked.swap_remove(i).conn);
             }
         }
         None
     }
 
-    async fn connect(&self, address: &Authority) -> Result<Sender, SendError> {
+    fn connect_failed(&self, address: &Authority, reason: String) -> SendError {
+        SendError::Connect {
+            address: address.clone(),
+            reason,
+        }
+    }
+
+    async fn connect_direct(&self, address: &Authority) -> Result<h1::Conn, SendError> {
+        tokio::time::timeout(self.connect_timeout, h1::Conn::connect(address))
+            .await
+            .map_err(|_| {
+                self.connect_failed(
+                    address,
+                    format!("timed out after {:?}", self.connect_timeout),
+                )
+            })?
+            .map_err(|e| self.connect_failed(address, e.to_string()))
+    }
+
+    async fn connect_hyper(&self, address: &Authority) -> Result<Sender, SendError> {
         let failed = |reason: String| SendError::Connect {
             address: address.clone(),
             reason,
@@ -300,22 +429,22 @@ impl Inner {
         Ok(sender)
     }
 
-    fn park(&self, address: PoolKey, sender: Sender) {
+    fn park<C: Pooled>(&self, idle: &Mutex<Idle<C>>, address: PoolKey, conn: C) {
         let now = Instant::now();
-        let mut idle = self.lock();
+        let mut idle = lock(idle);
         // Now and then, drop what expired or closed everywhere, so that
         // endpoints that went away do not keep connections open.
         if now.duration_since(idle.last_sweep) > self.idle_timeout {
             idle.last_sweep = now;
             let ttl = self.idle_timeout;
             idle.by_address.retain(|_, parked| {
-                parked.retain(|p| !p.sender.is_closed() && now.duration_since(p.since) <= ttl);
+                parked.retain_mut(|p| now.duration_since(p.since) <= ttl && p.conn.is_open());
                 !parked.is_empty()
             });
         }
         let parked = idle.by_address.entry(address).or_default();
         if parked.len() < MAX_IDLE_PER_ADDRESS {
-            parked.push(Parked { sender, since: now });
+            parked.push(Parked { conn, since: now });
         }
     }
 }
@@ -328,7 +457,8 @@ impl GiveBack {
     pub fn complete(mut self) {
         if let Some(sender) = self.sender.take() {
             if !sender.is_closed() {
-                self.pool.park(self.address.clone(), sender);
+                self.pool
+                    .park(&self.pool.hyper, self.address.clone(), sender);
             }
         }
     }
@@ -493,5 +623,116 @@ mod tests {
             unsent.is_some(),
             "the request comes back to be sent elsewhere"
         );
+    }
+
+    /// Reads a direct response's body to its end (which parks the connection).
+    async fn read_direct(res: DirectResponse) -> usize {
+        res.into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .len()
+    }
+
+    fn direct_head(key: &PoolKey) -> h1::RequestHead<'_> {
+        static HEADERS: std::sync::LazyLock<http::HeaderMap> =
+            std::sync::LazyLock::new(http::HeaderMap::new);
+        static PATH: http::uri::PathAndQuery = http::uri::PathAndQuery::from_static("/");
+        h1::RequestHead {
+            method: &http::Method::GET,
+            path: &PATH,
+            headers: &HEADERS,
+            authority: key.authority(),
+        }
+    }
+
+    #[tokio::test]
+    async fn direct_requests_reuse_one_connection_and_a_closing_server_gets_new_ones() {
+        let (address, accepted) = backend(false, 1024).await;
+        let pool = pool();
+        for _ in 0..20 {
+            let res = pool
+                .send_direct(&address, direct_head(&address), &Bytes::new())
+                .await
+                .expect("send");
+            assert_eq!(read_direct(res).await, 1024);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
+        assert_eq!(pool.idle_direct(&address), 1);
+        assert_eq!(pool.idle(&address), 0, "the hyper side was not used");
+
+        let (address, accepted) = backend(true, 16).await;
+        for _ in 0..3 {
+            let res = pool
+                .send_direct(&address, direct_head(&address), &Bytes::new())
+                .await
+                .expect("send");
+            assert_eq!(read_direct(res).await, 16);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "Connection: close is honoured"
+        );
+        assert_eq!(pool.idle_direct(&address), 0);
+    }
+
+    #[tokio::test]
+    async fn a_direct_connection_the_server_closed_while_parked_is_replaced_unseen() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = PoolKey::new(
+            listener
+                .local_addr()
+                .expect("addr")
+                .to_string()
+                .parse()
+                .expect("a"),
+        );
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                });
+            }
+        });
+        let pool = pool();
+        for _ in 0..3 {
+            let res = pool
+                .send_direct(&address, direct_head(&address), &Bytes::new())
+                .await
+                .expect("a closed idle connection never fails a request");
+            assert_eq!(res.status(), 200);
+            assert_eq!(read_direct(res).await, 2);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_direct_connect_never_reached_the_endpoint() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let address = PoolKey::new(format!("127.0.0.1:{port}").parse().expect("a"));
+        let e = pool()
+            .send_direct(&address, direct_head(&address), &Bytes::new())
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, SendError::Connect { .. }), "{e}");
+        assert_eq!(e.reach(), Reach::Never);
     }
 }

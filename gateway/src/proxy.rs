@@ -27,10 +27,10 @@ use tokio::sync::Notify;
 use crate::{
     endpoints::{Endpoint, Outcome, ServiceSettings, ServiceState},
     errors::GatewayError,
-    headers,
-    pool::GiveBack,
+    h1, headers,
+    pool::{GiveBack, ParkDirect},
     routes::{HashKey, Matched, RouteTable, upstream_path},
-    upstream::{Reach, Upstream, UpstreamBody, reach},
+    upstream::{Reach, RequestBody, Upstream, UpstreamBody, reach, upstream_body},
 };
 
 /// A response body: an upstream's (counted in flight until it ends) or ours.
@@ -41,9 +41,19 @@ pub type ProxyBody = Either<Tracked, Full<Bytes>>;
 /// and gives its HTTP/1.1 connection back to the pool once read to the end.
 #[derive(Debug)]
 pub struct Tracked {
-    inner: Incoming,
+    inner: Upstreamed,
     _in_flight: InFlight,
-    conn: Option<GiveBack>,
+}
+
+/// A response body from either kind of upstream connection.
+#[derive(Debug)]
+enum Upstreamed {
+    /// From hyper's client (HTTP/2, streamed request bodies, upgrades),
+    /// with the HTTP/1.1 connection to give back at its end.
+    Hyper(Incoming, Option<GiveBack>),
+    /// Read by this task from a direct HTTP/1.1 connection ([`crate::h1`]),
+    /// which parks the connection itself.
+    Direct(h1::ResponseBody<ParkDirect>),
 }
 
 /// Limits of the request path.
@@ -111,60 +121,79 @@ impl Peer {
 struct Attempt<'a> {
     parts: &'a Parts,
     path: &'a PathAndQuery,
-    body: Option<UpstreamBody>,
+    body: Option<RequestBody>,
+}
+
+/// One attempt's request: whole bodies to HTTP/1.1 endpoints go over a
+/// direct connection, the rest through hyper's client.
+// Lives for one attempt on the stack; boxing the request would cost an
+// allocation per attempt.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    Direct(Bytes),
+    Hyper(Request<UpstreamBody>, bool),
 }
 
 // === impl Tracked ===
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            if let Some(conn) = self.conn.take() {
-                conn.complete();
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.inner {
+            Upstreamed::Hyper(body, conn) => {
+                let frame = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(None) = frame {
+                    if let Some(conn) = conn.take() {
+                        conn.complete();
+                    }
+                }
+                frame.map_err(Into::into)
             }
+            Upstreamed::Direct(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Upstreamed::Hyper(body, _) => body.is_end_stream(),
+            Upstreamed::Direct(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Upstreamed::Hyper(body, _) => body.size_hint(),
+            Upstreamed::Direct(body) => body.size_hint(),
+        }
     }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
         // A length-delimited body whose last byte was sent: the server may
-        // stop polling before the final `None`.
-        if let Some(conn) = self.conn.take() {
-            if self.inner.is_end_stream() {
-                conn.complete();
+        // stop polling before the final `None`. (A direct body parks its
+        // connection as soon as its last byte is read.)
+        if let Upstreamed::Hyper(body, conn) = &mut self.inner {
+            if let Some(conn) = conn.take() {
+                if body.is_end_stream() {
+                    conn.complete();
+                }
             }
         }
     }
 }
 
 impl Tracked {
-    fn response(
-        res: Response<Incoming>,
-        in_flight: InFlight,
-        conn: Option<GiveBack>,
-    ) -> Response<ProxyBody> {
+    fn response(res: Response<Upstreamed>, in_flight: InFlight) -> Response<ProxyBody> {
         res.map(|inner| {
             Either::Left(Tracked {
                 inner,
                 _in_flight: in_flight,
-                conn,
             })
         })
     }
@@ -369,15 +398,15 @@ impl Gateway {
         } else {
             usize::MAX
         };
-        let body: UpstreamBody = if body.is_end_stream() {
+        let body: RequestBody = if body.is_end_stream() {
             // Most requests (GET): nothing to read or collect.
-            Either::Right(Full::new(Bytes::new()))
+            Either::Right(Bytes::new())
         } else if declared.is_some_and(|n| n <= self.limits.replay as u64) {
             match Limited::new(body, self.limits.replay.max(1))
                 .collect()
                 .await
             {
-                Ok(collected) => Either::Right(Full::new(collected.to_bytes())),
+                Ok(collected) => Either::Right(collected.to_bytes()),
                 Err(_) => return fail(GatewayError::BodyTooLarge),
             }
         } else {
@@ -481,18 +510,25 @@ impl Gateway {
                 break;
             };
             last_endpoint = Some(endpoint.id.clone());
-            let request = upstream_request(attempt.parts, attempt.path, &endpoint, body);
+            let outgoing = match body {
+                Either::Right(whole) if client_upgrade.is_none() && !endpoint.h2 => {
+                    Outgoing::Direct(whole)
+                }
+                body => Outgoing::Hyper(
+                    upstream_request(attempt.parts, attempt.path, &endpoint, upstream_body(body)),
+                    client_upgrade.is_some() || !endpoint.h2,
+                ),
+            };
             let per_try = spec
                 .per_try_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
-            let h1 = client_upgrade.is_some() || !endpoint.h2;
             let (outcome, in_flight) = self
-                .send_once(service, &endpoint, request, per_try, h1, grpc)
+                .send_once(service, &endpoint, &attempt, outgoing, per_try, grpc)
                 .await;
             let replayable = attempt.replayable();
             let attempts_left = n + 1 < spec.retry.attempts;
             match outcome {
-                Sent::Answer(mut res, grpc_unavailable, conn) => {
+                Sent::Answer(mut res, grpc_unavailable) => {
                     let retry_status =
                         grpc_unavailable || spec.retry.statuses.contains(&res.status().as_u16());
                     if retry_status && may_retry_reached && replayable && attempts_left {
@@ -500,8 +536,7 @@ impl Gateway {
                         last = GatewayError::Upstream;
                         // Kept: if no retry happens after all (budget,
                         // deadline), the client gets this answer as it was.
-                        last_response =
-                            Some(clean_response(Tracked::response(res, in_flight, conn)));
+                        last_response = Some(clean_response(Tracked::response(res, in_flight)));
                         continue;
                     }
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -515,7 +550,7 @@ impl Gateway {
                             return (Ok(clean_response(res)), last_endpoint, n + 1);
                         }
                     }
-                    let mut res = Tracked::response(res, in_flight, conn);
+                    let mut res = Tracked::response(res, in_flight);
                     crate::cors::decorate(m, attempt.parts, res.headers_mut());
                     return (Ok(clean_response(res)), last_endpoint, n + 1);
                 }
@@ -525,8 +560,8 @@ impl Gateway {
                     // A streamed body that was never written (connect
                     // refused, say) goes to the next endpoint after all.
                     let replayable = match unsent {
-                        Some(body) if never && !replayable => {
-                            attempt.body = Some(body);
+                        Some(Either::Left(streamed)) if never && !replayable => {
+                            attempt.body = Some(Either::Left(streamed));
                             true
                         }
                         _ => replayable,
@@ -586,31 +621,43 @@ impl Gateway {
         &self,
         service: &ServiceState,
         endpoint: &Endpoint,
-        request: Request<UpstreamBody>,
+        attempt: &Attempt<'_>,
+        outgoing: Outgoing,
         per_try: Duration,
-        h1: bool,
         grpc: bool,
     ) -> (Sent, InFlight) {
         let sent = Instant::now();
         let in_flight = endpoint.load.start();
         endpoint.breaker.on_send(sent);
+        let key = &endpoint.pool_key;
         let outcome = tokio::time::timeout(per_try, async {
-            if h1 {
-                match self.upstream.h1.send(&endpoint.pool_key, request).await {
-                    Ok((res, conn)) => Ok((res, Some(conn))),
+            match outgoing {
+                Outgoing::Direct(body) => {
+                    let head = h1::RequestHead {
+                        method: &attempt.parts.method,
+                        path: attempt.path,
+                        headers: &attempt.parts.headers,
+                        authority: key.authority(),
+                    };
+                    match self.upstream.h1.send_direct(key, head, &body).await {
+                        Ok(res) => Ok(res.map(Upstreamed::Direct)),
+                        Err(e) => Err((AttemptError::H1(e), None)),
+                    }
+                }
+                Outgoing::Hyper(request, true) => match self.upstream.h1.send(key, request).await {
+                    Ok((res, conn)) => Ok(res.map(|body| Upstreamed::Hyper(body, Some(conn)))),
                     Err((e, unsent)) => Err((AttemptError::H1(e), unsent.map(Request::into_body))),
-                }
-            } else {
-                match self.upstream.h2.request(request).await {
-                    Ok(res) => Ok((res, None)),
+                },
+                Outgoing::Hyper(request, false) => match self.upstream.h2.request(request).await {
+                    Ok(res) => Ok(res.map(|body| Upstreamed::Hyper(body, None))),
                     Err(e) => Err((AttemptError::H2(e), None)),
-                }
+                },
             }
         })
         .await;
         let latency = sent.elapsed();
         let (kind, sent_result) = match outcome {
-            Ok(Ok((res, conn))) => {
+            Ok(Ok(res)) => {
                 let status = res.status();
                 let grpc_unavailable =
                     grpc && res.headers().get("grpc-status").is_some_and(|v| v == "14");
@@ -621,7 +668,7 @@ impl Gateway {
                     _ if grpc_unavailable => Outcome::Grpc,
                     _ => Outcome::Success,
                 };
-                (kind, Sent::Answer(res, grpc_unavailable, conn))
+                (kind, Sent::Answer(res, grpc_unavailable))
             }
             Ok(Err((e, unsent))) => {
                 let never = e.reach() == Reach::Never;
@@ -665,9 +712,8 @@ impl AttemptError {
 // cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
 enum Sent {
-    /// An answer, whether it is a gRPC UNAVAILABLE, and its HTTP/1.1
-    /// connection.
-    Answer(Response<Incoming>, bool, Option<GiveBack>),
+    /// An answer, and whether it is a gRPC UNAVAILABLE.
+    Answer(Response<Upstreamed>, bool),
     /// A transport failure; true when it provably never reached the
     /// endpoint, and the body when the request was never written.
     Failed(bool, Option<UpstreamBody>),
@@ -680,9 +726,9 @@ enum Sent {
 impl Attempt<'_> {
     /// The body for the next attempt: a copy of a buffered one, or the
     /// streamed one the first time only.
-    fn next_body(&mut self) -> Option<UpstreamBody> {
+    fn next_body(&mut self) -> Option<RequestBody> {
         match &self.body {
-            Some(Either::Right(full)) => Some(Either::Right(full.clone())),
+            Some(Either::Right(whole)) => Some(Either::Right(whole.clone())),
             Some(Either::Left(_)) => self.body.take(),
             None => None,
         }
@@ -813,6 +859,13 @@ fn upstream_request(
         *req.version_mut() = http::Version::HTTP_2;
     } else {
         *req.version_mut() = http::Version::HTTP_11;
+        // HTTP/1.1 requires a Host (hyper's connection adds none); the
+        // "upstream" policy removed the client's.
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(endpoint.pool_key.authority().as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
     }
     req
 }

@@ -19,9 +19,20 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-/// A request body to an upstream: streamed from the client (with the body
-/// limit), or buffered whole so it can be replayed on a retry.
+/// A request body to an upstream through hyper: streamed from the client
+/// (with the body limit), or buffered whole so it can be replayed on a retry.
 pub type UpstreamBody = Either<Prefixed, Full<Bytes>>;
+
+/// A request body as read from the client: still streaming, or whole.
+pub type RequestBody = Either<Prefixed, Bytes>;
+
+/// The body for hyper's client.
+pub fn upstream_body(body: RequestBody) -> UpstreamBody {
+    match body {
+        Either::Left(streamed) => Either::Left(streamed),
+        Either::Right(whole) => Either::Right(Full::new(whole)),
+    }
+}
 
 /// The body was over the limit.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +60,7 @@ pub async fn take_ready(
     replay: usize,
     limit: usize,
     grace: Duration,
-) -> Result<UpstreamBody, TooLarge> {
+) -> Result<RequestBody, TooLarge> {
     let mut body = Limited::new(body, limit);
     let mut buf = BytesMut::new();
     let mut frames = VecDeque::new();
@@ -68,7 +79,7 @@ pub async fn take_ready(
         match next {
             Some(None) => {
                 return Ok(if frames.is_empty() {
-                    Either::Right(Full::new(buf.freeze()))
+                    Either::Right(buf.freeze())
                 } else {
                     frames.push_front(Frame::data(buf.freeze()));
                     Either::Left(Prefixed { frames, rest: None })

@@ -53,6 +53,12 @@ path_prefix = "/private/"
 api_keys = ["key-123"]
 
 [[route]]
+name = "hosted"
+service = "hello"
+path_prefix = "/hosted/"
+host_header = "upstream"
+
+[[route]]
 name = "cors"
 service = "hello"
 path_prefix = "/cors/"
@@ -77,7 +83,7 @@ async fn hello_stack() -> (Stack, Vec<std::sync::Arc<Backend>>) {
 
 #[tokio::test]
 async fn http1_round_trip_with_rewrites_and_forwarded_headers() {
-    let (s, _backends) = hello_stack().await;
+    let (s, backends) = hello_stack().await;
     let mut seen = BTreeSet::new();
     for _ in 0..20 {
         let (code, body) = get(&format!("{}/hello/x/y?z=1", s.gateway.url())).await;
@@ -99,6 +105,20 @@ async fn http1_round_trip_with_rewrites_and_forwarded_headers() {
         seen,
         BTreeSet::from(["h1".to_string(), "h2".to_string()]),
         "both backends get traffic"
+    );
+    // Host: the client's by default, the endpoint's address when the route
+    // says "upstream" (HTTP/1.1 always carries one).
+    let (_, body) = get(&format!("{}/hello/h", s.gateway.url())).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["host"], s.gateway.http.to_string());
+    let (_, body) = get(&format!("{}/hosted/h", s.gateway.url())).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let endpoints = [backends[0].addr.to_string(), backends[1].addr.to_string()];
+    assert!(
+        v["host"]
+            .as_str()
+            .is_some_and(|h| endpoints.iter().any(|e| e == h)),
+        "{body}"
     );
     // A client's request id is kept and echoed.
     let req = hyper::Request::get(format!("{}/hello/a", s.gateway.url()))

@@ -1,0 +1,887 @@
+//! A keep-alive HTTP/1.1 upstream connection driven by the request's own
+//! task: the request head and a buffered body are written with one
+//! `writev`, the response head is parsed with `httparse` (as hyper does),
+//! and the response body is read from the socket in the body's
+//! `poll_frame`, so the bytes go from the upstream socket to the client's
+//! without a second task in between.
+//!
+//! Why not hyper's client connection here: it runs as a task of its own that
+//! the request reaches over a channel, and its answer comes back over a
+//! oneshot and its body over another channel. In the profile in
+//! `bench/PROFILE.md` that task, the channels and the wake-ups between the
+//! two tasks were about a third of the gateway's user CPU per proxied
+//! request, the largest cost left after hyper-util's pool was replaced.
+//! hyper's client still serves what needs a connection that runs on its
+//! own: request bodies streamed from the client (an upstream may answer
+//! while they still arrive) and upgrades (WebSocket).
+
+use std::{
+    future::Future as _,
+    io::{self, IoSlice},
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header,
+    uri::{Authority, PathAndQuery},
+};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Response headers accepted (hyper's default limit too).
+const MAX_HEADERS: usize = 100;
+/// Largest response head (status line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// First read size; it doubles while reads fill it, up to `MAX_READ`.
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// One upstream connection.
+#[derive(Debug)]
+pub struct Conn {
+    io: TcpStream,
+    /// What was read and not yet handed on.
+    buf: BytesMut,
+    /// The request head being written (kept to reuse its allocation).
+    head: Vec<u8>,
+    read_size: usize,
+}
+
+/// The request to write: everything but the body comes from the client's
+/// request after the gateway's header edits.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The upstream path and query.
+    pub path: &'a PathAndQuery,
+    /// The headers to send (hop-by-hop ones already removed).
+    pub headers: &'a HeaderMap,
+    /// Sent as `Host` when `headers` has none.
+    pub authority: &'a Authority,
+}
+
+/// Why a request on a connection got no (complete) response head.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RequestError {
+    /// What went wrong.
+    pub error: io::Error,
+    /// Whether any byte of the request was written.
+    pub written: bool,
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length`: the bytes still to come.
+    Length(u64),
+    /// Chunked: where in the chunk stream we are.
+    Chunked(Chunk),
+    /// Read until the upstream closes (no length, no chunking).
+    Close,
+    /// Read to its end.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk: the bytes still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailers or the final CRLF.
+    Trailers,
+}
+
+/// A response body read from its connection as it is polled. Once read to
+/// its end, a connection that may be reused goes to `on_end`.
+#[derive(Debug)]
+pub struct ResponseBody<R: Reuse> {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    on_end: Option<R>,
+}
+
+/// Where a connection goes when its response body has been read.
+pub trait Reuse {
+    /// Takes the connection for the next request.
+    fn reuse(self, conn: Conn);
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// A new connection (no delay, TCP keep-alive after 30 s idle).
+    pub async fn connect(address: &Authority) -> io::Result<Self> {
+        let io = TcpStream::connect(address.as_str()).await?;
+        io.set_nodelay(true)?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30));
+        let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
+        Ok(Self {
+            io,
+            buf: BytesMut::new(),
+            head: Vec::new(),
+            read_size: MIN_READ,
+        })
+    }
+
+    /// Whether an idle connection can take a request: nothing arrived on it
+    /// while it was parked (a close, or bytes nobody asked for). Without a
+    /// system call unless the runtime saw it become readable.
+    pub fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: the close (or data) is there, or the readiness is
+            // left from the last read; a read tells which.
+            Poll::Ready(Ok(())) => {
+                matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes `head` and `body` and reads the response head. The connection
+    /// then belongs to the response body, which hands it to `on_end` when
+    /// it has been read to the end and the connection may serve another
+    /// request.
+    pub async fn request<R: Reuse>(
+        mut self,
+        head: RequestHead<'_>,
+        body: &Bytes,
+        on_end: R,
+    ) -> Result<Response<ResponseBody<R>>, RequestError> {
+        encode_head(&mut self.head, head, body.len());
+        let head_len = self.head.len();
+        let total = head_len + body.len();
+        let mut written = 0;
+        while written < total {
+            let slices = if written < head_len {
+                [IoSlice::new(&self.head[written..]), IoSlice::new(body)]
+            } else {
+                [IoSlice::new(&body[written - head_len..]), IoSlice::new(&[])]
+            };
+            match self.io.write_vectored(&slices).await {
+                Ok(0) => {
+                    return Err(RequestError {
+                        error: io::ErrorKind::WriteZero.into(),
+                        written: written > 0,
+                    });
+                }
+                Ok(n) => written += n,
+                Err(error) => {
+                    return Err(RequestError {
+                        error,
+                        written: written > 0,
+                    });
+                }
+            }
+        }
+        let failed = |error| RequestError {
+            error,
+            written: true,
+        };
+        loop {
+            if let Some(parsed) = parse_head(&mut self.buf).map_err(failed)? {
+                let (mut res, keep_alive, framing) = parsed;
+                if res.status().is_informational() {
+                    // 100 Continue and the like; the final answer follows.
+                    // (A 101 never comes here: upgrades go through hyper.)
+                    continue;
+                }
+                let framing = if *head.method == Method::HEAD
+                    || res.status() == StatusCode::NO_CONTENT
+                    || res.status() == StatusCode::NOT_MODIFIED
+                {
+                    Framing::Done
+                } else {
+                    framing
+                };
+                // Only the close ends such a body.
+                let keep_alive = keep_alive && framing != Framing::Close;
+                if matches!(framing, Framing::Chunked(_)) {
+                    // Framing is per hop: the client's side frames it anew.
+                    res.headers_mut().remove(header::CONTENT_LENGTH);
+                }
+                let mut body = ResponseBody {
+                    conn: Some(self),
+                    framing,
+                    keep_alive,
+                    on_end: Some(on_end),
+                };
+                body.finish_if_done();
+                return Ok(res.map(|()| body));
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(failed(invalid("response head too large")));
+            }
+            if self.fill().await.map_err(failed)? == 0 {
+                return Err(failed(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Reads more into the buffer; 0 at the end of the stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.reserve();
+        let before = self.buf.capacity() - self.buf.len();
+        let n = self.io.read_buf(&mut self.buf).await?;
+        self.adapt(n, before);
+        Ok(n)
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.reserve();
+        let before = self.buf.capacity() - self.buf.len();
+        // `read_buf` keeps no state between polls (the waker is left with
+        // the socket's registration), so a fresh one per poll is fine.
+        let n = std::task::ready!(std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx))?;
+        self.adapt(n, before);
+        Poll::Ready(Ok(n))
+    }
+
+    fn reserve(&mut self) {
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            self.buf.reserve(self.read_size);
+        }
+    }
+
+    /// Larger reads while they come back full (large bodies), as hyper does.
+    fn adapt(&mut self, n: usize, room: usize) {
+        if n == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        }
+    }
+}
+
+fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// `METHOD path HTTP/1.1`, the headers, `Host` if they have none, and the
+/// body's length when there is a body (`Transfer-Encoding` was removed as
+/// hop-by-hop; the body is whole, so its length is known).
+fn encode_head(dst: &mut Vec<u8>, head: RequestHead<'_>, body_len: usize) {
+    dst.clear();
+    dst.extend_from_slice(head.method.as_str().as_bytes());
+    dst.push(b' ');
+    dst.extend_from_slice(head.path.as_str().as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    let mut declared_body = false;
+    for (name, value) in head.headers {
+        if name == header::CONTENT_LENGTH {
+            declared_body = true;
+            continue;
+        }
+        has_host |= name == header::HOST;
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    if !has_host {
+        dst.extend_from_slice(b"host: ");
+        dst.extend_from_slice(head.authority.as_str().as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    let carries_body = matches!(*head.method, Method::POST | Method::PUT | Method::PATCH);
+    if body_len > 0 || declared_body || carries_body {
+        dst.extend_from_slice(b"content-length: ");
+        dst.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+type ParsedHead = (Response<()>, bool, Framing);
+
+/// Parses a response head from the front of `buf` and removes it, or says
+/// more bytes are needed (`None`).
+fn parse_head(buf: &mut BytesMut) -> io::Result<Option<ParsedHead>> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut raw);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(invalid("malformed response head")),
+    };
+    let status = res
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| invalid("bad status"))?;
+    let version = match res.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // Where each header sits in `buf`, so the values can share the head's
+    // bytes once it is split off (no copy per value).
+    let base = buf.as_ptr() as usize;
+    let count = res.headers.len();
+    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    for (slot, h) in at.iter_mut().zip(res.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        // Offsets are below MAX_HEAD-ish sizes; u32 holds any buffer here.
+        *slot = (
+            name as u32,
+            h.name.len() as u32,
+            value as u32,
+            h.value.len() as u32,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for &(n, nl, v, vl) in &at[..count] {
+        let name = HeaderName::from_bytes(&head[n as usize..(n + nl) as usize])
+            .map_err(|_| invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v as usize..(v + vl) as usize))
+            .map_err(|_| invalid("bad header value"))?;
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| invalid("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            // Chunked only if it is the final coding (RFC 9112 §6.3).
+            chunked = Some(
+                value
+                    .as_bytes()
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+            );
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing = match (chunked, length) {
+        (Some(true), _) => Framing::Chunked(Chunk::Size),
+        (Some(false), _) | (None, None) => Framing::Close,
+        (None, Some(0)) => Framing::Done,
+        (None, Some(n)) => Framing::Length(n),
+    };
+    let mut res = Response::new(());
+    *res.status_mut() = status;
+    *res.version_mut() = version;
+    *res.headers_mut() = headers;
+    Ok(Some((res, keep_alive, framing)))
+}
+
+// === impl ResponseBody ===
+
+impl<R: Reuse> ResponseBody<R> {
+    /// At the end: the connection is reused if nothing more came on it.
+    fn finish_if_done(&mut self) {
+        if self.framing != Framing::Done {
+            return;
+        }
+        if let (Some(conn), Some(on_end)) = (self.conn.take(), self.on_end.take()) {
+            if self.keep_alive && conn.buf.is_empty() {
+                on_end.reuse(conn);
+            }
+        }
+    }
+
+    fn conn(&mut self) -> io::Result<&mut Conn> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| io::Error::other("response body polled after its end"))
+    }
+
+    /// The next frame, or `None` when more must be read first.
+    fn decode(&mut self) -> io::Result<Option<Frame<Bytes>>> {
+        loop {
+            let framing = self.framing;
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(io::Error::other("response body polled after its end"));
+            };
+            let buf = &mut conn.buf;
+            match framing {
+                Framing::Done => return Ok(None),
+                Framing::Close => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(Frame::data(buf.split().freeze())));
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    self.framing = match (framing, left) {
+                        (Framing::Length(_), 0) => Framing::Done,
+                        (Framing::Length(_), _) => Framing::Length(left),
+                        (_, 0) => Framing::Chunked(Chunk::DataEnd),
+                        _ => Framing::Chunked(Chunk::Data(left)),
+                    };
+                    self.finish_if_done();
+                    return Ok(Some(Frame::data(data)));
+                }
+                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        self.framing = Framing::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(_) => return Err(invalid("bad chunk size")),
+                },
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(invalid("chunk not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let (used, trailers) = match httparse::parse_headers(buf, &mut raw) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let mut trailers = HeaderMap::new();
+                            for f in fields {
+                                if let (Ok(n), Ok(v)) = (
+                                    HeaderName::from_bytes(f.name.as_bytes()),
+                                    HeaderValue::from_bytes(f.value),
+                                ) {
+                                    trailers.append(n, v);
+                                }
+                            }
+                            (used, trailers)
+                        }
+                        Ok(httparse::Status::Partial) => {
+                            if buf.len() > MAX_HEAD {
+                                return Err(invalid("trailers too large"));
+                            }
+                            return Ok(None);
+                        }
+                        Err(_) => return Err(invalid("malformed trailers")),
+                    };
+                    buf.advance(used);
+                    self.framing = Framing::Done;
+                    self.finish_if_done();
+                    if trailers.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(Frame::trailers(trailers)));
+                }
+            }
+        }
+    }
+}
+
+impl<R: Reuse + Unpin> HttpBody for ResponseBody<R> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if this.framing == Framing::Done {
+                return Poll::Ready(None);
+            }
+            match this.decode() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) if this.framing == Framing::Done => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            let read = match this.conn() {
+                Ok(conn) => std::task::ready!(conn.poll_fill(cx)),
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(0) if this.framing == Framing::Close => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+    use tokio::{io::AsyncWriteExt as _, net::TcpListener};
+
+    use super::*;
+
+    /// Keeps the connection a finished body gives back.
+    #[derive(Debug, Clone, Default)]
+    struct Slot(Arc<Mutex<Option<Conn>>>);
+
+    impl Reuse for Slot {
+        fn reuse(self, conn: Conn) {
+            *self.0.lock().expect("slot") = Some(conn);
+        }
+    }
+
+    impl Slot {
+        fn take(&self) -> Option<Conn> {
+            self.0.lock().expect("slot").take()
+        }
+    }
+
+    /// A server that, for each request it reads on a connection, writes the
+    /// next answer of `answers` in pieces of `piece` bytes (closing the
+    /// connection after it when its flag says so) and sends what it read
+    /// down the channel. With no answer left it closes the connection.
+    async fn server(
+        answers: Vec<(&'static [u8], bool)>,
+        piece: usize,
+    ) -> (Authority, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut seen = Vec::new();
+                loop {
+                    let mut buf = [0u8; 4096];
+                    let Ok(n) = s.read(&mut buf).await else { break };
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let text = String::from_utf8_lossy(&seen).to_string();
+                    let body_len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if seen.len() < end + 4 + body_len {
+                        continue;
+                    }
+                    let _ = tx.send(text);
+                    seen.clear();
+                    let Some((answer, close)) = answers.next() else {
+                        break;
+                    };
+                    for part in answer.chunks(piece) {
+                        let _ = s.write_all(part).await;
+                        let _ = s.flush().await;
+                        if piece < answer.len() {
+                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        }
+                    }
+                    if close {
+                        break;
+                    }
+                }
+            }
+        });
+        (address.parse().expect("authority"), rx)
+    }
+
+    fn head<'a>(
+        method: &'a Method,
+        headers: &'a HeaderMap,
+        authority: &'a Authority,
+    ) -> RequestHead<'a> {
+        static PATH: PathAndQuery = PathAndQuery::from_static("/p?q=1");
+        RequestHead {
+            method,
+            path: &PATH,
+            headers,
+            authority,
+        }
+    }
+
+    /// One request; the body read to its end with its trailers.
+    async fn exchange(
+        conn: Conn,
+        method: Method,
+        body: &'static [u8],
+        slot: &Slot,
+        authority: &Authority,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>, Option<HeaderMap>), io::Error> {
+        let headers = HeaderMap::new();
+        let res = conn
+            .request(
+                head(&method, &headers, authority),
+                &Bytes::from_static(body),
+                slot.clone(),
+            )
+            .await
+            .map_err(|e| e.error)?;
+        let (parts, body) = res.into_parts();
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        Ok((
+            parts.status,
+            parts.headers,
+            collected.to_bytes().to_vec(),
+            trailers,
+        ))
+    }
+
+    #[tokio::test]
+    async fn length_delimited_answers_reuse_the_connection_and_requests_are_well_formed() {
+        let (authority, mut seen) = server(
+            vec![
+                (
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+                    false,
+                ),
+                (
+                    b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+                    false,
+                ),
+            ],
+            1024,
+        )
+        .await;
+        let slot = Slot::default();
+        let conn = Conn::connect(&authority).await.expect("connect");
+        let (status, headers, body, _) = exchange(conn, Method::GET, b"", &slot, &authority)
+            .await
+            .expect("first");
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"hello"[..]));
+        assert_eq!(headers.get_all("x-a").iter().count(), 2);
+        let request = seen.recv().await.expect("request");
+        assert!(request.starts_with("GET /p?q=1 HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.contains(&format!("host: {authority}\r\n")),
+            "{request}"
+        );
+        assert!(!request.contains("content-length"), "{request}");
+
+        let conn = slot.take().expect("the connection came back");
+        let (status, _, body, _) = exchange(conn, Method::POST, b"abc", &slot, &authority)
+            .await
+            .expect("second");
+        assert_eq!((status, body.as_slice()), (StatusCode::CREATED, &b"ok"[..]));
+        let request = seen.recv().await.expect("request");
+        assert!(request.starts_with("POST /p?q=1 HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.ends_with("content-length: 3\r\n\r\nabc"),
+            "{request}"
+        );
+        assert!(slot.take().is_some(), "reused again");
+    }
+
+    #[tokio::test]
+    async fn chunked_answers_arriving_byte_by_byte_keep_their_trailers() {
+        let (authority, _seen) = server(
+            vec![
+                (
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n",
+                    false,
+                ),
+                (
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                    false,
+                ),
+            ],
+            1,
+        )
+        .await;
+        let slot = Slot::default();
+        let conn = Conn::connect(&authority).await.expect("connect");
+        let (status, headers, body, trailers) = exchange(conn, Method::GET, b"", &slot, &authority)
+            .await
+            .expect("chunked");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, b"hello world");
+        assert!(
+            headers.get(header::CONTENT_LENGTH).is_none(),
+            "chunked wins over a length"
+        );
+        assert_eq!(trailers.expect("trailers")["x-sum"], "11");
+        let conn = slot.take().expect("reused after the last chunk");
+        let (_, _, body, trailers) = exchange(conn, Method::GET, b"", &slot, &authority)
+            .await
+            .expect("no trailers");
+        assert_eq!(body, b"abc");
+        assert!(trailers.is_none());
+        assert!(slot.take().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_length_ends_with_the_connection() {
+        let (authority, _seen) =
+            server(vec![(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true)], 4).await;
+        let slot = Slot::default();
+        let conn = Conn::connect(&authority).await.expect("connect");
+        let (status, _, body, _) = exchange(conn, Method::GET, b"", &slot, &authority)
+            .await
+            .expect("answer");
+        assert_eq!(
+            (status, body.as_slice()),
+            (StatusCode::OK, &b"until the end"[..])
+        );
+        assert!(slot.take().is_none(), "never reused");
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_have_no_body_and_reuse_the_connection() {
+        let (authority, _seen) = server(
+            vec![
+                (b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", false),
+                (b"HTTP/1.1 204 No Content\r\n\r\n", false),
+                (
+                    b"HTTP/1.1 304 Not Modified\r\ncontent-length: 7\r\n\r\n",
+                    false,
+                ),
+            ],
+            1024,
+        )
+        .await;
+        let slot = Slot::default();
+        let mut conn = Conn::connect(&authority).await.expect("connect");
+        for method in [Method::HEAD, Method::GET, Method::GET] {
+            let (_, _, body, _) = exchange(conn, method.clone(), b"", &slot, &authority)
+                .await
+                .expect("answer");
+            assert!(body.is_empty(), "{method}");
+            conn = slot.take().expect("reused");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_body_and_a_bad_head_are_errors_and_connection_close_is_honoured() {
+        let (authority, _seen) = server(
+            vec![(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", true)],
+            1024,
+        )
+        .await;
+        let slot = Slot::default();
+        let conn = Conn::connect(&authority).await.expect("connect");
+        let e = exchange(conn, Method::GET, b"", &slot, &authority)
+            .await
+            .expect_err("a short body must not end cleanly");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(slot.take().is_none());
+
+        let (authority, _seen) = server(vec![(b"HTTP/1.1 2x0 Nope\r\n\r\n", false)], 1024).await;
+        let conn = Conn::connect(&authority).await.expect("connect");
+        let headers = HeaderMap::new();
+        let e = conn
+            .request(
+                head(&Method::GET, &headers, &authority),
+                &Bytes::new(),
+                Slot::default(),
+            )
+            .await
+            .expect_err("malformed");
+        assert!(e.written, "the request went out: it may have been seen");
+        assert_eq!(e.error.kind(), io::ErrorKind::InvalidData);
+
+        let (authority, _seen) = server(
+            vec![(
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+                false,
+            )],
+            1024,
+        )
+        .await;
+        let slot = Slot::default();
+        let conn = Conn::connect(&authority).await.expect("connect");
+        let (_, _, body, _) = exchange(conn, Method::GET, b"", &slot, &authority)
+            .await
+            .expect("answer");
+        assert_eq!(body, b"ok");
+        assert!(slot.take().is_none(), "Connection: close is honoured");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_server_closed_is_not_reusable() {
+        let (authority, _seen) = server(
+            vec![(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true)],
+            1024,
+        )
+        .await;
+        let slot = Slot::default();
+        let conn = Conn::connect(&authority).await.expect("connect");
+        // The answer says keep-alive, but the server closes right after it.
+        exchange(conn, Method::GET, b"", &slot, &authority)
+            .await
+            .expect("answer");
+        let mut conn = slot.take().expect("parked");
+        let closed = async {
+            while conn.is_reusable() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), closed)
+            .await
+            .expect("the close is seen while the connection is idle");
+    }
+}
