@@ -62,6 +62,9 @@ pub struct RequestHead<'a> {
     pub path: &'a PathAndQuery,
     /// The headers to send (hop-by-hop ones already removed).
     pub headers: &'a HeaderMap,
+    /// Sent after them, each instead of any of the same name in `headers`
+    /// (the gateway's X-Forwarded-*, request id, trace context).
+    pub extra: &'a [(&'static HeaderName, HeaderValue)],
     /// Sent as `Host` when `headers` has none.
     pub authority: &'a Authority,
 }
@@ -286,11 +289,14 @@ fn encode_head(dst: &mut Vec<u8>, head: RequestHead<'_>, body_len: usize) {
             declared_body = true;
             continue;
         }
+        if head.extra.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
         has_host |= name == header::HOST;
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
+        field(dst, name, value);
+    }
+    for (name, value) in head.extra {
+        field(dst, name, value);
     }
     if !has_host {
         dst.extend_from_slice(b"host: ");
@@ -303,6 +309,13 @@ fn encode_head(dst: &mut Vec<u8>, head: RequestHead<'_>, body_len: usize) {
         dst.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
+    dst.extend_from_slice(b"\r\n");
+}
+
+fn field(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    dst.extend_from_slice(name.as_str().as_bytes());
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value.as_bytes());
     dst.extend_from_slice(b"\r\n");
 }
 
@@ -656,10 +669,13 @@ mod tests {
         authority: &'a Authority,
     ) -> RequestHead<'a> {
         static PATH: PathAndQuery = PathAndQuery::from_static("/p?q=1");
+        static EXTRA: std::sync::LazyLock<[(&'static HeaderName, HeaderValue); 1]> =
+            std::sync::LazyLock::new(|| [(&header::USER_AGENT, HeaderValue::from_static("gw"))]);
         RequestHead {
             method,
             path: &PATH,
             headers,
+            extra: &*EXTRA,
             authority,
         }
     }
@@ -672,7 +688,8 @@ mod tests {
         slot: &Slot,
         authority: &Authority,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>, Option<HeaderMap>), io::Error> {
-        let headers = HeaderMap::new();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("client"));
         let res = conn
             .request(
                 head(&method, &headers, authority),
@@ -722,6 +739,11 @@ mod tests {
             "{request}"
         );
         assert!(!request.contains("content-length"), "{request}");
+        assert!(
+            request.contains("\r\nuser-agent: gw\r\n"),
+            "extra fields are sent: {request}"
+        );
+        assert!(!request.contains("client"), "and replace the client's: {request}");
 
         let conn = slot.take().expect("the connection came back");
         let (status, _, body, _) = exchange(conn, Method::POST, b"abc", &slot, &authority)

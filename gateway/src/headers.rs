@@ -69,23 +69,89 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
         || n == PROXY_CONNECTION
 }
 
-/// Appends the client (its IP as a header value) to `X-Forwarded-For` and
-/// sets `-Proto` and `-Host`.
-pub fn forwarded(h: &mut HeaderMap, client: &HeaderValue, tls: bool, host: &str) {
-    let xff = match h.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(prev) => HeaderValue::from_bytes(&[prev, b", ", client.as_bytes()].concat()).ok(),
-        None => Some(client.clone()),
-    };
-    if let Some(v) = xff {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+/// The headers the gateway sets on every request it forwards:
+/// `X-Forwarded-For` (the client appended), `-Proto`, `-Host` (the client's
+/// if it sent one), the request id and `traceparent` (kept if valid, else a
+/// new trace). Worked out in one pass over the client's headers and kept
+/// apart from them: the direct HTTP/1.1 path writes them straight into the
+/// request head ([`crate::h1`]), and only hyper's path inserts them into a
+/// header map ([`Added::apply`]). Hashed map lookups and inserts of these
+/// five custom names were a tenth of the gateway's CPU per request.
+#[derive(Debug, Clone)]
+pub struct Added {
+    fields: [(&'static HeaderName, HeaderValue); 5],
+    len: usize,
+}
+
+// === impl Added ===
+
+impl Added {
+    /// What to add to a request with headers `h` from `client` (its IP as
+    /// a header value) for `host`, with request id `id`.
+    pub fn new(
+        h: &HeaderMap,
+        client: &HeaderValue,
+        tls: bool,
+        host: &str,
+        id: &HeaderValue,
+    ) -> Self {
+        let (mut xff, mut xfh, mut trace) = (None, None, None);
+        for (name, value) in h {
+            if *name == X_FORWARDED_FOR {
+                xff.get_or_insert(value);
+            } else if *name == X_FORWARDED_HOST {
+                xfh.get_or_insert(value);
+            } else if *name == TRACEPARENT && trace.is_none() && valid_traceparent(value) {
+                trace = Some(value.clone());
+            }
+        }
+        let xff = match xff {
+            Some(prev) => {
+                HeaderValue::from_bytes(&[prev.as_bytes(), b", ", client.as_bytes()].concat())
+                    .unwrap_or_else(|_| client.clone())
+            }
+            None => client.clone(),
+        };
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        let trace = trace.unwrap_or_else(new_traceparent);
+        let filler = HeaderValue::from_static("");
+        let mut added = Self {
+            fields: [
+                (&X_FORWARDED_FOR, xff),
+                (&X_FORWARDED_PROTO, proto),
+                (&REQUEST_ID, id.clone()),
+                (&TRACEPARENT, trace),
+                (&X_FORWARDED_HOST, filler),
+            ],
+            len: 4,
+        };
+        let xfh = match xfh {
+            Some(theirs) => Some(theirs.clone()),
+            None if !host.is_empty() => HeaderValue::from_str(host).ok(),
+            None => None,
+        };
+        if let Some(v) = xfh {
+            added.fields[4].1 = v;
+            added.len = 5;
+        }
+        added
     }
-    h.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    if !host.is_empty() && !h.contains_key(&X_FORWARDED_HOST) {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            h.insert(X_FORWARDED_HOST.clone(), v);
+
+    /// The fields, each replacing any of the same name.
+    pub fn fields(&self) -> &[(&'static HeaderName, HeaderValue)] {
+        &self.fields[..self.len]
+    }
+
+    /// `X-Forwarded-For` as sent on.
+    pub fn forwarded_for(&self) -> &HeaderValue {
+        &self.fields[0].1
+    }
+
+    /// Sets the fields in `h`.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        h.reserve(self.len);
+        for (name, value) in self.fields() {
+            h.insert(*name, value.clone());
         }
     }
 }
@@ -129,33 +195,32 @@ fn hex(out: &mut [u8], mut v: u128) {
     }
 }
 
-/// Keeps a valid `traceparent`, or starts a new trace.
-pub fn traceparent(h: &mut HeaderMap) {
-    let valid = h
-        .get(&TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let mut parts = v.split('-');
-            let (version, trace, span, flags) =
-                (parts.next(), parts.next(), parts.next(), parts.next());
-            version.is_some_and(|p| p.len() == 2)
-                && trace.is_some_and(|p| {
-                    p.len() == 32
-                        && p.bytes().all(|b| b.is_ascii_hexdigit())
-                        && p.bytes().any(|b| b != b'0')
-                })
-                && span.is_some_and(|p| p.len() == 16)
-                && flags.is_some()
-        });
-    if !valid {
-        // 00-<32 hex trace id>-<16 hex span id>-01
-        let mut v = *b"00-00000000000000000000000000000000-0000000000000000-01";
-        hex(&mut v[3..35], random().max(1));
-        hex(&mut v[36..52], (random() as u64).max(1).into());
-        if let Ok(v) = HeaderValue::from_bytes(&v) {
-            h.insert(TRACEPARENT.clone(), v);
-        }
-    }
+/// A `traceparent` worth keeping: version, a non-zero 32-hex trace id, a
+/// 16-character span id and flags.
+fn valid_traceparent(v: &HeaderValue) -> bool {
+    v.to_str().is_ok_and(|v| {
+        let mut parts = v.split('-');
+        let (version, trace, span, flags) =
+            (parts.next(), parts.next(), parts.next(), parts.next());
+        version.is_some_and(|p| p.len() == 2)
+            && trace.is_some_and(|p| {
+                p.len() == 32
+                    && p.bytes().all(|b| b.is_ascii_hexdigit())
+                    && p.bytes().any(|b| b != b'0')
+            })
+            && span.is_some_and(|p| p.len() == 16)
+            && flags.is_some()
+    })
+}
+
+/// A new trace: `00-<32 hex trace id>-<16 hex span id>-01`.
+fn new_traceparent() -> HeaderValue {
+    let mut v = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex(&mut v[3..35], random().max(1));
+    hex(&mut v[36..52], (random() as u64).max(1).into());
+    HeaderValue::from_bytes(&v).unwrap_or_else(|_| {
+        HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
+    })
 }
 
 /// Whether a request asks for a WebSocket upgrade.
@@ -201,24 +266,36 @@ mod tests {
         assert!(h.get("x-kept").is_some());
     }
 
+    fn added(h: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        Added::new(
+            h,
+            &HeaderValue::from_static("10.0.0.2"),
+            true,
+            "api.example.com",
+            &HeaderValue::from_static("id-1"),
+        )
+        .apply(&mut out);
+        out
+    }
+
     #[test]
     fn forwarded_appends_and_ids_are_kept_or_made() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        forwarded(
-            &mut h,
-            &HeaderValue::from_static("10.0.0.2"),
-            true,
-            "api.example.com",
-        );
+        let a = added(&h);
+        assert_eq!(a[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+        assert_eq!(a[&X_FORWARDED_PROTO], "https");
+        assert_eq!(a[&X_FORWARDED_HOST], "api.example.com");
+        assert_eq!(a[&REQUEST_ID], "id-1");
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("first.example"));
         assert_eq!(
-            h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
-            Some(&b"10.0.0.1, 10.0.0.2"[..])
+            added(&h)[&X_FORWARDED_HOST],
+            "first.example",
+            "the client's is kept"
         );
-        assert_eq!(
-            h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()),
-            Some(&b"https"[..])
-        );
+        assert_eq!(added(&HeaderMap::new())[&X_FORWARDED_FOR], "10.0.0.2");
+
         h.insert(&REQUEST_ID, HeaderValue::from_static("abc"));
         assert_eq!(request_id(&h), "abc");
         h.insert(&REQUEST_ID, HeaderValue::from_static(""));
@@ -230,8 +307,8 @@ mod tests {
             &TRACEPARENT,
             HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000001-01"),
         );
-        traceparent(&mut h);
-        let tp = h.get(&TRACEPARENT).expect("made").to_str().expect("ascii");
+        let a = added(&h);
+        let tp = a[&TRACEPARENT].to_str().expect("ascii");
         assert!(
             tp.len() == 55
                 && tp.starts_with("00-")
@@ -239,17 +316,16 @@ mod tests {
                 && !tp.contains("-00000000000000000000000000000000-"),
             "an all-zero trace id is replaced by a fresh one: {tp}"
         );
-        traceparent(&mut h);
-        let tp = h
-            .get(&TRACEPARENT)
-            .expect("made")
-            .to_str()
-            .expect("ascii")
-            .to_string();
-        traceparent(&mut h);
+        assert_ne!(
+            added(&h)[&TRACEPARENT],
+            a[&TRACEPARENT],
+            "a new trace each time"
+        );
+        h.insert(&TRACEPARENT, a[&TRACEPARENT].clone());
         assert_eq!(
-            h.get(&TRACEPARENT).expect("kept").to_str().expect("ascii"),
-            tp
+            added(&h)[&TRACEPARENT],
+            a[&TRACEPARENT],
+            "a valid one is kept"
         );
     }
 }

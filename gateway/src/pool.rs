@@ -643,6 +643,7 @@ mod tests {
             method: &http::Method::GET,
             path: &PATH,
             headers: &HEADERS,
+            extra: &[],
             authority: key.authority(),
         }
     }

@@ -121,6 +121,7 @@ impl Peer {
 struct Attempt<'a> {
     parts: &'a Parts,
     path: &'a PathAndQuery,
+    added: &'a headers::Added,
     body: Option<RequestBody>,
 }
 
@@ -376,7 +377,7 @@ impl Gateway {
         } else {
             None
         };
-        prepare_headers(&mut parts, &m, peer, id, host, upgrade);
+        let added = prepare_headers(&mut parts, &m, peer, id, host, upgrade);
         let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path = match upstream_path(&m, original) {
             Cow::Borrowed(_) => parts.uri.path_and_query().cloned(),
@@ -429,6 +430,7 @@ impl Gateway {
         let attempt = Attempt {
             parts: &parts,
             path: &path,
+            added: &added,
             body: Some(body),
         };
         let (result, endpoint, attempts) = self
@@ -481,7 +483,7 @@ impl Gateway {
                 | Method::TRACE
         );
         let may_retry_reached = idempotent || spec.retry.retryable;
-        let key = hash_key(m, attempt.parts);
+        let key = hash_key(m, attempt.parts, attempt.added);
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last = GatewayError::NoEndpoint;
         let mut last_endpoint: Option<Arc<str>> = None;
@@ -515,7 +517,7 @@ impl Gateway {
                     Outgoing::Direct(whole)
                 }
                 body => Outgoing::Hyper(
-                    upstream_request(attempt.parts, attempt.path, &endpoint, upstream_body(body)),
+                    upstream_request(&attempt, &endpoint, upstream_body(body)),
                     client_upgrade.is_some() || !endpoint.h2,
                 ),
             };
@@ -637,6 +639,7 @@ impl Gateway {
                         method: &attempt.parts.method,
                         path: attempt.path,
                         headers: &attempt.parts.headers,
+                        extra: attempt.added.fields(),
                         authority: key.authority(),
                     };
                     match self.upstream.h1.send_direct(key, head, &body).await {
@@ -785,7 +788,7 @@ fn client_key(header: Option<&http::HeaderName>, parts: &Parts, peer: &Peer) -> 
     }
 }
 
-fn hash_key(m: &Matched, parts: &Parts) -> Option<Vec<u8>> {
+fn hash_key(m: &Matched, parts: &Parts, added: &headers::Added) -> Option<Vec<u8>> {
     match m.route.hash_key.as_ref()? {
         HashKey::Header(h) => parts.headers.get(h).map(|v| v.as_bytes().to_vec()),
         HashKey::Path => Some(parts.uri.path().as_bytes().to_vec()),
@@ -795,10 +798,7 @@ fn hash_key(m: &Matched, parts: &Parts) -> Option<Vec<u8>> {
                 (k == q).then(|| v.as_bytes().to_vec())
             })
         }),
-        HashKey::Ip => parts
-            .headers
-            .get("x-forwarded-for")
-            .map(|v| v.as_bytes().to_vec()),
+        HashKey::Ip => Some(added.forwarded_for().as_bytes().to_vec()),
     }
 }
 
@@ -809,15 +809,10 @@ fn prepare_headers(
     id: &HeaderValue,
     host: &str,
     upgrade: bool,
-) {
+) -> headers::Added {
     let h = &mut parts.headers;
-    // Room for what is added below (X-Forwarded-*, request id, traceparent,
-    // Host), so the map grows once rather than once per insert.
-    h.reserve(6);
     headers::strip_hop_by_hop(h, upgrade);
-    headers::forwarded(h, &peer.ip, peer.tls, host);
-    h.insert(headers::REQUEST_ID.clone(), id.clone());
-    headers::traceparent(h);
+    let added = headers::Added::new(h, &peer.ip, peer.tls, host, id);
     match m.route.spec.host_header.as_str() {
         "preserve" => {
             if !h.contains_key(header::HOST) {
@@ -835,14 +830,15 @@ fn prepare_headers(
             }
         }
     }
+    added
 }
 
 fn upstream_request(
-    parts: &Parts,
-    path: &PathAndQuery,
+    attempt: &Attempt<'_>,
     endpoint: &Endpoint,
     body: UpstreamBody,
 ) -> Request<UpstreamBody> {
+    let (parts, path) = (attempt.parts, attempt.path);
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(http::uri::Scheme::HTTP);
     uri.authority = Some(endpoint.pool_key.authority().clone());
@@ -852,6 +848,7 @@ fn upstream_request(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = parts.headers.clone();
+    attempt.added.apply(req.headers_mut());
     if endpoint.h2 {
         // HTTP/2 carries the authority as :authority; a Host header would
         // contradict it.
