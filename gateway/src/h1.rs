@@ -743,7 +743,10 @@ mod tests {
             request.contains("\r\nuser-agent: gw\r\n"),
             "extra fields are sent: {request}"
         );
-        assert!(!request.contains("client"), "and replace the client's: {request}");
+        assert!(
+            !request.contains("client"),
+            "and replace the client's: {request}"
+        );
 
         let conn = slot.take().expect("the connection came back");
         let (status, _, body, _) = exchange(conn, Method::POST, b"abc", &slot, &authority)

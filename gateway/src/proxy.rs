@@ -498,13 +498,13 @@ impl Gateway {
             }
             // Another endpoint if there is one, else one already tried
             // (Envoy's "previous hosts" predicate falls back the same way).
-            let picked = service
-                .pick(key.as_deref(), &tried, Instant::now())
-                .or_else(|| {
-                    service
-                        .pick(key.as_deref(), &[], Instant::now())
-                        .filter(|_| !tried.is_empty())
-                });
+            // One clock reading serves the pick, the timeout and the send.
+            let now = Instant::now();
+            let picked = service.pick(key.as_deref(), &tried, now).or_else(|| {
+                service
+                    .pick(key.as_deref(), &[], now)
+                    .filter(|_| !tried.is_empty())
+            });
             let Some((endpoint, _panic)) = picked else {
                 break;
             };
@@ -523,9 +523,9 @@ impl Gateway {
             };
             let per_try = spec
                 .per_try_timeout
-                .min(deadline.saturating_duration_since(Instant::now()));
+                .min(deadline.saturating_duration_since(now));
             let (outcome, in_flight) = self
-                .send_once(service, &endpoint, &attempt, outgoing, per_try, grpc)
+                .send_once(service, &endpoint, &attempt, outgoing, (now, per_try), grpc)
                 .await;
             let replayable = attempt.replayable();
             let attempts_left = n + 1 < spec.retry.attempts;
@@ -625,10 +625,9 @@ impl Gateway {
         endpoint: &Endpoint,
         attempt: &Attempt<'_>,
         outgoing: Outgoing,
-        per_try: Duration,
+        (sent, per_try): (Instant, Duration),
         grpc: bool,
     ) -> (Sent, InFlight) {
-        let sent = Instant::now();
         let in_flight = endpoint.load.start();
         endpoint.breaker.on_send(sent);
         let key = &endpoint.pool_key;
@@ -658,7 +657,8 @@ impl Gateway {
             }
         })
         .await;
-        let latency = sent.elapsed();
+        let done = Instant::now();
+        let latency = done.saturating_duration_since(sent);
         let (kind, sent_result) = match outcome {
             Ok(Ok(res)) => {
                 let status = res.status();
@@ -687,7 +687,7 @@ impl Gateway {
             }
             Err(_) => (Outcome::Timeout, Sent::TimedOut),
         };
-        service.record(endpoint, kind, latency, Instant::now());
+        service.record(endpoint, kind, latency, done);
         (sent_result, in_flight)
     }
 }
