@@ -112,7 +112,12 @@ impl Load {
     /// same), so an endpoint that was slow once is tried again in time
     /// instead of being starved forever.
     pub fn cost(&self) -> f64 {
-        let idle = (self.base.elapsed().as_nanos() as u64)
+        self.cost_at(Instant::now())
+    }
+
+    /// [`cost`](Self::cost) at `now` (a clock reading the caller already has).
+    pub fn cost_at(&self, now: Instant) -> f64 {
+        let idle = (now.saturating_duration_since(self.base).as_nanos() as u64)
             .saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
         let decay = (-(idle as f64) / DEFAULT_TAU.as_nanos() as f64).exp();
         self.ewma_ns() * decay * f64::from(self.in_flight() + 1)

@@ -1,11 +1,15 @@
 //! A picker over one service's members, for one policy.
 
-use std::sync::{
-    Arc, Mutex, PoisonError,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    cell::RefCell,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
 };
 
-use rand::Rng;
+use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use super::{
     hash::{Maglev, Ring, hash_key},
@@ -29,6 +33,9 @@ pub struct Member {
 pub struct Pick<'a> {
     /// The request's hash key, for the hash policies.
     pub key: Option<&'a [u8]>,
+    /// The time of the pick, if the caller has read the clock already
+    /// (peak EWMA decays its estimates by it); else read here.
+    pub now: Option<Instant>,
 }
 
 /// Picks members of one service with one policy.
@@ -75,7 +82,13 @@ impl Picker {
 
     /// Picks among members for which `eligible(index)` holds.
     pub fn pick(&self, req: Pick<'_>, eligible: impl Fn(usize) -> bool) -> Option<usize> {
-        self.pick_with(req, eligible, &mut rand::rng())
+        // Random choices here need to be spread, not unpredictable: a
+        // per-thread xoshiro (seeded from the OS) rather than the
+        // cryptographic `ThreadRng`, on a path taken by every request.
+        thread_local! {
+            static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+        }
+        RNG.with(|rng| self.pick_with(req, eligible, &mut *rng.borrow_mut()))
     }
 
     /// [`pick`](Self::pick) with a given random source (seeded in tests).
@@ -97,7 +110,10 @@ impl Picker {
             Policy::Random => random_eligible(n, &eligible, rng),
             Policy::WeightedRoundRobin => self.smooth_wrr(&eligible),
             Policy::LeastRequest => self.p2c(&eligible, rng, |m| f64::from(m.load.in_flight())),
-            Policy::PeakEwma => self.p2c(&eligible, rng, |m| m.load.cost()),
+            Policy::PeakEwma => {
+                let now = req.now.unwrap_or_else(Instant::now);
+                self.p2c(&eligible, rng, |m| m.load.cost_at(now))
+            }
             Policy::RingHash | Policy::Maglev => {
                 let hash = match req.key {
                     Some(key) => hash_key(key),
