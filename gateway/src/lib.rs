@@ -29,6 +29,7 @@ pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod testing;
+pub mod timer;
 pub mod upstream;
 pub mod websocket;
 

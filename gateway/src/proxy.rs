@@ -79,6 +79,8 @@ pub struct Gateway {
     pub view: ArcSwap<View>,
     /// Woken when a service is first used, so the control plane follows it.
     pub new_service: Notify,
+    /// Request-header deadlines and per-try timeouts.
+    pub timer: crate::timer::Coarse,
     access_log: bool,
 }
 
@@ -219,6 +221,7 @@ impl Gateway {
             limits,
             view: ArcSwap::from_pointee(View::default()),
             new_service: Notify::new(),
+            timer: crate::timer::Coarse::new(),
             access_log,
         }
     }
@@ -631,32 +634,42 @@ impl Gateway {
         let in_flight = endpoint.load.start();
         endpoint.breaker.on_send(sent);
         let key = &endpoint.pool_key;
-        let outcome = tokio::time::timeout(per_try, async {
-            match outgoing {
-                Outgoing::Direct(body) => {
-                    let head = h1::RequestHead {
-                        method: &attempt.parts.method,
-                        path: attempt.path,
-                        headers: &attempt.parts.headers,
-                        extra: attempt.added.fields(),
-                        authority: key.authority(),
-                    };
-                    match self.upstream.h1.send_direct(key, head, &body).await {
-                        Ok(res) => Ok(res.map(Upstreamed::Direct)),
-                        Err(e) => Err((AttemptError::H1(e), None)),
+        let outcome = self
+            .timer
+            .timeout_at(sent + per_try, async {
+                match outgoing {
+                    Outgoing::Direct(body) => {
+                        let head = h1::RequestHead {
+                            method: &attempt.parts.method,
+                            path: attempt.path,
+                            headers: &attempt.parts.headers,
+                            extra: attempt.added.fields(),
+                            authority: key.authority(),
+                        };
+                        match self.upstream.h1.send_direct(key, head, &body).await {
+                            Ok(res) => Ok(res.map(Upstreamed::Direct)),
+                            Err(e) => Err((AttemptError::H1(e), None)),
+                        }
+                    }
+                    Outgoing::Hyper(request, true) => {
+                        match self.upstream.h1.send(key, request).await {
+                            Ok((res, conn)) => {
+                                Ok(res.map(|body| Upstreamed::Hyper(body, Some(conn))))
+                            }
+                            Err((e, unsent)) => {
+                                Err((AttemptError::H1(e), unsent.map(Request::into_body)))
+                            }
+                        }
+                    }
+                    Outgoing::Hyper(request, false) => {
+                        match self.upstream.h2.request(request).await {
+                            Ok(res) => Ok(res.map(|body| Upstreamed::Hyper(body, None))),
+                            Err(e) => Err((AttemptError::H2(e), None)),
+                        }
                     }
                 }
-                Outgoing::Hyper(request, true) => match self.upstream.h1.send(key, request).await {
-                    Ok((res, conn)) => Ok(res.map(|body| Upstreamed::Hyper(body, Some(conn)))),
-                    Err((e, unsent)) => Err((AttemptError::H1(e), unsent.map(Request::into_body))),
-                },
-                Outgoing::Hyper(request, false) => match self.upstream.h2.request(request).await {
-                    Ok(res) => Ok(res.map(|body| Upstreamed::Hyper(body, None))),
-                    Err(e) => Err((AttemptError::H2(e), None)),
-                },
-            }
-        })
-        .await;
+            })
+            .await;
         let done = Instant::now();
         let latency = done.saturating_duration_since(sent);
         let (kind, sent_result) = match outcome {

@@ -395,3 +395,54 @@ async fn rate_concurrency_body_and_header_limits() {
     );
     assert_eq!(res.headers()["access-control-max-age"], "600");
 }
+
+#[tokio::test]
+async fn a_slow_or_idle_client_is_cut_off_at_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("h1").await;
+    let s = Stack::start_with(
+        ROUTES,
+        vec![spec("hello", "h1", a.addr, reg::Protocol::Http1)],
+        |c| c.header_timeout = Duration::from_millis(300),
+    )
+    .await;
+    // Reads until the gateway closes; how long that took.
+    async fn closed_after(mut conn: tokio::net::TcpStream) -> Duration {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return start.elapsed(),
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("the connection stayed open past the header deadline"),
+            }
+        }
+    }
+    // A head that never ends (one byte at a time would not help either).
+    let mut slow = tokio::net::TcpStream::connect(s.gateway.http)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /hello/x HTTP/1.1\r\nhost: a\r\nx-slow: ")
+        .await
+        .expect("write");
+    let took = closed_after(slow).await;
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // A kept-alive connection that sends nothing more after its answer.
+    let mut idle = tokio::net::TcpStream::connect(s.gateway.http)
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /hello/x HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.expect("answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let took = closed_after(idle).await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Requests in time are unaffected.
+    let (code, _) = get(&format!("{}/hello/x", s.gateway.url())).await;
+    assert_eq!(code, 200);
+}
