@@ -421,7 +421,7 @@ instructions() {
       total=$(awk '/^summary:/ {print $2}' "$out")
       if [ "$name" = gateway ]; then
         startup=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null \
-          | awk '/admin.rs:switchyard_runtime::admin::router( \[|$)/ {gsub(",", "", $1); print $1; exit}')
+          | awk '/admin.rs:switchyard_runtime::admin::router( \[|$)/ && !n++ {gsub(",", "", $1); print $1}' || true)
       fi
       counts+=("$ok" "$((total - ${startup:-0}))")
     done

@@ -279,7 +279,10 @@ impl Gateway {
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let (parts, body) = req.into_parts();
-        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        // Kept for the access log only (the request moves on).
+        let logged = self
+            .access_log
+            .then(|| (parts.method.clone(), parts.uri.clone()));
         let mut served = Served::default();
         let result = self
             .forward(parts, body, &peer, &id, grpc, start, &mut served)
@@ -298,7 +301,7 @@ impl Gateway {
         if let Some(service) = &served.service {
             service.duration.record(elapsed.as_secs_f64());
         }
-        if self.access_log {
+        if let Some((method, uri)) = logged {
             tracing::info!(
                 target: "access",
                 request_id = id.to_str().unwrap_or(""),
