@@ -228,8 +228,16 @@ async fn report_loop(gw: Arc<Gateway>, cfg: ControlConfig, shutdown: Cancellatio
             _ = ticker.tick() => {}
         }
         let now = Instant::now();
+        let services = gw.services();
+        // Idle upstream connections of endpoints nobody sends to any more
+        // would otherwise wait for their next checkout.
+        for s in &services {
+            for e in &s.snapshot().endpoints {
+                gw.upstream.h1.sweep_direct(&e.pool_key);
+            }
+        }
         let endpoints: Vec<pb::EndpointLoad> =
-            gw.services().iter().flat_map(|s| s.report(now)).collect();
+            services.iter().flat_map(|s| s.report(now)).collect();
         let report = pb::LoadReport {
             reporter_id: cfg.id.clone(),
             interval: Some(prost_types::Duration {

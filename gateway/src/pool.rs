@@ -80,8 +80,8 @@ pub struct PoolKey {
 /// the endpoint's key rather than in a map of the pool's, so a checkout and
 /// a park are a lock and a pop or a push: looking the address up in a map
 /// on both was 1,100 instructions per request. They close when their
-/// endpoint leaves the view, or when found closed or expired at a checkout
-/// or park.
+/// endpoint leaves the view, or when found closed or expired at a checkout,
+/// a park or a sweep ([`H1Pool::sweep_direct`]).
 #[derive(Debug, Default)]
 struct DirectIdle(Mutex<Vec<Parked<h1::Conn>>>);
 
@@ -311,6 +311,17 @@ impl H1Pool {
                 Err(e) => return Err(SendError::Direct(e)),
             }
         }
+    }
+
+    /// Closes the idle direct connections of `key` that expired or that the
+    /// endpoint closed. Checkouts and parks do this too; this is for
+    /// endpoints that get no more requests (the gateway calls it for every
+    /// endpoint once per report interval).
+    pub fn sweep_direct(&self, key: &PoolKey) {
+        let now = Instant::now();
+        let ttl = self.inner.idle_timeout;
+        lock_direct(&key.direct)
+            .retain_mut(|p| now.duration_since(p.since) <= ttl && p.conn.is_reusable());
     }
 
     /// Idle hyper connections per address.
@@ -750,6 +761,26 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_closes_idle_direct_connections_the_server_closed_or_that_expired() {
+        let (address, _accepted) = backend(false, 16).await;
+        let pool = H1Pool::new(Duration::from_secs(1), Duration::from_millis(200));
+        let res = pool
+            .send_direct(&address, direct_head(&address), &Bytes::new())
+            .await
+            .expect("send");
+        assert_eq!(read_direct(res).await, 16);
+        pool.sweep_direct(&address);
+        assert_eq!(pool.idle_direct(&address), 1, "fresh and open: kept");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pool.sweep_direct(&address);
+        assert_eq!(
+            pool.idle_direct(&address),
+            0,
+            "past the idle timeout: closed"
+        );
     }
 
     #[tokio::test]
