@@ -123,18 +123,14 @@ pub trait Reuse {
 // === impl Conn ===
 
 impl Conn {
-    /// A new connection (no delay, TCP keep-alive after 30 s idle).
-    pub async fn connect(address: &Authority) -> io::Result<Self> {
-        let io = TcpStream::connect(address.as_str()).await?;
-        io.set_nodelay(true)?;
-        let keepalive = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30));
-        let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
-        Ok(Self {
+    /// A connection over `io` (connected by the pool).
+    pub fn new(io: TcpStream) -> Self {
+        Self {
             io,
             buf: BytesMut::new(),
             head: Vec::new(),
             read_size: MIN_READ,
-        })
+        }
     }
 
     /// Whether an idle connection can take a request: nothing arrived on it
@@ -663,6 +659,14 @@ mod tests {
         (address.parse().expect("authority"), rx)
     }
 
+    async fn connect(authority: &Authority) -> Conn {
+        Conn::new(
+            TcpStream::connect(authority.as_str())
+                .await
+                .expect("connect"),
+        )
+    }
+
     fn head<'a>(
         method: &'a Method,
         headers: &'a HeaderMap,
@@ -726,7 +730,7 @@ mod tests {
         )
         .await;
         let slot = Slot::default();
-        let conn = Conn::connect(&authority).await.expect("connect");
+        let conn = connect(&authority).await;
         let (status, headers, body, _) = exchange(conn, Method::GET, b"", &slot, &authority)
             .await
             .expect("first");
@@ -779,7 +783,7 @@ mod tests {
         )
         .await;
         let slot = Slot::default();
-        let conn = Conn::connect(&authority).await.expect("connect");
+        let conn = connect(&authority).await;
         let (status, headers, body, trailers) = exchange(conn, Method::GET, b"", &slot, &authority)
             .await
             .expect("chunked");
@@ -804,7 +808,7 @@ mod tests {
         let (authority, _seen) =
             server(vec![(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true)], 4).await;
         let slot = Slot::default();
-        let conn = Conn::connect(&authority).await.expect("connect");
+        let conn = connect(&authority).await;
         let (status, _, body, _) = exchange(conn, Method::GET, b"", &slot, &authority)
             .await
             .expect("answer");
@@ -830,7 +834,7 @@ mod tests {
         )
         .await;
         let slot = Slot::default();
-        let mut conn = Conn::connect(&authority).await.expect("connect");
+        let mut conn = connect(&authority).await;
         for method in [Method::HEAD, Method::GET, Method::GET] {
             let (_, _, body, _) = exchange(conn, method.clone(), b"", &slot, &authority)
                 .await
@@ -848,7 +852,7 @@ mod tests {
         )
         .await;
         let slot = Slot::default();
-        let conn = Conn::connect(&authority).await.expect("connect");
+        let conn = connect(&authority).await;
         let e = exchange(conn, Method::GET, b"", &slot, &authority)
             .await
             .expect_err("a short body must not end cleanly");
@@ -856,7 +860,7 @@ mod tests {
         assert!(slot.take().is_none());
 
         let (authority, _seen) = server(vec![(b"HTTP/1.1 2x0 Nope\r\n\r\n", false)], 1024).await;
-        let conn = Conn::connect(&authority).await.expect("connect");
+        let conn = connect(&authority).await;
         let headers = HeaderMap::new();
         let e = conn
             .request(
@@ -878,7 +882,7 @@ mod tests {
         )
         .await;
         let slot = Slot::default();
-        let conn = Conn::connect(&authority).await.expect("connect");
+        let conn = connect(&authority).await;
         let (_, _, body, _) = exchange(conn, Method::GET, b"", &slot, &authority)
             .await
             .expect("answer");
@@ -894,7 +898,7 @@ mod tests {
         )
         .await;
         let slot = Slot::default();
-        let conn = Conn::connect(&authority).await.expect("connect");
+        let conn = connect(&authority).await;
         // The answer says keep-alive, but the server closes right after it.
         exchange(conn, Method::GET, b"", &slot, &authority)
             .await

@@ -45,25 +45,15 @@ pub struct H1Pool {
 pub(crate) struct Inner {
     /// hyper connections: streamed request bodies and upgrades. (Direct
     /// ones are kept with each endpoint's key: [`DirectIdle`].)
-    hyper: Mutex<Idle<Sender>>,
+    hyper: Mutex<Idle>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
 #[derive(Debug)]
-struct Idle<C> {
-    by_address: HashMap<PoolKey, Vec<Parked<C>>, BuildHasherDefault<Prehashed>>,
+struct Idle {
+    by_address: HashMap<PoolKey, Vec<Parked<Sender>>, BuildHasherDefault<Prehashed>>,
     last_sweep: Instant,
-}
-
-/// An idle connection of either kind.
-trait Pooled {
-    /// Not closed, and nothing unexpected arrived on it.
-    fn is_open(&mut self) -> bool;
-    /// Can take a request now (hyper's may still be finishing a response).
-    fn is_ready(&mut self) -> bool {
-        true
-    }
 }
 
 /// An endpoint's address as the pool's key, hashed once when the endpoint
@@ -239,7 +229,7 @@ impl H1Pool {
         let address = &key.authority;
         let mut reused = true;
         loop {
-            let mut sender = match self.inner.checkout(&self.inner.hyper, key) {
+            let mut sender = match self.inner.checkout(key) {
                 Some(s) => s,
                 None => {
                     reused = false;
@@ -295,7 +285,7 @@ impl H1Pool {
                 Some(c) => c,
                 None => {
                     reused = false;
-                    self.inner.connect_direct(&key.authority).await?
+                    h1::Conn::new(self.inner.tcp(&key.authority).await?)
                 }
             };
             let park = ParkDirect {
@@ -320,8 +310,7 @@ impl H1Pool {
     pub fn sweep_direct(&self, key: &PoolKey) {
         let now = Instant::now();
         let ttl = self.inner.idle_timeout;
-        lock_direct(&key.direct)
-            .retain_mut(|p| now.duration_since(p.since) <= ttl && p.conn.is_reusable());
+        lock_direct(&key.direct).retain_mut(|p| !p.expired(now, ttl) && p.conn.is_reusable());
     }
 
     /// Idle hyper connections per address.
@@ -340,7 +329,7 @@ impl H1Pool {
     }
 }
 
-fn lock<C>(idle: &Mutex<Idle<C>>) -> std::sync::MutexGuard<'_, Idle<C>> {
+fn lock(idle: &Mutex<Idle>) -> std::sync::MutexGuard<'_, Idle> {
     idle.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -350,7 +339,7 @@ fn lock_direct(idle: &DirectIdle) -> std::sync::MutexGuard<'_, Vec<Parked<h1::Co
 
 // === impl Idle ===
 
-impl<C: Pooled> Idle<C> {
+impl Idle {
     fn new() -> Self {
         Self {
             by_address: HashMap::default(),
@@ -359,13 +348,9 @@ impl<C: Pooled> Idle<C> {
     }
 }
 
-impl Pooled for Sender {
-    fn is_open(&mut self) -> bool {
-        !self.is_closed()
-    }
-
-    fn is_ready(&mut self) -> bool {
-        Sender::is_ready(self)
+impl<C> Parked<C> {
+    fn expired(&self, now: Instant, idle_timeout: Duration) -> bool {
+        now.duration_since(self.since) > idle_timeout
     }
 }
 
@@ -376,7 +361,7 @@ impl h1::Reuse for ParkDirect {
         // The oldest are at the bottom: those past the idle timeout go.
         let expired = idle
             .iter()
-            .take_while(|p| now.duration_since(p.since) > self.idle_timeout)
+            .take_while(|p| p.expired(now, self.idle_timeout))
             .count();
         idle.drain(..expired);
         if idle.len() < MAX_IDLE_PER_ADDRESS {
@@ -391,15 +376,15 @@ impl Inner {
     /// The most recently parked connection that is ready (warm caches, and
     /// the older ones age out). Closed and expired ones are dropped; one
     /// still finishing its previous response stays for later.
-    fn checkout<C: Pooled>(&self, idle: &Mutex<Idle<C>>, key: &PoolKey) -> Option<C> {
+    fn checkout(&self, key: &PoolKey) -> Option<Sender> {
         let now = Instant::now();
-        let mut idle = lock(idle);
+        let mut idle = lock(&self.hyper);
         let parked = idle.by_address.get_mut(key)?;
         let mut i = parked.len();
         while i > 0 {
             i -= 1;
-            let p = &mut parked[i];
-            if now.duration_since(p.since) > self.idle_timeout || !p.conn.is_open() {
+            let p = &parked[i];
+            if p.expired(now, self.idle_timeout) || p.conn.is_closed() {
                 parked.swap_remove(i);
             } else if p.conn.is_ready() {
                 return Some(parked.swap_remove(i).conn);
@@ -413,7 +398,7 @@ impl Inner {
         let mut idle = lock_direct(&key.direct);
         let now = Instant::now();
         while let Some(mut p) = idle.pop() {
-            if now.duration_since(p.since) > self.idle_timeout {
+            if p.expired(now, self.idle_timeout) {
                 // The rest are older still.
                 idle.clear();
                 return None;
@@ -425,26 +410,9 @@ impl Inner {
         None
     }
 
-    fn connect_failed(&self, address: &Authority, reason: String) -> SendError {
-        SendError::Connect {
-            address: address.clone(),
-            reason,
-        }
-    }
-
-    async fn connect_direct(&self, address: &Authority) -> Result<h1::Conn, SendError> {
-        tokio::time::timeout(self.connect_timeout, h1::Conn::connect(address))
-            .await
-            .map_err(|_| {
-                self.connect_failed(
-                    address,
-                    format!("timed out after {:?}", self.connect_timeout),
-                )
-            })?
-            .map_err(|e| self.connect_failed(address, e.to_string()))
-    }
-
-    async fn connect_hyper(&self, address: &Authority) -> Result<Sender, SendError> {
+    /// A TCP connection for either kind: no delay, keep-alive probes after
+    /// 30 s idle, given up after the connect timeout.
+    async fn tcp(&self, address: &Authority) -> Result<tokio::net::TcpStream, SendError> {
         let failed = |reason: String| SendError::Connect {
             address: address.clone(),
             reason,
@@ -459,9 +427,18 @@ impl Inner {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        Ok(stream)
+    }
+
+    async fn connect_hyper(&self, address: &Authority) -> Result<Sender, SendError> {
+        let stream = self.tcp(address).await?;
+        let (sender, conn) =
+            http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| SendError::Connect {
+                    address: address.clone(),
+                    reason: e.to_string(),
+                })?;
         tokio::spawn(async move {
             // with_upgrades: a 101 hands the connection to the WebSocket tunnel.
             if let Err(error) = conn.with_upgrades().await {
@@ -471,16 +448,16 @@ impl Inner {
         Ok(sender)
     }
 
-    fn park<C: Pooled>(&self, idle: &Mutex<Idle<C>>, address: PoolKey, conn: C) {
+    fn park(&self, address: PoolKey, conn: Sender) {
         let now = Instant::now();
-        let mut idle = lock(idle);
+        let mut idle = lock(&self.hyper);
         // Now and then, drop what expired or closed everywhere, so that
         // endpoints that went away do not keep connections open.
         if now.duration_since(idle.last_sweep) > self.idle_timeout {
             idle.last_sweep = now;
             let ttl = self.idle_timeout;
             idle.by_address.retain(|_, parked| {
-                parked.retain_mut(|p| now.duration_since(p.since) <= ttl && p.conn.is_open());
+                parked.retain(|p| !p.expired(now, ttl) && !p.conn.is_closed());
                 !parked.is_empty()
             });
         }
@@ -499,8 +476,7 @@ impl GiveBack {
     pub fn complete(mut self) {
         if let Some(sender) = self.sender.take() {
             if !sender.is_closed() {
-                self.pool
-                    .park(&self.pool.hyper, self.address.clone(), sender);
+                self.pool.park(self.address.clone(), sender);
             }
         }
     }
@@ -547,6 +523,50 @@ mod tests {
             PoolKey::new(addr.to_string().parse().expect("authority")),
             accepted,
         )
+    }
+
+    /// A raw server that answers once per connection, keep-alive, and then
+    /// closes it without saying so (an idle timeout on the other side); it
+    /// counts its connections.
+    async fn answers_once_then_closes() -> (PoolKey, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = PoolKey::new(
+            listener
+                .local_addr()
+                .expect("addr")
+                .to_string()
+                .parse()
+                .expect("a"),
+        );
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    /// The key of a port nothing listens on.
+    fn refused() -> PoolKey {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        PoolKey::new(format!("127.0.0.1:{port}").parse().expect("a"))
     }
 
     fn get(key: &PoolKey) -> Request<UpstreamBody> {
@@ -611,32 +631,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pooled_connection_the_server_closed_is_replaced_unseen() {
-        // A raw server that answers once per connection, keep-alive, and then
-        // closes it without saying so (an idle timeout on the other side).
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = PoolKey::new(
-            listener
-                .local_addr()
-                .expect("addr")
-                .to_string()
-                .parse()
-                .expect("a"),
-        );
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            while let Ok((mut s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                });
-            }
-        });
+        let (address, accepted) = answers_once_then_closes().await;
         let pool = pool();
         for _ in 0..3 {
             let (res, back) = pool.send(&address, get(&address)).await.expect("send");
@@ -644,16 +639,12 @@ mod tests {
             assert_eq!(read_and_give_back(res, back).await, 2);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn a_refused_connect_never_reached_the_endpoint() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let address = PoolKey::new(format!("127.0.0.1:{port}").parse().expect("a"));
+        let address = refused();
         let e = pool()
             .send(&address, get(&address))
             .await
@@ -723,33 +714,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_direct_connection_the_server_closed_while_parked_is_replaced_unseen() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = PoolKey::new(
-            listener
-                .local_addr()
-                .expect("addr")
-                .to_string()
-                .parse()
-                .expect("a"),
-        );
-        let accepted = Arc::new(AtomicU64::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            while let Ok((mut s, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                });
-            }
-        });
+        let (address, accepted) = answers_once_then_closes().await;
         let pool = pool();
         for _ in 0..3 {
             let res = pool
@@ -785,12 +750,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_direct_connect_never_reached_the_endpoint() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let address = PoolKey::new(format!("127.0.0.1:{port}").parse().expect("a"));
+        let address = refused();
         let e = pool()
             .send_direct(&address, direct_head(&address), &Bytes::new())
             .await

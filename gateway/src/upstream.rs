@@ -1,6 +1,6 @@
-//! The shared upstream connection pools: one for HTTP/1.1 endpoints, one
-//! for HTTP/2 (h2c and gRPC). hyper-util's pooled client, so connections
-//! are reused across requests, routes and reloads.
+//! The shared upstream connection pools: the gateway's own for HTTP/1.1
+//! endpoints (`pool.rs`), hyper-util's pooled client for HTTP/2 (h2c and
+//! gRPC); connections are reused across requests, routes and reloads.
 
 use std::{
     collections::VecDeque,
