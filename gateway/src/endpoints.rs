@@ -356,12 +356,14 @@ impl ServiceState {
         endpoint.attempts[outcome.index()].increment(1);
         if outcome == Outcome::Success {
             endpoint.breaker.on_success();
-            endpoint.load.observe(latency);
+            endpoint.load.observe_now(latency, now);
             return;
         }
         // A failure counts as slow for the latency estimate, so peak EWMA
         // does not reward fast errors.
-        endpoint.load.observe(latency.max(Duration::from_secs(1)));
+        endpoint
+            .load
+            .observe_now(latency.max(Duration::from_secs(1)), now);
         let snap = self.snapshot.load();
         let n = snap.endpoints.len();
         let cap = (n * snap.max_ejection_percent as usize / 100).max(1);

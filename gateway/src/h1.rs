@@ -33,22 +33,29 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Response headers accepted (hyper's default limit too).
-const MAX_HEADERS: usize = 100;
+/// Header fields accepted in a head (hyper's default limit too).
+pub const MAX_HEADERS: usize = 100;
 /// Largest response head (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
 /// First read size; it doubles while reads fill it, up to `MAX_READ`.
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
-/// One upstream connection.
+/// One upstream connection. Its state lives in one allocation made when
+/// it connects, so the response body that owns it while reading stays small
+/// (responses are moved a dozen times on their way to the client).
 #[derive(Debug)]
-pub struct Conn {
+pub struct Conn(Box<ConnState>);
+
+#[derive(Debug)]
+struct ConnState {
     io: TcpStream,
     /// What was read and not yet handed on.
     buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
     head: Vec<u8>,
+    /// Where the last response head's fields were.
+    fields: Box<Fields>,
     read_size: usize,
 }
 
@@ -67,6 +74,25 @@ pub struct RequestHead<'a> {
     pub extra: &'a [(&'static HeaderName, HeaderValue)],
     /// Sent as `Host` when `headers` has none.
     pub authority: &'a Authority,
+    /// The answer's header lines may be kept as they came ([`RawFields`])
+    /// instead of parsed into its header map: only the gateway's own
+    /// HTTP/1.1 client path writes them, and only when nothing on the way
+    /// reads the answer's headers.
+    pub raw_answer: bool,
+}
+
+/// An answer's header lines as the upstream sent them (each ending in
+/// CRLF), passed on to the client without a header map in between. Kept
+/// only when there is nothing to take out: no hop-by-hop field, no
+/// `x-request-id` (the gateway sets its own).
+#[derive(Debug, Clone)]
+pub struct RawFields {
+    /// The lines, from the first field to the blank line (not included).
+    pub lines: Bytes,
+    /// They carry a `Date`.
+    pub date: bool,
+    /// They carry a `Content-Length`.
+    pub length: bool,
 }
 
 /// Why a request on a connection got no (complete) response head.
@@ -109,6 +135,7 @@ enum Chunk {
 #[derive(Debug)]
 pub struct ResponseBody<R: Reuse> {
     conn: Option<Conn>,
+    raw: Option<RawFields>,
     framing: Framing,
     keep_alive: bool,
     on_end: Option<R>,
@@ -125,29 +152,30 @@ pub trait Reuse {
 impl Conn {
     /// A connection over `io` (connected by the pool).
     pub fn new(io: TcpStream) -> Self {
-        Self {
+        Self(Box::new(ConnState {
             io,
             buf: BytesMut::new(),
             head: Vec::new(),
+            fields: Fields::new(),
             read_size: MIN_READ,
-        }
+        }))
     }
 
     /// Whether an idle connection can take a request: nothing arrived on it
     /// while it was parked (a close, or bytes nobody asked for). Without a
     /// system call unless the runtime saw it become readable.
     pub fn is_reusable(&mut self) -> bool {
-        if !self.buf.is_empty() {
+        if !self.0.buf.is_empty() {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
+        match self.0.io.poll_read_ready(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
             // Readable: the close (or data) is there, or the readiness is
             // left from the last read; a read tells which.
             Poll::Ready(Ok(())) => {
-                matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                matches!(self.0.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
         }
     }
@@ -162,17 +190,17 @@ impl Conn {
         body: &Bytes,
         on_end: R,
     ) -> Result<Response<ResponseBody<R>>, RequestError> {
-        encode_head(&mut self.head, head, body.len());
-        let head_len = self.head.len();
+        encode_head(&mut self.0.head, head, body.len());
+        let head_len = self.0.head.len();
         let total = head_len + body.len();
         let mut written = 0;
         while written < total {
             let slices = if written < head_len {
-                [IoSlice::new(&self.head[written..]), IoSlice::new(body)]
+                [IoSlice::new(&self.0.head[written..]), IoSlice::new(body)]
             } else {
                 [IoSlice::new(&body[written - head_len..]), IoSlice::new(&[])]
             };
-            match self.io.write_vectored(&slices).await {
+            match self.0.io.write_vectored(&slices).await {
                 Ok(0) => {
                     return Err(RequestError {
                         error: io::ErrorKind::WriteZero.into(),
@@ -193,8 +221,10 @@ impl Conn {
             written: true,
         };
         loop {
-            if let Some(parsed) = parse_head(&mut self.buf).map_err(failed)? {
-                let (mut res, keep_alive, framing) = parsed;
+            if let Some(parsed) =
+                parse_head(&mut self.0.buf, &mut self.0.fields, head.raw_answer).map_err(failed)?
+            {
+                let (mut res, keep_alive, framing, raw) = parsed;
                 if res.status().is_informational() {
                     // 100 Continue and the like; the final answer follows.
                     // (A 101 never comes here: upgrades go through hyper.)
@@ -216,6 +246,7 @@ impl Conn {
                 }
                 let mut body = ResponseBody {
                     conn: Some(self),
+                    raw,
                     framing,
                     keep_alive,
                     on_end: Some(on_end),
@@ -223,7 +254,7 @@ impl Conn {
                 body.finish_if_done();
                 return Ok(res.map(|()| body));
             }
-            if self.buf.len() > MAX_HEAD {
+            if self.0.buf.len() > MAX_HEAD {
                 return Err(failed(invalid("response head too large")));
             }
             if self.fill().await.map_err(failed)? == 0 {
@@ -235,32 +266,32 @@ impl Conn {
     /// Reads more into the buffer; 0 at the end of the stream.
     async fn fill(&mut self) -> io::Result<usize> {
         self.reserve();
-        let before = self.buf.capacity() - self.buf.len();
-        let n = self.io.read_buf(&mut self.buf).await?;
+        let before = self.0.buf.capacity() - self.0.buf.len();
+        let n = self.0.io.read_buf(&mut self.0.buf).await?;
         self.adapt(n, before);
         Ok(n)
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.reserve();
-        let before = self.buf.capacity() - self.buf.len();
+        let before = self.0.buf.capacity() - self.0.buf.len();
         // `read_buf` keeps no state between polls (the waker is left with
         // the socket's registration), so a fresh one per poll is fine.
-        let n = std::task::ready!(std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx))?;
+        let n = std::task::ready!(std::pin::pin!(self.0.io.read_buf(&mut self.0.buf)).poll(cx))?;
         self.adapt(n, before);
         Poll::Ready(Ok(n))
     }
 
     fn reserve(&mut self) {
-        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
-            self.buf.reserve(self.read_size);
+        if self.0.buf.capacity() - self.0.buf.len() < self.0.read_size / 2 {
+            self.0.buf.reserve(self.0.read_size);
         }
     }
 
     /// Larger reads while they come back full (large bodies), as hyper does.
     fn adapt(&mut self, n: usize, room: usize) {
         if n == room {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
+            self.0.read_size = (self.0.read_size * 2).min(MAX_READ);
         }
     }
 }
@@ -308,24 +339,92 @@ fn encode_head(dst: &mut Vec<u8>, head: RequestHead<'_>, body_len: usize) {
     dst.extend_from_slice(b"\r\n");
 }
 
-fn field(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+/// Writes `name: value` and its line end.
+pub fn field(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     dst.extend_from_slice(name.as_str().as_bytes());
     dst.extend_from_slice(b": ");
     dst.extend_from_slice(value.as_bytes());
     dst.extend_from_slice(b"\r\n");
 }
 
-type ParsedHead = (Response<()>, bool, Framing);
+/// Where each header field of a head parsed by `httparse` sits in its
+/// buffer, so that once the head is split off and frozen the values can
+/// share its bytes (no copy per value). Shared by the upstream side (this
+/// module) and the client side ([`crate::front`]).
+#[derive(Debug)]
+pub struct Fields {
+    at: [(u32, u32, u32, u32); MAX_HEADERS],
+    count: usize,
+}
+
+impl Fields {
+    /// Room for a head's places, kept by a connection for all its heads
+    /// (the array is 1.6 KB: made once, not per request).
+    pub fn new() -> Box<Self> {
+        Box::new(Self {
+            at: [(0, 0, 0, 0); MAX_HEADERS],
+            count: 0,
+        })
+    }
+
+    /// Records the places of `fields`, parsed from the front of `buf`.
+    pub fn fill(&mut self, buf: &[u8], fields: &[httparse::Header<'_>]) {
+        let base = buf.as_ptr() as usize;
+        for (slot, h) in self.at.iter_mut().zip(fields) {
+            // Offsets within a head; heads are far below 4 GiB.
+            *slot = (
+                (h.name.as_ptr() as usize - base) as u32,
+                h.name.len() as u32,
+                (h.value.as_ptr() as usize - base) as u32,
+                h.value.len() as u32,
+            );
+        }
+        self.count = fields.len().min(MAX_HEADERS);
+    }
+
+    /// The fields as names and values over `head` (the buffer's front,
+    /// split off and frozen).
+    pub fn iter<'a>(
+        &'a self,
+        head: &'a Bytes,
+    ) -> impl Iterator<Item = Result<(HeaderName, HeaderValue), &'static str>> + 'a {
+        self.at[..self.count].iter().map(|&(n, nl, v, vl)| {
+            let name = HeaderName::from_bytes(&head[n as usize..(n + nl) as usize])
+                .map_err(|_| "bad header name")?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v as usize..(v + vl) as usize))
+                .map_err(|_| "bad header value")?;
+            Ok((name, value))
+        })
+    }
+
+    /// The fields as a header map over `head`.
+    pub fn headers(&self, head: &Bytes) -> Result<HeaderMap, &'static str> {
+        let mut headers = HeaderMap::with_capacity(self.count);
+        for field in self.iter(head) {
+            let (name, value) = field?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+type ParsedHead = (Response<()>, bool, Framing, Option<RawFields>);
 
 /// Parses a response head from the front of `buf` and removes it, or says
 /// more bytes are needed (`None`).
-fn parse_head(buf: &mut BytesMut) -> io::Result<Option<ParsedHead>> {
+fn parse_head(
+    buf: &mut BytesMut,
+    fields: &mut Fields,
+    raw_answer: bool,
+) -> io::Result<Option<ParsedHead>> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut raw);
-    let len = match res.parse(buf) {
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut raw)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(invalid("malformed response head")),
@@ -338,32 +437,19 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<ParsedHead>> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // Where each header sits in `buf`, so the values can share the head's
-    // bytes once it is split off (no copy per value).
-    let base = buf.as_ptr() as usize;
-    let count = res.headers.len();
-    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    for (slot, h) in at.iter_mut().zip(res.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        // Offsets are below MAX_HEAD-ish sizes; u32 holds any buffer here.
-        *slot = (
-            name as u32,
-            h.name.len() as u32,
-            value as u32,
-            h.value.len() as u32,
-        );
+    if raw_answer && !status.is_informational() {
+        if let Some(plan) = raw_plan(buf, len, res.headers)? {
+            return Ok(Some(keep_raw(buf, len, status, version, plan)));
+        }
     }
+    fields.fill(buf, res.headers);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(fields.count);
     let mut keep_alive = version == Version::HTTP_11;
     let mut length: Option<u64> = None;
     let mut chunked = None;
-    for &(n, nl, v, vl) in &at[..count] {
-        let name = HeaderName::from_bytes(&head[n as usize..(n + nl) as usize])
-            .map_err(|_| invalid("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v as usize..(v + vl) as usize))
-            .map_err(|_| invalid("bad header value"))?;
+    for field in fields.iter(&head) {
+        let (name, value) = field.map_err(invalid)?;
         if name == header::CONTENT_LENGTH {
             let n = std::str::from_utf8(value.as_bytes())
                 .ok()
@@ -404,19 +490,108 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<ParsedHead>> {
     *res.status_mut() = status;
     *res.version_mut() = version;
     *res.headers_mut() = headers;
-    Ok(Some((res, keep_alive, framing)))
+    Ok(Some((res, keep_alive, framing, None)))
+}
+
+/// Where the header lines of a head start, whether they carry a `Date`,
+/// and the `Content-Length` they declare, if they can pass as they came
+/// (see [`RawFields`]); `None` if not, for the header-map path.
+type RawPlan = (usize, bool, Option<u64>);
+
+fn raw_plan(
+    buf: &[u8],
+    len: usize,
+    fields: &[httparse::Header<'_>],
+) -> io::Result<Option<RawPlan>> {
+    const TAKEN_OUT: [&[u8]; 9] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"x-request-id",
+    ];
+    let base = buf.as_ptr() as usize;
+    if !buf[..len].ends_with(b"\r\n\r\n") {
+        return Ok(None);
+    }
+    let (mut date, mut length) = (false, None::<u64>);
+    for h in fields {
+        let name = h.name.as_bytes();
+        if TAKEN_OUT.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            return Ok(None);
+        }
+        // Lines end in CRLF right after the value (no bare LF, no
+        // trailing blanks to carry along).
+        let end = h.value.as_ptr() as usize - base + h.value.len();
+        if buf[end..].first() != Some(&b'\r') {
+            return Ok(None);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| invalid("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"date") {
+            date = true;
+        }
+    }
+    let start = fields
+        .first()
+        .map_or(len - 2, |h| h.name.as_ptr() as usize - base);
+    Ok(Some((start, date, length)))
+}
+
+/// The answer with its header lines kept as they came; its head is split
+/// off `buf`.
+fn keep_raw(
+    buf: &mut BytesMut,
+    len: usize,
+    status: StatusCode,
+    version: Version,
+    (start, date, length): RawPlan,
+) -> ParsedHead {
+    let head = buf.split_to(len).freeze();
+    let raw = RawFields {
+        lines: head.slice(start..len - 2),
+        date,
+        length: length.is_some(),
+    };
+    let framing = match length {
+        None => Framing::Close,
+        Some(0) => Framing::Done,
+        Some(n) => Framing::Length(n),
+    };
+    let mut res = Response::new(());
+    *res.status_mut() = status;
+    *res.version_mut() = version;
+    // HTTP/1.0 keeps a connection only when asked to, with a `Connection`
+    // field (which would not have come this way).
+    (res, version == Version::HTTP_11, framing, Some(raw))
 }
 
 // === impl ResponseBody ===
 
 impl<R: Reuse> ResponseBody<R> {
+    /// The header lines as the upstream sent them, if they were kept so.
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        self.raw.as_ref()
+    }
+
     /// At the end: the connection is reused if nothing more came on it.
     fn finish_if_done(&mut self) {
         if self.framing != Framing::Done {
             return;
         }
         if let (Some(conn), Some(on_end)) = (self.conn.take(), self.on_end.take()) {
-            if self.keep_alive && conn.buf.is_empty() {
+            if self.keep_alive && conn.0.buf.is_empty() {
                 on_end.reuse(conn);
             }
         }
@@ -435,7 +610,7 @@ impl<R: Reuse> ResponseBody<R> {
             let Some(conn) = self.conn.as_mut() else {
                 return Err(io::Error::other("response body polled after its end"));
             };
-            let buf = &mut conn.buf;
+            let buf = &mut conn.0.buf;
             match framing {
                 Framing::Done => return Ok(None),
                 Framing::Close => {
@@ -681,6 +856,7 @@ mod tests {
             headers,
             extra: &*EXTRA,
             authority,
+            raw_answer: false,
         }
     }
 

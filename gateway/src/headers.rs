@@ -87,12 +87,13 @@ pub struct Added {
 
 impl Added {
     /// What to add to a request with headers `h` from `client` (its IP as
-    /// a header value) for `host`, with request id `id`.
+    /// a header value) for `host` (and the header value it came from, if
+    /// any), with request id `id`.
     pub fn new(
         h: &HeaderMap,
         client: &HeaderValue,
         tls: bool,
-        host: &str,
+        (host, host_value): (&str, Option<&HeaderValue>),
         id: &HeaderValue,
     ) -> Self {
         let (mut xff, mut xfh, mut trace) = (None, None, None);
@@ -127,7 +128,9 @@ impl Added {
         };
         let xfh = match xfh {
             Some(theirs) => Some(theirs.clone()),
-            None if !host.is_empty() => HeaderValue::from_str(host).ok(),
+            None if !host.is_empty() => host_value
+                .cloned()
+                .or_else(|| HeaderValue::from_str(host).ok()),
             None => None,
         };
         if let Some(v) = xfh {
@@ -287,7 +290,7 @@ mod tests {
             h,
             &HeaderValue::from_static("10.0.0.2"),
             true,
-            "api.example.com",
+            ("api.example.com", None),
             &HeaderValue::from_static("id-1"),
         )
         .apply(&mut out);

@@ -20,6 +20,7 @@ pub mod control;
 pub mod cors;
 pub mod endpoints;
 pub mod errors;
+pub mod front;
 pub mod h1;
 pub mod headers;
 pub mod limits;

@@ -91,6 +91,10 @@ struct Parked<C> {
 pub struct ParkDirect {
     idle: Arc<DirectIdle>,
     idle_timeout: Duration,
+    /// When the request was sent: the connection counts as idle from then
+    /// (a little early, so it is closed a little sooner, never later; and
+    /// no clock is read when it is parked).
+    sent: Instant,
 }
 
 /// A response read over a direct connection.
@@ -278,10 +282,11 @@ impl H1Pool {
         key: &PoolKey,
         head: h1::RequestHead<'_>,
         body: &Bytes,
+        now: Instant,
     ) -> Result<DirectResponse, SendError> {
         let mut reused = true;
         loop {
-            let conn = match self.inner.checkout_direct(key) {
+            let conn = match self.inner.checkout_direct(key, now) {
                 Some(c) => c,
                 None => {
                     reused = false;
@@ -291,6 +296,7 @@ impl H1Pool {
             let park = ParkDirect {
                 idle: key.direct.clone(),
                 idle_timeout: self.inner.idle_timeout,
+                sent: now,
             };
             match conn.request(head, body, park).await {
                 Ok(res) => return Ok(res),
@@ -356,7 +362,7 @@ impl<C> Parked<C> {
 
 impl h1::Reuse for ParkDirect {
     fn reuse(self, conn: h1::Conn) {
-        let now = Instant::now();
+        let now = self.sent;
         let mut idle = lock_direct(&self.idle);
         // The oldest are at the bottom: those past the idle timeout go.
         let expired = idle
@@ -394,9 +400,8 @@ impl Inner {
     }
 
     /// The newest idle direct connection that is still open and fresh.
-    fn checkout_direct(&self, key: &PoolKey) -> Option<h1::Conn> {
+    fn checkout_direct(&self, key: &PoolKey, now: Instant) -> Option<h1::Conn> {
         let mut idle = lock_direct(&key.direct);
-        let now = Instant::now();
         while let Some(mut p) = idle.pop() {
             if p.expired(now, self.idle_timeout) {
                 // The rest are older still.
@@ -678,6 +683,7 @@ mod tests {
             headers: &HEADERS,
             extra: &[],
             authority: key.authority(),
+            raw_answer: false,
         }
     }
 
@@ -687,7 +693,12 @@ mod tests {
         let pool = pool();
         for _ in 0..20 {
             let res = pool
-                .send_direct(&address, direct_head(&address), &Bytes::new())
+                .send_direct(
+                    &address,
+                    direct_head(&address),
+                    &Bytes::new(),
+                    Instant::now(),
+                )
                 .await
                 .expect("send");
             assert_eq!(read_direct(res).await, 1024);
@@ -699,7 +710,12 @@ mod tests {
         let (address, accepted) = backend(true, 16).await;
         for _ in 0..3 {
             let res = pool
-                .send_direct(&address, direct_head(&address), &Bytes::new())
+                .send_direct(
+                    &address,
+                    direct_head(&address),
+                    &Bytes::new(),
+                    Instant::now(),
+                )
                 .await
                 .expect("send");
             assert_eq!(read_direct(res).await, 16);
@@ -718,7 +734,12 @@ mod tests {
         let pool = pool();
         for _ in 0..3 {
             let res = pool
-                .send_direct(&address, direct_head(&address), &Bytes::new())
+                .send_direct(
+                    &address,
+                    direct_head(&address),
+                    &Bytes::new(),
+                    Instant::now(),
+                )
                 .await
                 .expect("a closed idle connection never fails a request");
             assert_eq!(res.status(), 200);
@@ -733,7 +754,12 @@ mod tests {
         let (address, _accepted) = backend(false, 16).await;
         let pool = H1Pool::new(Duration::from_secs(1), Duration::from_millis(200));
         let res = pool
-            .send_direct(&address, direct_head(&address), &Bytes::new())
+            .send_direct(
+                &address,
+                direct_head(&address),
+                &Bytes::new(),
+                Instant::now(),
+            )
             .await
             .expect("send");
         assert_eq!(read_direct(res).await, 16);
@@ -752,7 +778,12 @@ mod tests {
     async fn a_refused_direct_connect_never_reached_the_endpoint() {
         let address = refused();
         let e = pool()
-            .send_direct(&address, direct_head(&address), &Bytes::new())
+            .send_direct(
+                &address,
+                direct_head(&address),
+                &Bytes::new(),
+                Instant::now(),
+            )
             .await
             .expect_err("refused");
         assert!(matches!(e, SendError::Connect { .. }), "{e}");

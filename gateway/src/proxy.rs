@@ -56,6 +56,15 @@ enum Upstreamed {
     Direct(h1::ResponseBody<ParkDirect>),
 }
 
+/// A request body as the client connection delivers it.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Still arriving, through hyper's server.
+    Streamed(Incoming),
+    /// Read whole ([`crate::front`]).
+    Whole(Bytes),
+}
+
 /// Limits of the request path.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -91,6 +100,9 @@ struct Served {
     service: Option<Arc<ServiceState>>,
     endpoint: Option<Arc<str>>,
     attempts: u32,
+    /// When the last attempt ended (a clock reading the request's duration
+    /// can use instead of its own).
+    done: Option<Instant>,
 }
 
 /// Metric handles for requests no route matched.
@@ -125,16 +137,21 @@ struct Attempt<'a> {
     path: &'a PathAndQuery,
     added: &'a headers::Added,
     body: Option<RequestBody>,
+    /// The answer goes to the gateway's own HTTP/1.1 writer and nothing on
+    /// the way reads its headers (no gRPC status, no CORS): a direct
+    /// answer's header lines may pass as they came ([`h1::RawFields`]).
+    raw_answer: bool,
 }
 
 /// One attempt's request: whole bodies to HTTP/1.1 endpoints go over a
 /// direct connection, the rest through hyper's client.
-// Lives for one attempt on the stack; boxing the request would cost an
-// allocation per attempt.
-#[allow(clippy::large_enum_variant)]
+// hyper's request is boxed: the enum is moved into the attempt's future
+// several times, and unboxed it would carry the size of a whole request on
+// the direct path too (an allocation on hyper's path costs less than those
+// copies on the direct one).
 enum Outgoing {
     Direct(Bytes),
-    Hyper(Request<UpstreamBody>, bool),
+    Hyper(Box<Request<UpstreamBody>>, bool),
 }
 
 // === impl Tracked ===
@@ -192,6 +209,14 @@ impl Drop for Tracked {
 }
 
 impl Tracked {
+    /// The header lines of a direct answer, if they pass as they came.
+    pub fn raw_fields(&self) -> Option<&h1::RawFields> {
+        match &self.inner {
+            Upstreamed::Direct(body) => body.raw_fields(),
+            Upstreamed::Hyper(..) => None,
+        }
+    }
+
     fn response(res: Response<Upstreamed>, in_flight: InFlight) -> Response<ProxyBody> {
         res.map(|inner| {
             Either::Left(Tracked {
@@ -266,34 +291,56 @@ impl Gateway {
             .collect()
     }
 
-    /// Handles one request; never fails (errors become responses).
+    /// Handles one request from hyper's server; never fails (errors become
+    /// responses).
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: Peer,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let (mut res, id) = self.respond(parts, Inbound::Streamed(body), &peer).await;
+        res.headers_mut().insert(headers::REQUEST_ID.clone(), id);
+        Ok(res)
+    }
+
+    /// The limits of the request path.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Answers one request (errors become responses). The answer goes out
+    /// with the request id returned beside it as its `x-request-id`, in
+    /// place of any it has (the caller writes it: on the gateway's own
+    /// HTTP/1.1 path straight into the head, sparing a header map).
+    pub async fn respond(
+        &self,
+        parts: Parts,
+        body: Inbound,
+        peer: &Peer,
+    ) -> (Response<ProxyBody>, HeaderValue) {
         let start = Instant::now();
-        let id = headers::request_id(req.headers());
-        let grpc = req
-            .headers()
+        let id = headers::request_id(&parts.headers);
+        let grpc = parts
+            .headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let (parts, body) = req.into_parts();
         // Kept for the access log only (the request moves on).
         let logged = self
             .access_log
             .then(|| (parts.method.clone(), parts.uri.clone()));
         let mut served = Served::default();
         let result = self
-            .forward(parts, body, &peer, &id, grpc, start, &mut served)
+            .forward(parts, body, peer, &id, grpc, start, &mut served)
             .await;
-        let mut res = match result {
+        let res = match result {
             Ok(res) => res,
             Err(e) => e.response(&id, grpc).map(Either::Right),
         };
-        res.headers_mut()
-            .insert(headers::REQUEST_ID.clone(), id.clone());
-        let elapsed = start.elapsed();
+        let elapsed = served
+            .done
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(start);
         match &served.route {
             Some(route) => route.state.metrics.record(res.status(), elapsed),
             None => unmatched().record(res.status(), elapsed),
@@ -316,14 +363,14 @@ impl Gateway {
                 client = %peer.addr.ip(),
             );
         }
-        Ok(res)
+        (res, id)
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut parts: Parts,
-        body: Incoming,
+        body: Inbound,
         peer: &Peer,
         id: &HeaderValue,
         grpc: bool,
@@ -377,20 +424,38 @@ impl Gateway {
         if self.limits.max_body > 0 && declared.is_some_and(|n| n > self.limits.max_body) {
             return fail(GatewayError::BodyTooLarge);
         }
-        let upgrade = headers::is_upgrade(&parts.headers);
+        // Upgrades come only through hyper's server (the gateway's own
+        // HTTP/1.1 path hands them over).
+        let upgrade = matches!(body, Inbound::Streamed(_)) && headers::is_upgrade(&parts.headers);
+        let raw_answer = matches!(body, Inbound::Whole(_)) && !grpc && m.route.spec.cors.is_none();
         let client_upgrade = if upgrade {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
             None
         };
-        let added = prepare_headers(&mut parts, &m, peer, id, host, upgrade);
+        // The Host header's own value when the host came from it (no copy).
+        let host_value = authority
+            .is_none()
+            .then_some(host_header.as_ref())
+            .flatten();
+        let added = prepare_headers(&mut parts, &m, peer, id, (host, host_value), upgrade);
         let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path = match upstream_path(&m, original) {
             Cow::Borrowed(_) => parts.uri.path_and_query().cloned(),
             Cow::Owned(p) => PathAndQuery::try_from(p).ok(),
         }
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let service = self.service(&m.service);
+        // The default rule's service comes from the path; a route's own is
+        // fixed, so it is looked up by name once.
+        let service = if Arc::ptr_eq(&m.route, &table.default_route) {
+            self.service(&m.service)
+        } else {
+            m.route
+                .state
+                .service
+                .get_or_init(|| self.service(&m.service))
+                .clone()
+        };
         served.service = Some(service.clone());
         let mut deadline = start + m.route.spec.timeout;
         if grpc {
@@ -405,32 +470,36 @@ impl Gateway {
         } else {
             usize::MAX
         };
-        let body: RequestBody = if body.is_end_stream() {
+        let body: RequestBody = match body {
+            // Read whole by the client connection (its length was declared).
+            Inbound::Whole(whole) => Either::Right(whole),
             // Most requests (GET): nothing to read or collect.
-            Either::Right(Bytes::new())
-        } else if declared.is_some_and(|n| n <= self.limits.replay as u64) {
-            match Limited::new(body, self.limits.replay.max(1))
-                .collect()
-                .await
-            {
-                Ok(collected) => Either::Right(collected.to_bytes()),
-                Err(_) => return fail(GatewayError::BodyTooLarge),
+            Inbound::Streamed(body) if body.is_end_stream() => Either::Right(Bytes::new()),
+            Inbound::Streamed(body) if declared.is_some_and(|n| n <= self.limits.replay as u64) => {
+                match Limited::new(body, self.limits.replay.max(1))
+                    .collect()
+                    .await
+                {
+                    Ok(collected) => Either::Right(collected.to_bytes()),
+                    Err(_) => return fail(GatewayError::BodyTooLarge),
+                }
             }
-        } else {
-            match crate::upstream::take_ready(
-                body,
-                self.limits.replay,
-                limit,
-                if grpc {
-                    Duration::from_millis(5)
-                } else {
-                    Duration::ZERO
-                },
-            )
-            .await
-            {
-                Ok(body) => body,
-                Err(_) => return fail(GatewayError::BodyTooLarge),
+            Inbound::Streamed(body) => {
+                match crate::upstream::take_ready(
+                    body,
+                    self.limits.replay,
+                    limit,
+                    if grpc {
+                        Duration::from_millis(5)
+                    } else {
+                        Duration::ZERO
+                    },
+                )
+                .await
+                {
+                    Ok(body) => body,
+                    Err(_) => return fail(GatewayError::BodyTooLarge),
+                }
             }
         };
         let attempt = Attempt {
@@ -438,9 +507,17 @@ impl Gateway {
             path: &path,
             added: &added,
             body: Some(body),
+            raw_answer,
         };
         let (result, endpoint, attempts) = self
-            .attempts(&m, &service, attempt, deadline, grpc, client_upgrade)
+            .attempts(
+                &m,
+                &service,
+                attempt,
+                (deadline, &mut served.done),
+                grpc,
+                client_upgrade,
+            )
             .await;
         served.endpoint = endpoint;
         served.attempts = attempts;
@@ -470,7 +547,7 @@ impl Gateway {
         m: &Matched,
         service: &ServiceState,
         mut attempt: Attempt<'_>,
-        deadline: Instant,
+        (deadline, done): (Instant, &mut Option<Instant>),
         grpc: bool,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> (
@@ -497,6 +574,9 @@ impl Gateway {
         service.deposit();
         for n in 0..spec.retry.attempts {
             if n > 0 {
+                // Time passes here (a backoff): the request's end is read
+                // afresh unless another attempt ends it.
+                *done = None;
                 if let Err(e) = self.before_retry(service, spec, n, deadline, last).await {
                     last = e;
                     break;
@@ -523,16 +603,17 @@ impl Gateway {
                     Outgoing::Direct(whole)
                 }
                 body => Outgoing::Hyper(
-                    upstream_request(&attempt, &endpoint, upstream_body(body)),
+                    Box::new(upstream_request(&attempt, &endpoint, upstream_body(body))),
                     client_upgrade.is_some() || !endpoint.h2,
                 ),
             };
             let per_try = spec
                 .per_try_timeout
                 .min(deadline.saturating_duration_since(now));
-            let (outcome, in_flight) = self
+            let (outcome, in_flight, ended) = self
                 .send_once(service, &endpoint, &attempt, outgoing, (now, per_try), grpc)
                 .await;
+            *done = Some(ended);
             let replayable = attempt.replayable();
             let attempts_left = n + 1 < spec.retry.attempts;
             match outcome {
@@ -633,7 +714,7 @@ impl Gateway {
         outgoing: Outgoing,
         (sent, per_try): (Instant, Duration),
         grpc: bool,
-    ) -> (Sent, InFlight) {
+    ) -> (Sent, InFlight, Instant) {
         let in_flight = endpoint.load.start();
         endpoint.breaker.on_send(sent);
         let key = &endpoint.pool_key;
@@ -648,14 +729,15 @@ impl Gateway {
                             headers: &attempt.parts.headers,
                             extra: attempt.added.fields(),
                             authority: key.authority(),
+                            raw_answer: attempt.raw_answer,
                         };
-                        match self.upstream.h1.send_direct(key, head, &body).await {
+                        match self.upstream.h1.send_direct(key, head, &body, sent).await {
                             Ok(res) => Ok(res.map(Upstreamed::Direct)),
                             Err(e) => Err((AttemptError::H1(e), None)),
                         }
                     }
                     Outgoing::Hyper(request, true) => {
-                        match self.upstream.h1.send(key, request).await {
+                        match self.upstream.h1.send(key, *request).await {
                             Ok((res, conn)) => {
                                 Ok(res.map(|body| Upstreamed::Hyper(body, Some(conn))))
                             }
@@ -665,7 +747,7 @@ impl Gateway {
                         }
                     }
                     Outgoing::Hyper(request, false) => {
-                        match self.upstream.h2.request(request).await {
+                        match self.upstream.h2.request(*request).await {
                             Ok(res) => Ok(res.map(|body| Upstreamed::Hyper(body, None))),
                             Err(e) => Err((AttemptError::H2(e), None)),
                         }
@@ -704,7 +786,7 @@ impl Gateway {
             Err(_) => (Outcome::Timeout, Sent::TimedOut),
         };
         service.record(endpoint, kind, latency, done);
-        (sent_result, in_flight)
+        (sent_result, in_flight, done)
     }
 }
 
@@ -823,12 +905,12 @@ fn prepare_headers(
     m: &Matched,
     peer: &Peer,
     id: &HeaderValue,
-    host: &str,
+    (host, host_value): (&str, Option<&HeaderValue>),
     upgrade: bool,
 ) -> headers::Added {
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade);
-    let added = headers::Added::new(h, &peer.ip, peer.tls, host, id);
+    let added = headers::Added::new(h, &peer.ip, peer.tls, (host, host_value), id);
     match m.route.spec.host_header.as_str() {
         "preserve" => {
             if !h.contains_key(header::HOST) {

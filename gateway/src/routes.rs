@@ -187,6 +187,10 @@ pub struct RouteState {
     pub shedder: Option<Shedder>,
     /// Request counters by status class and the latency histogram.
     pub metrics: RouteMetrics,
+    /// The state of the route's service, found on first use (a route names
+    /// one service, and the gateway keeps a service's state for good), so
+    /// that requests skip the lookup by name.
+    pub service: std::sync::OnceLock<Arc<crate::endpoints::ServiceState>>,
 }
 
 /// A route's metric handles.
@@ -410,6 +414,7 @@ impl Route {
                 limiter: spec.rate_limit.as_ref().map(RateLimiter::new),
                 shedder: (spec.concurrency_limit > 0).then(|| Shedder::new(spec.concurrency_limit)),
                 metrics: RouteMetrics::new(&spec.name),
+                service: std::sync::OnceLock::new(),
             }),
         };
         Self {

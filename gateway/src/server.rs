@@ -2,6 +2,10 @@
 //! plain listener, TLS with ALPN on the other, upgrades allowed, a deadline
 //! for request headers, and graceful shutdown (GOAWAY on HTTP/2, close of
 //! idle HTTP/1.1 connections, in-flight requests allowed to finish).
+//!
+//! Plain connections start on the gateway's own HTTP/1.1 path
+//! ([`crate::front`]), which hands what it does not serve to hyper's server;
+//! TLS connections go to hyper's server directly.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,9 +16,12 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::proxy::{Gateway, Peer};
+use crate::{
+    front::{self, Ended},
+    proxy::{Gateway, Peer},
+};
 
 /// Connection settings.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +55,11 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(20)));
     let builder = Arc::new(builder);
+    // Connections on the gateway's own path: told to close when idle by
+    // `draining`, and waited for by `tracker` (hyper's are watched by
+    // `graceful`, including those handed over from our path).
+    let draining = CancellationToken::new();
+    let tracker = TaskTracker::new();
     loop {
         let (stream, addr) = tokio::select! {
             () = stop.cancelled() => break,
@@ -64,21 +76,29 @@ pub async fn serve(
         let gw = gw.clone();
         let builder = builder.clone();
         let peer = Peer::new(addr, tls.is_some());
-        let service =
-            service_fn(move |req: Request<Incoming>| gw.clone().handle(req, peer.clone()));
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(error) = conn.await {
+                let watcher = graceful.watcher();
+                let draining = draining.clone();
+                tokio::spawn(tracker.track_future(async move {
+                    let io = match front::serve(&gw, stream, &peer, settings, &draining).await {
+                        Ended::Closed => return,
+                        Ended::Handoff(io) => io,
+                    };
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        gw.clone().handle(req, peer.clone())
+                    });
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    if let Err(error) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
-                });
+                }));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
+                let service =
+                    service_fn(move |req: Request<Incoming>| gw.clone().handle(req, peer.clone()));
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(
                         Duration::from_secs(10),
@@ -98,8 +118,13 @@ pub async fn serve(
         }
     }
     drop(listener);
+    draining.cancel();
+    tracker.close();
+    let all_closed = async {
+        tokio::join!(graceful.shutdown(), tracker.wait());
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = all_closed => tracing::info!("all connections closed"),
         () = tokio::time::sleep(deadline) => tracing::warn!("drain deadline passed with connections open"),
     }
 }

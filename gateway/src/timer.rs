@@ -15,7 +15,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
@@ -33,8 +33,11 @@ pub struct Coarse {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
+    /// Deadlines are kept as nanoseconds since this instant, so that a
+    /// sleep can move its deadline with one store ([`Sleep::reset`]).
+    base: Instant,
     armed: Mutex<Vec<Arc<Entry>>>,
     /// Something was armed on an empty list.
     first: Notify,
@@ -43,7 +46,8 @@ struct Inner {
 
 #[derive(Debug)]
 struct Entry {
-    deadline: Instant,
+    /// Nanoseconds since [`Inner::base`].
+    deadline: AtomicU64,
     /// Fired, or its sleep was dropped: the ticker forgets it.
     done: AtomicBool,
     fired: AtomicBool,
@@ -118,7 +122,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 // === impl Inner ===
 
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            armed: Mutex::default(),
+            first: Notify::new(),
+            ticking: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Inner {
+    /// `at` as nanoseconds since `base` (0 for anything before it).
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     fn arm(self: &Arc<Self>, entry: Arc<Entry>) {
         let was_empty = {
             let mut armed = lock(&self.armed);
@@ -135,12 +155,13 @@ impl Inner {
 
     /// Wakes what expired and forgets what is done; whether any is left.
     fn expire(&self, now: Instant) -> bool {
+        let now = self.nanos(now);
         let mut armed = lock(&self.armed);
         armed.retain(|e| {
             if e.done.load(Ordering::Acquire) {
                 return false;
             }
-            if e.deadline > now {
+            if e.deadline.load(Ordering::Acquire) > now {
                 return true;
             }
             e.fired.store(true, Ordering::Release);
@@ -200,7 +221,7 @@ impl Future for Sleep {
                 // request are seconds away, and one already past fires at
                 // the next tick.
                 let entry = Arc::new(Entry {
-                    deadline: self.deadline,
+                    deadline: AtomicU64::new(self.timer.nanos(self.deadline)),
                     done: AtomicBool::new(false),
                     fired: AtomicBool::new(false),
                     waker: Mutex::new(Some(cx.waker().clone())),
@@ -208,6 +229,26 @@ impl Future for Sleep {
                 self.timer.arm(entry.clone());
                 self.entry = Some(entry);
                 Poll::Pending
+            }
+        }
+    }
+}
+
+impl Sleep {
+    /// Moves the deadline: an armed sleep keeps its place in the timer and
+    /// only its deadline changes (one store), so a connection can keep one
+    /// sleep for all its request heads.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        if let Some(entry) = &self.entry {
+            if entry.fired.load(Ordering::Acquire) {
+                // Fired already: armed anew when next polled.
+                entry.done.store(true, Ordering::Release);
+                self.entry = None;
+            } else {
+                entry
+                    .deadline
+                    .store(self.timer.nanos(deadline), Ordering::Release);
             }
         }
     }
@@ -276,6 +317,33 @@ mod tests {
             lock(&timer.inner.armed).is_empty(),
             "done entries are dropped"
         );
+    }
+
+    #[tokio::test]
+    async fn a_reset_sleep_keeps_its_entry_and_ends_at_the_new_deadline() {
+        let timer = Coarse::new();
+        let start = Instant::now();
+        let mut sleep = timer.sleep_until(start + Duration::from_millis(40));
+        // Armed by a first poll, then moved later before it fires.
+        assert!(futures_util::poll!(&mut sleep).is_pending());
+        sleep.reset(start + Duration::from_millis(200));
+        assert_eq!(timer.armed(), 1);
+        (&mut sleep).await;
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_millis(200) + TICK * 5, "{took:?}");
+        // Fired, then reset: it sleeps again until its new deadline.
+        let again = Instant::now();
+        sleep.reset(again + Duration::from_millis(60));
+        (&mut sleep).await;
+        assert!(again.elapsed() >= Duration::from_millis(60));
+        // Moved earlier: it ends sooner.
+        let mut long = timer.sleep_until(Instant::now() + Duration::from_secs(30));
+        assert!(futures_util::poll!(&mut long).is_pending());
+        let early = Instant::now();
+        long.reset(early + Duration::from_millis(30));
+        (&mut long).await;
+        assert!(early.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]

@@ -446,3 +446,240 @@ async fn a_slow_or_idle_client_is_cut_off_at_the_header_deadline() {
     let (code, _) = get(&format!("{}/hello/x", s.gateway.url())).await;
     assert_eq!(code, 200);
 }
+
+/// One answer read off a raw connection: status, fields, body (by its
+/// length, chunked, or to the close).
+struct Answer {
+    status: u16,
+    fields: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn one(&self, name: &str) -> Option<&str> {
+        let all = self.all(name);
+        assert!(all.len() <= 1, "{name} sent {} times", all.len());
+        all.first().copied()
+    }
+}
+
+/// Reads one answer from `conn`, `buf` holding what was read past the
+/// last one. `head_only`: the answer to a HEAD (no body whatever it says).
+async fn read_answer(
+    conn: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    head_only: bool,
+) -> Answer {
+    use tokio::io::AsyncReadExt;
+    async fn more(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> usize {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+    let (status, fields, len) = loop {
+        let mut raw = [httparse::EMPTY_HEADER; 64];
+        let mut res = httparse::Response::new(&mut raw);
+        if let httparse::Status::Complete(len) = res.parse(buf).expect("a well-formed head") {
+            let fields = res
+                .headers
+                .iter()
+                .map(|h| {
+                    let value = std::str::from_utf8(h.value).expect("text");
+                    (h.name.to_string(), value.to_string())
+                })
+                .collect::<Vec<_>>();
+            break (res.code.expect("status"), fields, len);
+        }
+        assert!(more(conn, buf).await > 0, "closed before the head ended");
+    };
+    buf.drain(..len);
+    let mut answer = Answer {
+        status,
+        fields,
+        body: Vec::new(),
+    };
+    if head_only || status == 204 || status == 304 {
+        return answer;
+    }
+    if let Some(n) = answer.one("content-length") {
+        let n: usize = n.parse().expect("length");
+        while buf.len() < n {
+            assert!(more(conn, buf).await > 0, "closed inside the body");
+        }
+        answer.body = buf.drain(..n).collect();
+    } else if answer.one("transfer-encoding") == Some("chunked") {
+        loop {
+            let (at, size) = loop {
+                if let Ok(httparse::Status::Complete(sized)) = httparse::parse_chunk_size(buf) {
+                    break sized;
+                }
+                assert!(more(conn, buf).await > 0, "closed inside a chunk size");
+            };
+            let size = usize::try_from(size).expect("size");
+            while buf.len() < at + size + 2 {
+                assert!(more(conn, buf).await > 0, "closed inside a chunk");
+            }
+            answer.body.extend_from_slice(&buf[at..at + size]);
+            assert_eq!(&buf[at + size..at + size + 2], b"\r\n", "chunk end");
+            buf.drain(..at + size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        while more(conn, buf).await > 0 {}
+        answer.body = std::mem::take(buf);
+    }
+    answer
+}
+
+/// Whether the gateway closed `conn` (a read sees the end in time).
+async fn closed(conn: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), conn.read(&mut b)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn http1_by_the_book_on_the_gateways_own_path_and_after_a_handover() {
+    use tokio::io::AsyncWriteExt;
+    let (s, _backends) = hello_stack().await;
+    let connect = || tokio::net::TcpStream::connect(s.gateway.http);
+    let path_of = |a: &Answer| -> String {
+        let v: serde_json::Value = serde_json::from_slice(&a.body).expect("json");
+        v["path"].as_str().expect("path").to_string()
+    };
+
+    // Pipelined: three requests in one write, answered in order; a HEAD's
+    // answer has the length but no body; each answer carries one request
+    // id and one date (the upstream's lines pass through beside ours).
+    let mut c = connect().await.expect("connect");
+    c.write_all(
+        b"GET /hello/one HTTP/1.1\r\nhost: a\r\n\r\n\
+          HEAD /hello/two HTTP/1.1\r\nhost: a\r\n\r\n\
+          GET /hello/three?x=1 HTTP/1.1\r\nhost: a\r\nx-request-id: mine-3\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut buf = Vec::new();
+    let one = read_answer(&mut c, &mut buf, false).await;
+    assert_eq!((one.status, path_of(&one).as_str()), (200, "/one"));
+    assert!(one.one("x-request-id").is_some_and(|id| id.len() == 32));
+    assert!(one.one("date").is_some());
+    assert_eq!(
+        one.one("content-length"),
+        Some(&*one.body.len().to_string())
+    );
+    let two = read_answer(&mut c, &mut buf, true).await;
+    assert_eq!(two.status, 200);
+    assert!(two.one("content-length").is_some_and(|n| n != "0"));
+    let three = read_answer(&mut c, &mut buf, false).await;
+    assert_eq!(
+        (three.status, path_of(&three).as_str()),
+        (200, "/three?x=1")
+    );
+    assert_eq!(three.one("x-request-id"), Some("mine-3"));
+
+    // A body of declared length is read whole and sent on; then a chunked
+    // one, which the gateway hands to hyper's server with the bytes it had
+    // read; the connection goes on serving after the handover.
+    c.write_all(b"POST /hello/upload HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let up = read_answer(&mut c, &mut buf, false).await;
+    assert_eq!(up.status, 200);
+    assert!(
+        String::from_utf8_lossy(&up.body).contains(r#""bytes":10"#),
+        "{:?}",
+        up.body
+    );
+    c.write_all(
+        b"POST /hello/upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n\
+          5\r\nabcde\r\n3\r\nfgh\r\n0\r\n\r\n\
+          GET /hello/after HTTP/1.1\r\nhost: a\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let chunked = read_answer(&mut c, &mut buf, false).await;
+    assert!(String::from_utf8_lossy(&chunked.body).contains(r#""bytes":8"#));
+    let after = read_answer(&mut c, &mut buf, false).await;
+    assert_eq!((after.status, path_of(&after).as_str()), (200, "/after"));
+
+    // An answer streamed without a length goes out chunked to HTTP/1.1.
+    let mut d = connect().await.expect("connect");
+    d.write_all(b"GET /hello/download?bytes=200000 HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut dbuf = Vec::new();
+    let down = read_answer(&mut d, &mut dbuf, false).await;
+    assert_eq!(down.one("transfer-encoding"), Some("chunked"));
+    assert_eq!(down.body.len(), 200_000);
+
+    // `Connection: close` is honoured and said back.
+    d.write_all(b"GET /hello/bye HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let bye = read_answer(&mut d, &mut dbuf, false).await;
+    assert_eq!((bye.status, bye.one("connection")), (200, Some("close")));
+    assert!(closed(&mut d).await, "open after connection: close");
+
+    // HTTP/1.0: closed after its answer unless it asks to keep alive.
+    let mut old = connect().await.expect("connect");
+    old.write_all(b"GET /hello/old HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n")
+        .await
+        .expect("write");
+    let mut obuf = Vec::new();
+    let kept = read_answer(&mut old, &mut obuf, false).await;
+    assert_eq!(kept.one("connection"), Some("keep-alive"));
+    old.write_all(b"GET /hello/older HTTP/1.0\r\nhost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let last = read_answer(&mut old, &mut obuf, false).await;
+    assert_eq!((last.status, path_of(&last).as_str()), (200, "/older"));
+    assert!(closed(&mut old).await, "an HTTP/1.0 connection stayed open");
+
+    // Heads it cannot take: an answer that says why, then the close.
+    for (head, status) in [
+        (b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            [
+                b"GET /hello/x HTTP/1.1\r\nhost: a\r\nx-big: ".to_vec(),
+                vec![b'a'; 70 * 1024],
+                b"\r\n\r\n".to_vec(),
+            ]
+            .concat(),
+            431,
+        ),
+        (
+            b"GET /hello/x HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n".to_vec(),
+            400,
+        ),
+    ] {
+        let mut bad = connect().await.expect("connect");
+        // The gateway may close before all of a large head is written.
+        let _ = bad.write_all(&head).await;
+        let mut bbuf = Vec::new();
+        let refused = read_answer(&mut bad, &mut bbuf, false).await;
+        assert_eq!(refused.status, status);
+        assert_eq!(refused.one("connection"), Some("close"));
+        assert!(closed(&mut bad).await);
+    }
+    // The gateway still serves.
+    let (code, _) = get(&format!("{}/hello/x", s.gateway.url())).await;
+    assert_eq!(code, 200);
+}

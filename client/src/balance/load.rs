@@ -89,6 +89,12 @@ impl Load {
         self.observe_at(rtt, self.base.elapsed(), DEFAULT_TAU);
     }
 
+    /// [`observe`](Self::observe) at `now` (a clock reading the caller
+    /// already has).
+    pub fn observe_now(&self, rtt: Duration, now: Instant) {
+        self.observe_at(rtt, now.saturating_duration_since(self.base), DEFAULT_TAU);
+    }
+
     /// Records a latency at `now` (time since this load's creation), for
     /// simulations that run on virtual time.
     pub fn observe_at(&self, rtt: Duration, now: Duration, tau: Duration) {

@@ -1,0 +1,644 @@
+//! Plain HTTP/1.1 client connections, served by the connection's own task:
+//! the request head is parsed with `httparse` straight into the request's
+//! parts, a body of known length is read whole, and the answer's head and
+//! first bytes go out in one `writev`.
+//!
+//! Why not hyper's server for these: in the profile in `bench/PROFILE.md`
+//! its HTTP/1 dispatcher, buffered I/O and encoder were about 7,800 of the
+//! gateway's 25,300 instructions per proxied request, more than the whole
+//! gap to nginx. What this path does not serve it hands to hyper, with the
+//! bytes read so far put back in front of the socket, and hyper serves the
+//! connection from then on: HTTP/2 with prior knowledge, request bodies
+//! that are chunked or larger than the replay buffer (they stream),
+//! upgrades (WebSocket), `Expect`, and `CONNECT`.
+
+use std::{
+    future::poll_fn,
+    io::{self, IoSlice},
+    mem::MaybeUninit,
+    pin::{Pin, pin},
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Instant, SystemTime},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header, request::Parts,
+};
+use http_body_util::Either;
+use hyper::body::Body as _;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::TcpStream,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    h1::Fields,
+    headers::REQUEST_ID,
+    proxy::{Gateway, Inbound, Peer, ProxyBody},
+    server::ConnSettings,
+};
+
+/// Room kept free for a read.
+const READ_SIZE: usize = 8 * 1024;
+/// A deadline that does not come while a request is served.
+const UNDUE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Where hyper's HTTP/2 connection preface starts.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// How a connection's time with this path ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Closed (by either side, a deadline, or the drain).
+    Closed,
+    /// To be served by hyper from here on.
+    Handoff(Rewound),
+}
+
+/// A socket with bytes already read from it put back in front.
+#[derive(Debug)]
+pub struct Rewound {
+    read: Bytes,
+    io: TcpStream,
+}
+
+/// A parsed request head.
+struct Head {
+    parts: Parts,
+    /// The body's declared length (0 without one).
+    body: usize,
+    keep_alive: bool,
+    /// The client takes trailers (`TE: trailers`).
+    trailers: bool,
+}
+
+/// What the front of the buffer holds.
+// Made and matched once per request head; boxing the request would cost an
+// allocation each time.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    /// A request this path serves.
+    Request(Head),
+    /// Not all of the head yet.
+    Partial,
+    /// One for hyper.
+    Handoff,
+    /// A head to refuse with this status, closing the connection.
+    Refuse(StatusCode),
+}
+
+/// Serves `io` until it closes, or until a request this path leaves to
+/// hyper (see the module doc).
+pub async fn serve(
+    gw: &Arc<Gateway>,
+    mut io: TcpStream,
+    peer: &Peer,
+    settings: ConnSettings,
+    draining: &CancellationToken,
+) -> Ended {
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut out = Vec::with_capacity(1024);
+    let mut fields = Fields::new();
+    // Registered with the token once, not per request.
+    let mut drained = pin!(draining.cancelled());
+    // One header deadline for the connection, moved for each head.
+    let mut deadline = gw
+        .timer
+        .sleep_until(Instant::now() + settings.header_timeout);
+    loop {
+        // The head, within the header deadline (which also bounds how long
+        // a kept-alive connection may sit idle, as with hyper's setting).
+        let due = Instant::now() + settings.header_timeout;
+        deadline.reset(due);
+        let read_head = async {
+            loop {
+                match parse(
+                    &mut buf,
+                    &mut fields,
+                    settings.max_header_bytes,
+                    gw.limits().replay,
+                ) {
+                    Parsed::Partial => {}
+                    parsed => return Some(parsed),
+                }
+                if buf.is_empty() && draining.is_cancelled() {
+                    return None;
+                }
+                buf.reserve(READ_SIZE);
+                let read = if buf.is_empty() {
+                    // Idle: the drain closes it.
+                    tokio::select! {
+                        biased;
+                        read = io.read_buf(&mut buf) => read,
+                        () = &mut drained => return None,
+                    }
+                } else {
+                    io.read_buf(&mut buf).await
+                };
+                match read {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let read = tokio::select! {
+            biased;
+            read = read_head => Ok(read),
+            () = &mut deadline => Err(()),
+        };
+        // Not due while the request is served (a long answer must not wake
+        // the connection for nothing).
+        deadline.reset(due + UNDUE);
+        let head = match read {
+            Ok(Some(Parsed::Request(head))) => head,
+            Ok(Some(Parsed::Handoff)) => {
+                return Ended::Handoff(Rewound {
+                    read: buf.freeze(),
+                    io,
+                });
+            }
+            Ok(Some(Parsed::Refuse(status))) => {
+                refuse(&mut io, status).await;
+                return Ended::Closed;
+            }
+            Ok(Some(Parsed::Partial) | None) => return Ended::Closed,
+            Err(_) => {
+                // Answered only if a head had begun (hyper closes an idle
+                // connection without a word, and so do we).
+                if !buf.is_empty() {
+                    refuse(&mut io, StatusCode::REQUEST_TIMEOUT).await;
+                }
+                return Ended::Closed;
+            }
+        };
+        while buf.len() < head.body {
+            buf.reserve(head.body - buf.len());
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Ended::Closed,
+                Ok(_) => {}
+            }
+        }
+        let Head {
+            parts,
+            body,
+            keep_alive,
+            trailers,
+        } = head;
+        let body = buf.split_to(body).freeze();
+        let head_only = parts.method == Method::HEAD;
+        let version = parts.version;
+        let (res, id) = gw.respond(parts, Inbound::Whole(body), peer).await;
+        let keep_alive = keep_alive && !draining.is_cancelled();
+        let answer = Answer {
+            head_only,
+            version,
+            keep_alive,
+            trailers,
+        };
+        match write_response(&mut io, &mut out, res, &id, answer).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let _ = io.shutdown().await;
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+/// Parses the head at the front of `buf`; a request's head is split off
+/// it, its header values slices of the head's bytes (no copy each).
+fn parse(buf: &mut BytesMut, fields: &mut Fields, max_head: usize, replay: usize) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    if buf.starts_with(&H2_PREFACE[..buf.len().min(H2_PREFACE.len())]) {
+        // HTTP/2 with prior knowledge, or not enough bytes to tell yet.
+        return if buf.len() >= H2_PREFACE.len() {
+            Parsed::Handoff
+        } else {
+            Parsed::Partial
+        };
+    }
+    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; crate::h1::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut raw) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => {
+            return Parsed::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        Err(_) => return Parsed::Refuse(StatusCode::BAD_REQUEST),
+    };
+    if len > max_head {
+        return Parsed::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parsed::Refuse(StatusCode::BAD_REQUEST);
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Refuse(StatusCode::BAD_REQUEST);
+    };
+    if method == Method::CONNECT {
+        return Parsed::Handoff;
+    }
+    // The target shares the head's bytes too, once it is split off.
+    let target = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
+    let version = if req.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut length: Option<usize> = None;
+    let mut trailers = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(n) = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            else {
+                return Parsed::Refuse(StatusCode::BAD_REQUEST);
+            };
+            if length.is_some_and(|l| l != n) {
+                return Parsed::Refuse(StatusCode::BAD_REQUEST);
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            // A streamed body, an upgrade or a wait for 100 Continue.
+            return Parsed::Handoff;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"te") {
+            trailers |= h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        }
+    }
+    let body = length.unwrap_or(0);
+    if body > replay {
+        // Too large to hold for replay: it streams, through hyper.
+        return Parsed::Handoff;
+    }
+    fields.fill(buf, req.headers);
+    let head = buf.split_to(len).freeze();
+    let (Ok(uri), Ok(headers)) = (
+        Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1)),
+        fields.headers(&head),
+    ) else {
+        return Parsed::Refuse(StatusCode::BAD_REQUEST);
+    };
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Parsed::Request(Head {
+        parts,
+        body,
+        keep_alive,
+        trailers,
+    })
+}
+
+/// How to frame an answer.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    /// The request was HEAD: the head only, whatever the body.
+    head_only: bool,
+    /// The request's version (HTTP/1.0 has no chunked encoding).
+    version: Version,
+    /// Whether the connection stays open if the answer allows.
+    keep_alive: bool,
+    /// The client takes trailers.
+    trailers: bool,
+}
+
+/// How the body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Writes `res`; whether the connection may serve another request.
+async fn write_response(
+    io: &mut TcpStream,
+    out: &mut Vec<u8>,
+    res: Response<ProxyBody>,
+    request_id: &HeaderValue,
+    answer: Answer,
+) -> io::Result<bool> {
+    let (parts, body) = res.into_parts();
+    let raw = match &body {
+        Either::Left(tracked) => tracked.raw_fields(),
+        Either::Right(_) => None,
+    };
+    let status = parts.status;
+    let bodiless = answer.head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    // A length the header lines carry (whose body's size is then exact).
+    let declared = match raw {
+        Some(raw) if raw.length => body.size_hint().exact(),
+        _ => parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok()),
+    };
+    let framing = if bodiless {
+        Framing::None
+    } else if let Some(n) = declared.or(body.size_hint().exact()) {
+        Framing::Length(n)
+    } else if answer.version == Version::HTTP_11 {
+        Framing::Chunked
+    } else {
+        Framing::Close
+    };
+    let keep_alive = answer.keep_alive && framing != Framing::Close;
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(raw) = raw {
+        out.extend_from_slice(&raw.lines);
+    }
+    for (name, value) in &parts.headers {
+        if name != REQUEST_ID {
+            crate::h1::field(out, name, value);
+        }
+    }
+    crate::h1::field(out, &REQUEST_ID, request_id);
+    match framing {
+        Framing::Length(n) if declared.is_none() => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !raw.is_some_and(|r| r.date) && !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if answer.version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    if framing == Framing::None {
+        // The body is not read: an upstream's is dropped (and its
+        // connection with it unless it had already ended).
+        drop(body);
+        write_all(io, &mut [IoSlice::new(out)]).await?;
+        return Ok(keep_alive);
+    }
+    let mut body = pin!(body);
+    // The head goes out with the first bytes of the body if they are there
+    // already; if not, now (a slow stream's client sees the head at once).
+    let mut head = Some(&out[..]);
+    let mut sent: u64 = 0;
+    loop {
+        let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if let Some(h) = head.take() {
+                    write_all(io, &mut [IoSlice::new(h)]).await?;
+                }
+                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+            }
+        };
+        let pending_head = head.take().unwrap_or(&[]);
+        let frame = match frame {
+            None => {
+                match framing {
+                    Framing::Chunked => {
+                        write_all(
+                            io,
+                            &mut [IoSlice::new(pending_head), IoSlice::new(b"0\r\n\r\n")],
+                        )
+                        .await?;
+                    }
+                    Framing::Length(n) if sent != n => {
+                        // Shorter than declared: the client must not take
+                        // it for the whole answer.
+                        write_all(io, &mut [IoSlice::new(pending_head)]).await?;
+                        return Ok(false);
+                    }
+                    _ => write_all(io, &mut [IoSlice::new(pending_head)]).await?,
+                }
+                return Ok(keep_alive);
+            }
+            Some(Err(error)) => {
+                tracing::debug!(%error, "upstream body failed; closing the client connection");
+                write_all(io, &mut [IoSlice::new(pending_head)]).await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => frame,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                sent += data.len() as u64;
+                match framing {
+                    Framing::Chunked if data.is_empty() => {
+                        write_all(io, &mut [IoSlice::new(pending_head)]).await?;
+                    }
+                    Framing::Chunked => {
+                        let mut size = [0u8; 18];
+                        let size = chunk_size(&mut size, data.len());
+                        write_all(
+                            io,
+                            &mut [
+                                IoSlice::new(pending_head),
+                                IoSlice::new(size),
+                                IoSlice::new(&data),
+                                IoSlice::new(b"\r\n"),
+                            ],
+                        )
+                        .await?;
+                    }
+                    Framing::Length(n) if sent > n => {
+                        write_all(io, &mut [IoSlice::new(pending_head)]).await?;
+                        return Ok(false);
+                    }
+                    Framing::Length(n) => {
+                        write_all(io, &mut [IoSlice::new(pending_head), IoSlice::new(&data)])
+                            .await?;
+                        if sent == n {
+                            // All of it: no need to poll for the end (the
+                            // body's drop settles its connection).
+                            return Ok(keep_alive);
+                        }
+                    }
+                    _ => {
+                        write_all(io, &mut [IoSlice::new(pending_head), IoSlice::new(&data)])
+                            .await?;
+                    }
+                }
+            }
+            Err(frame) => {
+                // Trailers: sent only in a chunked answer to a client that
+                // asked for them, as hyper does; otherwise left out.
+                let Ok(fields) = frame.into_trailers() else {
+                    continue;
+                };
+                if framing == Framing::Chunked && answer.trailers {
+                    let mut block = Vec::with_capacity(64);
+                    block.extend_from_slice(b"0\r\n");
+                    for (name, value) in &fields {
+                        crate::h1::field(&mut block, name, value);
+                    }
+                    block.extend_from_slice(b"\r\n");
+                    write_all(io, &mut [IoSlice::new(pending_head), IoSlice::new(&block)]).await?;
+                    return Ok(keep_alive);
+                }
+                if !pending_head.is_empty() {
+                    write_all(io, &mut [IoSlice::new(pending_head)]).await?;
+                }
+            }
+        }
+    }
+}
+
+/// `{size:x}\r\n` without a `format!`.
+fn chunk_size(dst: &mut [u8; 18], size: usize) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut at = 16;
+    let mut n = size;
+    loop {
+        at -= 1;
+        dst[at] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    dst[16] = b'\r';
+    dst[17] = b'\n';
+    &dst[at..]
+}
+
+/// Writes every slice in order (skipping empty ones).
+async fn write_all(io: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match io.write_vectored(slices).await {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A bodiless answer that closes the connection (a head we cannot serve).
+async fn refuse(io: &mut TcpStream, status: StatusCode) {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\ndate: ");
+    date(&mut out);
+    out.extend_from_slice(b"\r\n\r\n");
+    let _ = io.write_all(&out).await;
+    let _ = io.shutdown().await;
+}
+
+/// The `Date` value, formatted once a second per thread (as hyper does).
+fn date(dst: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                c.1.copy_from_slice(text.as_bytes());
+                c.0 = secs;
+            }
+        }
+        dst.extend_from_slice(&c.1);
+    });
+}
+
+// === impl Rewound ===
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
