@@ -259,9 +259,7 @@ fn parse(buf: &mut BytesMut, fields: &mut Fields, max_head: usize, replay: usize
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let Some(n) = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
+            let Some(n) = crate::h1::content_length(h.value).and_then(|n| usize::try_from(n).ok())
             else {
                 return Parsed::Refuse(StatusCode::BAD_REQUEST);
             };

@@ -339,6 +339,16 @@ fn encode_head(dst: &mut Vec<u8>, head: RequestHead<'_>, body_len: usize) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6). A sign,
+/// blanks or a list would be read differently by different parsers, which
+/// is how requests get smuggled; they are refused.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// Writes `name: value` and its line end.
 pub fn field(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     dst.extend_from_slice(name.as_str().as_bytes());
@@ -451,10 +461,8 @@ fn parse_head(
     for field in fields.iter(&head) {
         let (name, value) = field.map_err(invalid)?;
         if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| invalid("bad content-length"))?;
+            let n =
+                content_length(value.as_bytes()).ok_or_else(|| invalid("bad content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(invalid("conflicting content-length"));
             }
@@ -531,10 +539,7 @@ fn raw_plan(
             return Ok(None);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| invalid("bad content-length"))?;
+            let n = content_length(h.value).ok_or_else(|| invalid("bad content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(invalid("conflicting content-length"));
             }

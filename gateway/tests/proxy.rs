@@ -669,6 +669,10 @@ async fn http1_by_the_book_on_the_gateways_own_path_and_after_a_handover() {
             b"GET /hello/x HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n".to_vec(),
             400,
         ),
+        (
+            b"POST /hello/x HTTP/1.1\r\ncontent-length: +3\r\n\r\nabc".to_vec(),
+            400,
+        ),
     ] {
         let mut bad = connect().await.expect("connect");
         // The gateway may close before all of a large head is written.
