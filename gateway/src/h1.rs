@@ -1,7 +1,9 @@
 //! A keep-alive HTTP/1.1 upstream connection driven by the request's own
 //! task: the request head and a buffered body are written with one
-//! `writev`, the response head is parsed with `httparse` (as hyper does),
-//! and the response body is read from the socket in the body's
+//! `writev`, the response head is parsed with `httparse` (as hyper does)
+//! into a header map, or its header lines kept as they came when nothing on
+//! the way reads them ([`RawFields`]), and the response body is read from
+//! the socket in the body's
 //! `poll_frame`, so the bytes go from the upstream socket to the client's
 //! without a second task in between.
 //!
