@@ -361,8 +361,7 @@ async fn write_response(
         _ => parts
             .headers
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok()),
+            .and_then(|v| crate::h1::content_length(v.as_bytes())),
     };
     let framing = if bodiless {
         Framing::None
@@ -376,11 +375,7 @@ async fn write_response(
     let keep_alive = answer.keep_alive && framing != Framing::Close;
 
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     if let Some(raw) = raw {
         out.extend_from_slice(&raw.lines);
     }
@@ -556,14 +551,20 @@ async fn write_all(io: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Re
     Ok(())
 }
 
-/// A bodiless answer that closes the connection (a head we cannot serve).
-async fn refuse(io: &mut TcpStream, status: StatusCode) {
-    let mut out = Vec::with_capacity(128);
+/// `HTTP/1.1 <code> <reason>` and its line end.
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\ndate: ");
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A bodiless answer that closes the connection (a head we cannot serve).
+async fn refuse(io: &mut TcpStream, status: StatusCode) {
+    let mut out = Vec::with_capacity(128);
+    status_line(&mut out, status);
+    out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");
     date(&mut out);
     out.extend_from_slice(b"\r\n\r\n");
     let _ = io.write_all(&out).await;

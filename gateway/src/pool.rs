@@ -673,6 +673,14 @@ mod tests {
             .len()
     }
 
+    impl H1Pool {
+        /// `GET /` over a direct connection, sent now.
+        async fn get_direct(&self, key: &PoolKey) -> Result<DirectResponse, SendError> {
+            self.send_direct(key, direct_head(key), &Bytes::new(), Instant::now())
+                .await
+        }
+    }
+
     fn direct_head(key: &PoolKey) -> h1::RequestHead<'_> {
         static HEADERS: std::sync::LazyLock<http::HeaderMap> =
             std::sync::LazyLock::new(http::HeaderMap::new);
@@ -692,15 +700,7 @@ mod tests {
         let (address, accepted) = backend(false, 1024).await;
         let pool = pool();
         for _ in 0..20 {
-            let res = pool
-                .send_direct(
-                    &address,
-                    direct_head(&address),
-                    &Bytes::new(),
-                    Instant::now(),
-                )
-                .await
-                .expect("send");
+            let res = pool.get_direct(&address).await.expect("send");
             assert_eq!(read_direct(res).await, 1024);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
@@ -709,15 +709,7 @@ mod tests {
 
         let (address, accepted) = backend(true, 16).await;
         for _ in 0..3 {
-            let res = pool
-                .send_direct(
-                    &address,
-                    direct_head(&address),
-                    &Bytes::new(),
-                    Instant::now(),
-                )
-                .await
-                .expect("send");
+            let res = pool.get_direct(&address).await.expect("send");
             assert_eq!(read_direct(res).await, 16);
         }
         assert_eq!(
@@ -734,12 +726,7 @@ mod tests {
         let pool = pool();
         for _ in 0..3 {
             let res = pool
-                .send_direct(
-                    &address,
-                    direct_head(&address),
-                    &Bytes::new(),
-                    Instant::now(),
-                )
+                .get_direct(&address)
                 .await
                 .expect("a closed idle connection never fails a request");
             assert_eq!(res.status(), 200);
@@ -753,15 +740,7 @@ mod tests {
     async fn a_sweep_closes_idle_direct_connections_the_server_closed_or_that_expired() {
         let (address, _accepted) = backend(false, 16).await;
         let pool = H1Pool::new(Duration::from_secs(1), Duration::from_millis(200));
-        let res = pool
-            .send_direct(
-                &address,
-                direct_head(&address),
-                &Bytes::new(),
-                Instant::now(),
-            )
-            .await
-            .expect("send");
+        let res = pool.get_direct(&address).await.expect("send");
         assert_eq!(read_direct(res).await, 16);
         pool.sweep_direct(&address);
         assert_eq!(pool.idle_direct(&address), 1, "fresh and open: kept");
@@ -777,15 +756,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_direct_connect_never_reached_the_endpoint() {
         let address = refused();
-        let e = pool()
-            .send_direct(
-                &address,
-                direct_head(&address),
-                &Bytes::new(),
-                Instant::now(),
-            )
-            .await
-            .expect_err("refused");
+        let e = pool().get_direct(&address).await.expect_err("refused");
         assert!(matches!(e, SendError::Connect { .. }), "{e}");
         assert_eq!(e.reach(), Reach::Never);
     }
