@@ -54,7 +54,9 @@ switchyard_runtime::settings! {
         /// Upstream idle connection timeout (keep it below the services' keep-alive).
         #[serde(with = "duration")]
         pub upstream_idle_timeout: Duration = Duration::from_secs(30),
-        /// Deadline for a client to send its request headers.
+        /// Deadline for a client to send its request headers; also the longest
+        /// pause allowed while the gateway reads a body of declared length that
+        /// fits the replay buffer (408 past either).
         #[serde(with = "duration")]
         pub header_timeout: Duration = Duration::from_secs(10),
         /// Largest request header block, in bytes (431 above).

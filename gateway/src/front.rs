@@ -148,9 +148,6 @@ pub async fn serve(
             read = read_head => Ok(read),
             () = &mut deadline => Err(()),
         };
-        // Not due while the request is served (a long answer must not wake
-        // the connection for nothing).
-        deadline.reset(due + UNDUE);
         let head = match read {
             Ok(Some(Parsed::Request(head))) => head,
             Ok(Some(Parsed::Handoff)) => {
@@ -173,13 +170,28 @@ pub async fn serve(
                 return Ended::Closed;
             }
         };
+        // The rest of a declared body, with no pause longer than the header
+        // timeout (nginx's `client_body_timeout` works so): a client that
+        // declares more than it sends is answered 408 and closed, not held.
         while buf.len() < head.body {
+            deadline.reset(Instant::now() + settings.header_timeout);
             buf.reserve(head.body - buf.len());
-            match io.read_buf(&mut buf).await {
+            let read = tokio::select! {
+                biased;
+                read = io.read_buf(&mut buf) => read,
+                () = &mut deadline => {
+                    refuse(&mut io, StatusCode::REQUEST_TIMEOUT).await;
+                    return Ended::Closed;
+                }
+            };
+            match read {
                 Ok(0) | Err(_) => return Ended::Closed,
                 Ok(_) => {}
             }
         }
+        // Not due while the request is served (a long answer must not wake
+        // the connection for nothing).
+        deadline.reset(due + UNDUE);
         let Head {
             parts,
             body,

@@ -320,18 +320,16 @@ impl Gateway {
         peer: &Peer,
     ) -> (Response<ProxyBody>, HeaderValue) {
         let start = Instant::now();
-        let id = headers::request_id(&parts.headers);
-        let grpc = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let scan = headers::Scan::of(&parts.headers);
+        let id = headers::request_id(&scan);
+        let grpc = scan.grpc;
         // Kept for the access log only (the request moves on).
         let logged = self
             .access_log
             .then(|| (parts.method.clone(), parts.uri.clone()));
         let mut served = Served::default();
         let result = self
-            .forward(parts, body, peer, &id, grpc, start, &mut served)
+            .forward(parts, &scan, body, peer, &id, start, &mut served)
             .await;
         let res = match result {
             Ok(res) => res,
@@ -370,17 +368,18 @@ impl Gateway {
     async fn forward(
         &self,
         mut parts: Parts,
+        scan: &headers::Scan,
         body: Inbound,
         peer: &Peer,
         id: &HeaderValue,
-        grpc: bool,
         start: Instant,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, GatewayError> {
+        let grpc = scan.grpc;
         // Shared handles (reference counts, not copies) so the host outlives
         // the header edits below.
         let authority = parts.uri.authority().cloned();
-        let host_header = parts.headers.get(header::HOST).cloned();
+        let host_header = scan.host.clone();
         let host = authority
             .as_ref()
             .map(http::uri::Authority::as_str)
@@ -416,11 +415,7 @@ impl Gateway {
             },
             None => None,
         };
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = scan.content_length;
         if self.limits.max_body > 0 && declared.is_some_and(|n| n > self.limits.max_body) {
             return fail(GatewayError::BodyTooLarge);
         }
@@ -438,7 +433,7 @@ impl Gateway {
             .is_none()
             .then_some(host_header.as_ref())
             .flatten();
-        let added = prepare_headers(&mut parts, &m, peer, id, (host, host_value), upgrade);
+        let added = prepare_headers(&mut parts, scan, &m, peer, id, (host, host_value), upgrade);
         let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path = match upstream_path(&m, original) {
             Cow::Borrowed(_) => parts.uri.path_and_query().cloned(),
@@ -902,6 +897,7 @@ fn hash_key(m: &Matched, parts: &Parts, added: &headers::Added) -> Option<Vec<u8
 
 fn prepare_headers(
     parts: &mut Parts,
+    scan: &headers::Scan,
     m: &Matched,
     peer: &Peer,
     id: &HeaderValue,
@@ -909,11 +905,14 @@ fn prepare_headers(
     upgrade: bool,
 ) -> headers::Added {
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, upgrade);
-    let added = headers::Added::new(h, &peer.ip, peer.tls, (host, host_value), id);
+    if upgrade || scan.hop_by_hop {
+        headers::strip_hop_by_hop(h, upgrade);
+    }
+    let added = headers::Added::new(scan, &peer.ip, peer.tls, (host, host_value), id);
     match m.route.spec.host_header.as_str() {
         "preserve" => {
-            if !h.contains_key(header::HOST) {
+            // Stripping hop-by-hop fields leaves `Host` as it was.
+            if scan.host.is_none() {
                 if let Ok(v) = HeaderValue::from_str(host) {
                     h.insert(header::HOST, v);
                 }

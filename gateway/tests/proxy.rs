@@ -442,6 +442,30 @@ async fn a_slow_or_idle_client_is_cut_off_at_the_header_deadline() {
     assert_eq!(&first, b"HTTP/1.1 200");
     let took = closed_after(idle).await;
     assert!(took < Duration::from_secs(2), "{took:?}");
+    // A body that stops short of its declared length: 408, then closed.
+    let mut short = tokio::net::TcpStream::connect(s.gateway.http)
+        .await
+        .expect("connect");
+    short
+        .write_all(b"POST /hello/x HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc")
+        .await
+        .expect("write");
+    let start = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), short.read_to_end(&mut answer))
+        .await
+        .expect("the connection stayed open past the body's pause deadline")
+        .expect("read");
+    let took = start.elapsed();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
     // Requests in time are unaffected.
     let (code, _) = get(&format!("{}/hello/x", s.gateway.url())).await;
     assert_eq!(code, 200);
