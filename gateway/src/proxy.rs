@@ -731,8 +731,11 @@ impl Gateway {
                             Err(e) => Err((AttemptError::H1(e), None)),
                         }
                     }
+                    // hyper's futures are boxed: held inline, they made
+                    // every attempt's future (and the request's, which
+                    // holds it) several times the direct exchange's size.
                     Outgoing::Hyper(request, true) => {
-                        match self.upstream.h1.send(key, *request).await {
+                        match Box::pin(self.upstream.h1.send(key, *request)).await {
                             Ok((res, conn)) => {
                                 Ok(res.map(|body| Upstreamed::Hyper(body, Some(conn))))
                             }
@@ -742,7 +745,7 @@ impl Gateway {
                         }
                     }
                     Outgoing::Hyper(request, false) => {
-                        match self.upstream.h2.request(*request).await {
+                        match Box::pin(self.upstream.h2.request(*request)).await {
                             Ok(res) => Ok(res.map(|body| Upstreamed::Hyper(body, None))),
                             Err(e) => Err((AttemptError::H2(e), None)),
                         }
