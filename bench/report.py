@@ -33,8 +33,8 @@ def field(f, key, cast=float):
 runs, secs = os.environ.get("RUNS", "3"), os.environ.get("SECS", "10")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print("# Benchmark results\n")
-print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|h2|balancing|failover|registry`")
-print("(`BASELINE=<commit>` adds that commit's gateway to the proxies scenario). Each proxy or store runs pinned to CPU 1")
+print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|concurrent|h2|balancing|failover|registry|instructions`")
+print("(`BASELINE=<commit>` adds that commit's gateway to the proxies, concurrent and instructions scenarios). Each proxy or store runs pinned to CPU 1")
 print("(one worker); the load generators and backends run on CPU 0. Logging is off everywhere. Figures are medians of")
 print(f"{runs} runs of {secs} s each unless a section says otherwise.\n")
 print(f"- machine: {cpu}, {os.cpu_count()} CPUs, {platform.platform()}")
@@ -92,6 +92,34 @@ if maxes:
     print("CPU 0, so when direct calls top out near the proxies' figures, CPU 0 is the limit and the throughput ratio")
     print("says little; the CPU-per-request ratio at the same offered load is the headline.\n")
 
+# --- proxies measured together -----------------------------------------------------
+conc = [f for f in lines("concurrent.txt") if f[0] == "concurrent"]
+if conc:
+    names = [n for n in ["nginx", "gateway", "baseline"] if n in conc[0]]
+    print("### The same, measured at the same time\n")
+    print(f"`bench/run.sh concurrent`: nginx and the gateway{' (and the baseline commit)' if 'baseline' in names else ''} all pinned to CPU 1 at once, each")
+    print(f"offered {field(conc[0], 'rate', int):,} requests/s by its own generator on CPU 0, {len(conc)} runs of {secs} s. One after another (above), a")
+    print("proxy's CPU per request moved by up to ±15 % between 5-second runs on this machine (a virtual CPU on a")
+    print("shared host), more than the difference measured; at the same time, a slow stretch of the host falls on")
+    print("all of them in the same seconds, and each run gives one ratio. The proxies share CPU 1 (and its caches),")
+    print("as nothing else shares it in the scenario above.\n")
+    print("| run | " + " | ".join(f"{n} µs" for n in names) + " | gateway/nginx |" + (" baseline/nginx |" if "baseline" in names else ""))
+    print("|---|" + "---|" * len(names) + "---|" + ("---|" if "baseline" in names else ""))
+    ratios, base = [], []
+    for f in conc:
+        v = {n: field(f, n) for n in names}
+        ratios.append(v["gateway"] / v["nginx"])
+        row = f"| {field(f, 'run', int)} | " + " | ".join(f"{v[n]:.2f}" for n in names) + f" | {ratios[-1]:.2f} |"
+        if "baseline" in names:
+            base.append(v["baseline"] / v["nginx"])
+            row += f" {base[-1]:.2f} |"
+        print(row)
+    print()
+    print(f"gateway/nginx cpu per request ratio, measured together: {statistics.median(ratios):.2f} (median of {len(ratios)} runs; {min(ratios):.2f} to {max(ratios):.2f})")
+    if base:
+        print(f"\nbaseline gateway/nginx cpu per request ratio, measured together: {statistics.median(base):.2f}")
+    print()
+
 # --- instructions ----------------------------------------------------------------
 ins = {f[1]: int(f[3]) for f in lines("instructions.txt") if f[0] == "instructions"}
 if ins:
@@ -100,8 +128,8 @@ if ins:
     print("timers and background work follow the clock; nginx 16,500 to 16,700). `bench/run.sh instructions`")
     print("runs each proxy under callgrind for 1,000 and for 5,000 requests (500 requests/s, 8 connections) and")
     print("divides the difference; for the gateway (its `profiling` build) without the metrics exporter's clock")
-    print("calibration at start-up, which varies by millions of instructions between runs. The baseline commit's")
-    print("gateway is a stripped release build and keeps it (about ±2,000 per request). System calls are the")
+    print("calibration at start-up, which varies by millions of instructions between runs (the baseline commit's")
+    print("gateway runs its profiling build too, for the same reason). System calls are the")
     print("kernel's and are not counted here; they are the larger part of the CPU time above, and the gateway makes")
     print("as many per request as nginx: two reads, two writes and half an `epoll_wait` at 20,000 requests/s.\n")
     print("| proxy | instructions per request | ratio to nginx |")

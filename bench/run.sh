@@ -3,7 +3,8 @@
 # calls, balancing quality, and failover; writes bench/RESULTS.md.
 #
 #   bench/run.sh            everything
-#   bench/run.sh proxies    one scenario: proxies | h2 | balancing | failover | registry | instructions
+#   bench/run.sh proxies    one scenario (or several): proxies | concurrent | h2 | balancing | failover |
+#                           registry | instructions
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
 # HAProxy nbthread 1, gateway --worker-threads 1); the load generator and the
@@ -15,7 +16,13 @@ OUT=$ROOT/bench/out
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
 mkdir -p "$OUT"
-only=${1:-all}
+scenarios=("${@:-all}")
+for only in "${scenarios[@]}"; do
+  case $only in
+    all | proxies | concurrent | h2 | balancing | failover | registry | instructions) ;;
+    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, h2, balancing, failover, registry, instructions)" >&2; exit 64 ;;
+  esac
+done
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need nginx nginx
@@ -36,6 +43,9 @@ if [ -n "${BASELINE:-}" ]; then
   git worktree add -f "$OUT/baseline-tree" "$BASELINE" >/dev/null
   (cd "$OUT/baseline-tree" && CARGO_TARGET_DIR=$ROOT/target cargo build --release --locked --bin gateway >/dev/null)
   cp "$BIN/gateway" "$OUT/gateway-baseline"
+  # Its profiling build too, for the instruction counts (see instructions()).
+  (cd "$OUT/baseline-tree" && CARGO_TARGET_DIR=$ROOT/target cargo build --profile profiling --locked --bin gateway >/dev/null)
+  cp "$ROOT/target/x86_64-unknown-linux-gnu/profiling/gateway" "$OUT/gateway-baseline-profiling"
   git worktree remove --force "$OUT/baseline-tree"
   cargo build --release --locked --bin gateway >/dev/null # the current one back in place
 fi
@@ -240,6 +250,50 @@ PY
   cleanup; pids=()
 }
 
+# The same CPU-per-request figure with the proxies measured at the same
+# time: nginx, the gateway (and the baseline commit's) all pinned to CPU 1,
+# each offered the same rate by its own generator on CPU 0. Measured one
+# after another, a proxy's CPU per request moved by up to ±15 % from one
+# 5-second run to the next on this machine (a virtual CPU on a shared host),
+# more than the difference being measured; measured together, a slow
+# stretch of the host falls on all of them in the same seconds, and each
+# run gives one ratio.
+concurrent() {
+  start_backends 0
+  start_registry peak_ewma
+  start_gateway
+  start_nginx
+  declare -A url=([nginx]=http://127.0.0.1:8180/ [gateway]=http://127.0.0.1:8380/)
+  declare -A pid=([nginx]=$NGINX_PID [gateway]=$GATEWAY_PID)
+  names=(nginx gateway)
+  if [ -x "$OUT/gateway-baseline" ] && [ -n "${BASELINE:-}" ]; then
+    start_gateway "$OUT/gateway-baseline" 8480 8481
+    url[baseline]=http://127.0.0.1:8480/; pid[baseline]=$GATEWAY_PID; names+=(baseline)
+  fi
+  # Each proxy's share: together about the proxies scenario's fixed rate.
+  local rate=${CONCURRENT_RATE:-$((16000 / ${#names[@]}))}
+  : > "$OUT/concurrent.txt"
+  for name in "${names[@]}"; do load "${url[$name]}" 0 2 64 >/dev/null; done # warm up
+  for run in $(seq 1 "$RUNS"); do
+    declare -A before=() lp=()
+    for name in "${names[@]}"; do before[$name]=$(cpu_ticks "${pid[$name]}"); done
+    for name in "${names[@]}"; do
+      load "${url[$name]}" "$rate" "$SECS" 32 > "$OUT/concurrent-$name.json" &
+      lp[$name]=$!
+    done
+    for name in "${names[@]}"; do wait "${lp[$name]}"; done
+    local line="concurrent run $run rate $rate"
+    for name in "${names[@]}"; do
+      local after ok
+      after=$(cpu_ticks "${pid[$name]}")
+      ok=$(json ok < "$OUT/concurrent-$name.json")
+      line+=" $name $(python3 -c "print(round(($after - ${before[$name]}) / $TICKS * 1e6 / max($ok, 1), 2))")"
+    done
+    echo "$line" | tee -a "$OUT/concurrent.txt"
+  done
+  cleanup; pids=()
+}
+
 balancing() {
   : > "$OUT/balancing.txt"
   for policy in round_robin least_request peak_ewma; do
@@ -395,7 +449,7 @@ instructions() {
   write_routes
   write_nginx_conf "master_process off;"
   names=(nginx gateway)
-  [ -x "$OUT/gateway-baseline" ] && names+=(baseline)
+  [ -x "$OUT/gateway-baseline-profiling" ] && [ -n "${BASELINE:-}" ] && names+=(baseline)
   for name in "${names[@]}"; do
     local counts=()
     for n in "$n1" "$n2"; do
@@ -403,7 +457,7 @@ instructions() {
       case $name in
         nginx) port=8180; cmd=(nginx -c "$OUT/nginx/nginx.conf") ;;
         gateway) read -ra cmd < <(echo "$profiled" "$(gateway_args 8380 8381)") ;;
-        baseline) read -ra cmd < <(echo "$OUT/gateway-baseline" "$(gateway_args 8380 8381)") ;;
+        baseline) read -ra cmd < <(echo "$OUT/gateway-baseline-profiling" "$(gateway_args 8380 8381)") ;;
       esac
       valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >/dev/null 2>&1 &
       local vp=$!
@@ -419,7 +473,7 @@ instructions() {
       kill -TERM "$vp"; wait "$vp" 2>/dev/null || true
       local total startup=0
       total=$(awk '/^summary:/ {print $2}' "$out")
-      if [ "$name" = gateway ]; then
+      if [ "$name" != nginx ]; then
         startup=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null \
           | awk '/admin.rs:switchyard_runtime::admin::router( \[|$)/ && !n++ {gsub(",", "", $1); print $1}' || true)
       fi
@@ -479,16 +533,19 @@ registry() {
   rm -rf /dev/shm/switchyard-bench-etcd "$OUT/etcd-data"
 }
 
+for only in "${scenarios[@]}"; do
 case $only in
   proxies) proxies ;;
   balancing) balancing ;;
   failover) failover ;;
   registry) registry ;;
   h2) h2 ;;
+  concurrent) concurrent ;;
   instructions) instructions ;;
-  all) proxies; h2; balancing; failover; registry; instructions ;;
-  *) echo "usage: bench/run.sh [proxies|h2|balancing|failover|registry|instructions]" >&2; exit 64 ;;
+  all) proxies; concurrent; h2; balancing; failover; registry; instructions ;;
+  *) echo "usage: bench/run.sh [proxies|concurrent|h2|balancing|failover|registry|instructions]..." >&2; exit 64 ;;
 esac
+done
 
 python3 bench/report.py "$OUT" > bench/RESULTS.md
 echo "wrote bench/RESULTS.md"
