@@ -43,6 +43,7 @@ impl Scan {
     /// [`HeaderMap::get`].
     pub fn of(h: &HeaderMap) -> Self {
         let mut s = Self::default();
+        let (mut content_type, mut content_length) = (None, None);
         for (name, value) in h {
             // One match on the name's text (each arm compares the length
             // before the bytes), not a hashed lookup per name.
@@ -50,11 +51,11 @@ impl Scan {
                 "host" => {
                     s.host.get_or_insert_with(|| value.clone());
                 }
-                "content-type" if !s.grpc => {
-                    s.grpc = value.as_bytes().starts_with(b"application/grpc");
+                "content-type" => {
+                    content_type.get_or_insert(value);
                 }
-                "content-length" if s.content_length.is_none() => {
-                    s.content_length = crate::h1::content_length(value.as_bytes());
+                "content-length" => {
+                    content_length.get_or_insert(value);
                 }
                 "x-request-id" => {
                     s.request_id.get_or_insert_with(|| value.clone());
@@ -72,6 +73,8 @@ impl Scan {
                 _ => {}
             }
         }
+        s.grpc = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        s.content_length = content_length.and_then(|v| crate::h1::content_length(v.as_bytes()));
         s
     }
 }
@@ -351,6 +354,16 @@ mod tests {
         let s = Scan::of(&h);
         assert_eq!(s.content_length, None, "digits only");
         assert!(!s.grpc && s.hop_by_hop);
+        h.append(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        let s = Scan::of(&h);
+        assert!(
+            !s.grpc && s.content_length.is_none(),
+            "the first of each counts, as with HeaderMap::get"
+        );
         assert!(Scan::of(&HeaderMap::new()).host.is_none());
     }
 
