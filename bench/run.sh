@@ -186,6 +186,15 @@ EOF
   sleep 0.5
 }
 
+# With BASELINE set, starts that commit's gateway (port 8480) and adds it
+# to the calling scenario's names, url and pid.
+add_baseline() {
+  if [ -x "$OUT/gateway-baseline" ] && [ -n "${BASELINE:-}" ]; then
+    start_gateway "$OUT/gateway-baseline" 8480 8481
+    url[baseline]=http://127.0.0.1:8480/; pid[baseline]=$GATEWAY_PID; names+=(baseline)
+  fi
+}
+
 # Runs `load` against URL for PID; prints "rps cpu_us_per_request p50 p99 p999".
 measure() { # url pid rate [name: keep the run's percentiles in $OUT/latency-name.json]
   local url=$1 pid=$2 rate=$3 before after result
@@ -210,10 +219,7 @@ proxies() {
   declare -A url=([direct]=http://127.0.0.1:9001/ [nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
   declare -A pid=([direct]=$$ [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
   names=(nginx haproxy gateway direct)
-  if [ -x "$OUT/gateway-baseline" ] && [ -n "${BASELINE:-}" ]; then
-    start_gateway "$OUT/gateway-baseline" 8480 8481
-    url[baseline]=http://127.0.0.1:8480/; pid[baseline]=$GATEWAY_PID; names+=(baseline)
-  fi
+  add_baseline
   : > "$OUT/proxies.txt"
   : > "$OUT/proxies-runs.txt"
   for name in "${names[@]}"; do load "${url[$name]}" 0 2 64 >/dev/null; done # warm up
@@ -266,10 +272,7 @@ concurrent() {
   declare -A url=([nginx]=http://127.0.0.1:8180/ [gateway]=http://127.0.0.1:8380/)
   declare -A pid=([nginx]=$NGINX_PID [gateway]=$GATEWAY_PID)
   names=(nginx gateway)
-  if [ -x "$OUT/gateway-baseline" ] && [ -n "${BASELINE:-}" ]; then
-    start_gateway "$OUT/gateway-baseline" 8480 8481
-    url[baseline]=http://127.0.0.1:8480/; pid[baseline]=$GATEWAY_PID; names+=(baseline)
-  fi
+  add_baseline
   # Each proxy's share: together about the proxies scenario's fixed rate.
   local rate=${CONCURRENT_RATE:-$((16000 / ${#names[@]}))}
   : > "$OUT/concurrent.txt"

@@ -376,14 +376,15 @@ impl Gateway {
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let grpc = scan.grpc;
-        // Shared handles (reference counts, not copies) so the host outlives
-        // the header edits below.
+        // A shared handle (a reference count, not a copy) so the host
+        // outlives the header edits below; the Host header's value is the
+        // scan's, which they do not touch.
         let authority = parts.uri.authority().cloned();
-        let host_header = scan.host.clone();
+        let host_header = scan.host.as_ref();
         let host = authority
             .as_ref()
             .map(http::uri::Authority::as_str)
-            .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()))
+            .or_else(|| host_header.and_then(|h| h.to_str().ok()))
             .unwrap_or("");
         let table = self.routes.load();
         let Some(m) = table.find(&parts.method, host, parts.uri.path(), &parts.headers) else {
@@ -429,10 +430,7 @@ impl Gateway {
             None
         };
         // The Host header's own value when the host came from it (no copy).
-        let host_value = authority
-            .is_none()
-            .then_some(host_header.as_ref())
-            .flatten();
+        let host_value = authority.is_none().then_some(host_header).flatten();
         let added = prepare_headers(&mut parts, scan, &m, peer, id, (host, host_value), upgrade);
         let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path = match upstream_path(&m, original) {
