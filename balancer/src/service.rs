@@ -311,7 +311,7 @@ impl Service {
         let picker = self.picker.as_ref()?;
         let threshold = self.config().outlier.healthy_panic_threshold;
         let eligible = balance::eligible(&statuses(&latest.endpoints), threshold);
-        let index = picker.pick(Pick { key, now: None }, |i| {
+        let index = picker.pick(Pick { key }, |i| {
             eligible.members[i] && !exclude.contains(&latest.endpoints[i].instance_id)
         })?;
         Some(Picked {

@@ -273,41 +273,21 @@ impl Snapshot {
                         && self.endpoints[i].breaker.admits(now))
             }
         };
-        let index = self
-            .picker
-            .pick(
-                Pick {
-                    key,
-                    now: Some(now),
-                },
-                eligible,
-            )
-            .or_else(|| {
-                // Nothing healthy left untried: the brake's held endpoints, then
-                // any SERVING one we have not tried (better than failing).
-                self.picker
-                    .pick(
-                        Pick {
-                            key,
-                            now: Some(now),
-                        },
-                        |i| {
-                            usable(i)
-                                && self.base[i].serving
-                                && self.base[i].held
-                                && !self.balancer_ejected(i, now)
-                        },
-                    )
-                    .or_else(|| {
-                        self.picker.pick(
-                            Pick {
-                                key,
-                                now: Some(now),
-                            },
-                            |i| usable(i) && self.base[i].serving,
-                        )
-                    })
-            })?;
+        let index = self.picker.pick(Pick { key }, eligible).or_else(|| {
+            // Nothing healthy left untried: the brake's held endpoints, then
+            // any SERVING one we have not tried (better than failing).
+            self.picker
+                .pick(Pick { key }, |i| {
+                    usable(i)
+                        && self.base[i].serving
+                        && self.base[i].held
+                        && !self.balancer_ejected(i, now)
+                })
+                .or_else(|| {
+                    self.picker
+                        .pick(Pick { key }, |i| usable(i) && self.base[i].serving)
+                })
+        })?;
         Some((self.endpoints[index].clone(), panic))
     }
 }

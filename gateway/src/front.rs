@@ -64,9 +64,9 @@ pub struct Rewound {
     io: TcpStream,
 }
 
-/// A parsed request head.
+/// A parsed request head (its method, target, version and fields are put
+/// into the connection's [`Parts`]).
 struct Head {
-    parts: Parts,
     /// The body's declared length (0 without one).
     body: usize,
     keep_alive: bool,
@@ -75,9 +75,6 @@ struct Head {
 }
 
 /// What the front of the buffer holds.
-// Made and matched once per request head; boxing the request would cost an
-// allocation each time.
-#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// A request this path serves.
     Request(Head),
@@ -101,6 +98,10 @@ pub async fn serve(
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out = Vec::with_capacity(1024);
     let mut fields = Fields::new();
+    // One request's parts for the connection, refilled for each head: its
+    // header map keeps its room, and the request is lent to the proxy, not
+    // moved through each layer of it.
+    let (mut parts, ()) = Request::new(()).into_parts();
     // Registered with the token once, not per request.
     let mut drained = pin!(draining.cancelled());
     // One header deadline for the connection, moved for each head.
@@ -117,6 +118,7 @@ pub async fn serve(
                 match parse(
                     &mut buf,
                     &mut fields,
+                    &mut parts,
                     settings.max_header_bytes,
                     gw.limits().replay,
                 ) {
@@ -193,7 +195,6 @@ pub async fn serve(
         // the connection for nothing).
         deadline.reset(due + UNDUE);
         let Head {
-            parts,
             body,
             keep_alive,
             trailers,
@@ -201,7 +202,11 @@ pub async fn serve(
         let body = buf.split_to(body).freeze();
         let head_only = parts.method == Method::HEAD;
         let version = parts.version;
-        let (res, id) = gw.respond(parts, Inbound::Whole(body), peer).await;
+        // The header deadline is idle until the next head: the request's
+        // timeouts borrow it.
+        let (res, id) = gw
+            .respond(&mut parts, Inbound::Whole(body), peer, Some(&mut deadline))
+            .await;
         let keep_alive = keep_alive && !draining.is_cancelled();
         let answer = Answer {
             head_only,
@@ -220,8 +225,15 @@ pub async fn serve(
 }
 
 /// Parses the head at the front of `buf`; a request's head is split off
-/// it, its header values slices of the head's bytes (no copy each).
-fn parse(buf: &mut BytesMut, fields: &mut Fields, max_head: usize, replay: usize) -> Parsed {
+/// it into `parts`, its header values slices of the head's bytes (no copy
+/// each). `parts` holds the request when one is returned.
+fn parse(
+    buf: &mut BytesMut,
+    fields: &mut Fields,
+    parts: &mut Parts,
+    max_head: usize,
+    replay: usize,
+) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -308,19 +320,19 @@ fn parse(buf: &mut BytesMut, fields: &mut Fields, max_head: usize, replay: usize
     }
     fields.fill(buf, req.headers);
     let head = buf.split_to(len).freeze();
-    let (Ok(uri), Ok(headers)) = (
-        Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1)),
-        fields.headers(&head),
-    ) else {
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1)) else {
         return Parsed::Refuse(StatusCode::BAD_REQUEST);
     };
-    let (mut parts, ()) = Request::new(()).into_parts();
+    if fields.refill(&head, &mut parts.headers).is_err() {
+        return Parsed::Refuse(StatusCode::BAD_REQUEST);
+    }
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
-    parts.headers = headers;
+    // Nothing a previous request left (this path takes no upgrades, the
+    // only extension the proxy reads).
+    parts.extensions.clear();
     Parsed::Request(Head {
-        parts,
         body,
         keep_alive,
         trailers,

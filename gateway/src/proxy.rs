@@ -30,6 +30,7 @@ use crate::{
     h1, headers,
     pool::{GiveBack, ParkDirect},
     routes::{HashKey, Matched, RouteTable, upstream_path},
+    timer::Sleep,
     upstream::{Reach, RequestBody, Upstream, UpstreamBody, reach, upstream_body},
 };
 
@@ -298,8 +299,10 @@ impl Gateway {
         req: Request<Incoming>,
         peer: Peer,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let (parts, body) = req.into_parts();
-        let (mut res, id) = self.respond(parts, Inbound::Streamed(body), &peer).await;
+        let (mut parts, body) = req.into_parts();
+        let (mut res, id) = self
+            .respond(&mut parts, Inbound::Streamed(body), &peer, None)
+            .await;
         res.headers_mut().insert(headers::REQUEST_ID.clone(), id);
         Ok(res)
     }
@@ -312,12 +315,15 @@ impl Gateway {
     /// Answers one request (errors become responses). The answer goes out
     /// with the request id returned beside it as its `x-request-id`, in
     /// place of any it has (the caller writes it: on the gateway's own
-    /// HTTP/1.1 path straight into the head, sparing a header map).
+    /// HTTP/1.1 path straight into the head, sparing a header map). A
+    /// caller with an idle sleep of this gateway's timer lends it (`sleep`)
+    /// for the attempts' timeouts.
     pub async fn respond(
         &self,
-        parts: Parts,
+        parts: &mut Parts,
         body: Inbound,
         peer: &Peer,
+        sleep: Option<&mut Sleep>,
     ) -> (Response<ProxyBody>, HeaderValue) {
         let start = Instant::now();
         let scan = headers::Scan::of(&parts.headers);
@@ -329,7 +335,7 @@ impl Gateway {
             .then(|| (parts.method.clone(), parts.uri.clone()));
         let mut served = Served::default();
         let result = self
-            .forward(parts, &scan, body, peer, &id, start, &mut served)
+            .forward(parts, &scan, body, peer, &id, (start, sleep), &mut served)
             .await;
         let res = match result {
             Ok(res) => res,
@@ -367,12 +373,12 @@ impl Gateway {
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        mut parts: Parts,
+        parts: &mut Parts,
         scan: &headers::Scan,
         body: Inbound,
         peer: &Peer,
         id: &HeaderValue,
-        start: Instant,
+        (start, sleep): (Instant, Option<&mut Sleep>),
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let grpc = scan.grpc;
@@ -397,14 +403,14 @@ impl Gateway {
         {
             return fail(GatewayError::UnknownService);
         }
-        if !authorized(&m, &parts) {
+        if !authorized(&m, parts) {
             return fail(GatewayError::Unauthorized);
         }
-        if let Some(preflight) = crate::cors::preflight(&m, &parts) {
+        if let Some(preflight) = crate::cors::preflight(&m, parts) {
             return Ok(preflight.map(Either::Right));
         }
         if let Some(limiter) = &m.route.state.limiter {
-            let key = client_key(limiter.header.as_ref(), &parts, peer);
+            let key = client_key(limiter.header.as_ref(), parts, peer);
             if let Err(wait) = limiter.acquire(&key, Instant::now()) {
                 return fail(GatewayError::RateLimited(wait));
             }
@@ -431,7 +437,7 @@ impl Gateway {
         };
         // The Host header's own value when the host came from it (no copy).
         let host_value = authority.is_none().then_some(host_header).flatten();
-        let added = prepare_headers(&mut parts, scan, &m, peer, id, (host, host_value), upgrade);
+        let added = prepare_headers(parts, scan, &m, peer, id, (host, host_value), upgrade);
         let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path = match upstream_path(&m, original) {
             Cow::Borrowed(_) => parts.uri.path_and_query().cloned(),
@@ -463,12 +469,16 @@ impl Gateway {
         } else {
             usize::MAX
         };
+        // When the body was at hand already, the request's start stands in
+        // for the first pick's clock reading (one reading fewer).
+        let mut ready = Some(start);
         let body: RequestBody = match body {
             // Read whole by the client connection (its length was declared).
             Inbound::Whole(whole) => Either::Right(whole),
             // Most requests (GET): nothing to read or collect.
             Inbound::Streamed(body) if body.is_end_stream() => Either::Right(Bytes::new()),
             Inbound::Streamed(body) if declared.is_some_and(|n| n <= self.limits.replay as u64) => {
+                ready = None;
                 match Limited::new(body, self.limits.replay.max(1))
                     .collect()
                     .await
@@ -478,6 +488,7 @@ impl Gateway {
                 }
             }
             Inbound::Streamed(body) => {
+                ready = None;
                 match crate::upstream::take_ready(
                     body,
                     self.limits.replay,
@@ -496,7 +507,7 @@ impl Gateway {
             }
         };
         let attempt = Attempt {
-            parts: &parts,
+            parts,
             path: &path,
             added: &added,
             body: Some(body),
@@ -507,7 +518,7 @@ impl Gateway {
                 &m,
                 &service,
                 attempt,
-                (deadline, &mut served.done),
+                (deadline, ready, &mut served.done, sleep),
                 grpc,
                 client_upgrade,
             )
@@ -540,7 +551,12 @@ impl Gateway {
         m: &Matched,
         service: &ServiceState,
         mut attempt: Attempt<'_>,
-        (deadline, done): (Instant, &mut Option<Instant>),
+        (deadline, ready, done, mut sleep): (
+            Instant,
+            Option<Instant>,
+            &mut Option<Instant>,
+            Option<&mut Sleep>,
+        ),
         grpc: bool,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> (
@@ -577,8 +593,13 @@ impl Gateway {
             }
             // Another endpoint if there is one, else one already tried
             // (Envoy's "previous hosts" predicate falls back the same way).
-            // One clock reading serves the pick, the timeout and the send.
-            let now = Instant::now();
+            // One clock reading serves the pick, the timeout and the send
+            // (the first attempt's is the request's start, if it had its
+            // body at hand).
+            let now = match ready {
+                Some(start) if n == 0 => start,
+                _ => Instant::now(),
+            };
             let picked = service.pick(key.as_deref(), &tried, now).or_else(|| {
                 service
                     .pick(key.as_deref(), &[], now)
@@ -604,7 +625,14 @@ impl Gateway {
                 .per_try_timeout
                 .min(deadline.saturating_duration_since(now));
             let (outcome, in_flight, ended) = self
-                .send_once(service, &endpoint, &attempt, outgoing, (now, per_try), grpc)
+                .send_once(
+                    service,
+                    &endpoint,
+                    &attempt,
+                    outgoing,
+                    (now, per_try, sleep.as_deref_mut()),
+                    grpc,
+                )
                 .await;
             *done = Some(ended);
             let replayable = attempt.replayable();
@@ -705,52 +733,53 @@ impl Gateway {
         endpoint: &Endpoint,
         attempt: &Attempt<'_>,
         outgoing: Outgoing,
-        (sent, per_try): (Instant, Duration),
+        (sent, per_try, sleep): (Instant, Duration, Option<&mut Sleep>),
         grpc: bool,
     ) -> (Sent, InFlight, Instant) {
         let in_flight = endpoint.load.start();
         endpoint.breaker.on_send(sent);
         let key = &endpoint.pool_key;
-        let outcome = self
-            .timer
-            .timeout_at(sent + per_try, async {
-                match outgoing {
-                    Outgoing::Direct(body) => {
-                        let head = h1::RequestHead {
-                            method: &attempt.parts.method,
-                            path: attempt.path,
-                            headers: &attempt.parts.headers,
-                            extra: attempt.added.fields(),
-                            authority: key.authority(),
-                            raw_answer: attempt.raw_answer,
-                        };
-                        match self.upstream.h1.send_direct(key, head, &body, sent).await {
-                            Ok(res) => Ok(res.map(Upstreamed::Direct)),
-                            Err(e) => Err((AttemptError::H1(e), None)),
-                        }
+        // Pinned where it stands: the timeouts below take it by reference,
+        // not by a copy of the whole exchange.
+        let exchange = std::pin::pin!(async {
+            match outgoing {
+                Outgoing::Direct(body) => {
+                    let head = h1::RequestHead {
+                        method: &attempt.parts.method,
+                        path: attempt.path,
+                        headers: &attempt.parts.headers,
+                        extra: attempt.added.fields(),
+                        authority: key.authority(),
+                        raw_answer: attempt.raw_answer,
+                    };
+                    match self.upstream.h1.send_direct(key, head, &body, sent).await {
+                        Ok(res) => Ok(res.map(Upstreamed::Direct)),
+                        Err(e) => Err((AttemptError::H1(e), None)),
                     }
-                    // hyper's futures are boxed: held inline, they made
-                    // every attempt's future (and the request's, which
-                    // holds it) several times the direct exchange's size.
-                    Outgoing::Hyper(request, true) => {
-                        match Box::pin(self.upstream.h1.send(key, *request)).await {
-                            Ok((res, conn)) => {
-                                Ok(res.map(|body| Upstreamed::Hyper(body, Some(conn))))
-                            }
-                            Err((e, unsent)) => {
-                                Err((AttemptError::H1(e), unsent.map(Request::into_body)))
-                            }
-                        }
-                    }
-                    Outgoing::Hyper(request, false) => {
-                        match Box::pin(self.upstream.h2.request(*request)).await {
-                            Ok(res) => Ok(res.map(|body| Upstreamed::Hyper(body, None))),
-                            Err(e) => Err((AttemptError::H2(e), None)),
+                }
+                // hyper's futures are boxed: held inline, they made
+                // every attempt's future (and the request's, which
+                // holds it) several times the direct exchange's size.
+                Outgoing::Hyper(request, true) => {
+                    match Box::pin(self.upstream.h1.send(key, *request)).await {
+                        Ok((res, conn)) => Ok(res.map(|body| Upstreamed::Hyper(body, Some(conn)))),
+                        Err((e, unsent)) => {
+                            Err((AttemptError::H1(e), unsent.map(Request::into_body)))
                         }
                     }
                 }
-            })
-            .await;
+                Outgoing::Hyper(request, false) => {
+                    match Box::pin(self.upstream.h2.request(*request)).await {
+                        Ok(res) => Ok(res.map(|body| Upstreamed::Hyper(body, None))),
+                        Err(e) => Err((AttemptError::H2(e), None)),
+                    }
+                }
+            }
+        });
+        let outcome = match sleep {
+            Some(sleep) => sleep.timeout_at(sent + per_try, exchange).await,
+            None => self.timer.timeout_at(sent + per_try, exchange).await,
+        };
         let done = Instant::now();
         let latency = done.saturating_duration_since(sent);
         let (kind, sent_result) = match outcome {

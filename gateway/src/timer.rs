@@ -89,11 +89,8 @@ impl Coarse {
         deadline: Instant,
         future: F,
     ) -> Result<F::Output, Elapsed> {
-        let future = std::pin::pin!(future);
-        match futures_util::future::select(future, self.sleep_until(deadline)).await {
-            futures_util::future::Either::Left((output, _)) => Ok(output),
-            futures_util::future::Either::Right(((), _)) => Err(Elapsed),
-        }
+        let mut sleep = self.sleep_until(deadline);
+        race(future, &mut sleep).await
     }
 
     /// Sleeps armed right now (for tests).
@@ -234,7 +231,30 @@ impl Future for Sleep {
     }
 }
 
+/// `future`, or [`Elapsed`] if `sleep` ends first.
+async fn race<F: Future>(future: F, sleep: &mut Sleep) -> Result<F::Output, Elapsed> {
+    let future = std::pin::pin!(future);
+    match futures_util::future::select(future, sleep).await {
+        futures_util::future::Either::Left((output, _)) => Ok(output),
+        futures_util::future::Either::Right(((), _)) => Err(Elapsed),
+    }
+}
+
 impl Sleep {
+    /// Runs `future` until `deadline`, this sleep moved to it. A caller that
+    /// keeps a sleep (a client connection's header deadline, idle while its
+    /// request is served) lends it for a request's timeouts this way, which
+    /// spares arming a new one (an allocation, a lock and the ticker's visit)
+    /// for each.
+    pub async fn timeout_at<F: Future>(
+        &mut self,
+        deadline: Instant,
+        future: F,
+    ) -> Result<F::Output, Elapsed> {
+        self.reset(deadline);
+        race(future, self).await
+    }
+
     /// Moves the deadline: an armed sleep keeps its place in the timer and
     /// only its deadline changes (one store), so a connection can keep one
     /// sleep for all its request heads.

@@ -8,7 +8,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -22,9 +22,18 @@ pub const DEFAULT_TAU: Duration = Duration::from_secs(10);
 pub struct Load {
     in_flight: AtomicU32,
     ewma_ns: AtomicU64,
+    /// When the estimate was last set, in nanoseconds since [`epoch`]: one
+    /// epoch for all loads, so that two members' stamps compare directly.
     stamp_ns: AtomicU64,
     seeded: AtomicBool,
+    /// [`epoch`], kept at hand.
     base: Instant,
+}
+
+/// The instant the loads' stamps count from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Counts a request in flight until dropped.
@@ -49,7 +58,7 @@ impl Load {
             ewma_ns: AtomicU64::new(0),
             stamp_ns: AtomicU64::new(0),
             seeded: AtomicBool::new(false),
-            base: Instant::now(),
+            base: epoch(),
         }
     }
 
@@ -95,8 +104,8 @@ impl Load {
         self.observe_at(rtt, now.saturating_duration_since(self.base), DEFAULT_TAU);
     }
 
-    /// Records a latency at `now` (time since this load's creation), for
-    /// simulations that run on virtual time.
+    /// Records a latency at `now` (time since the loads' epoch, the first
+    /// load's creation), for simulations that run on virtual time.
     pub fn observe_at(&self, rtt: Duration, now: Duration, tau: Duration) {
         let rtt = rtt.as_nanos() as f64;
         let now_ns = now.as_nanos() as u64;
@@ -113,20 +122,22 @@ impl Load {
         self.stamp_ns.store(now_ns, Ordering::Relaxed);
     }
 
-    /// Peak EWMA cost: estimate × (in-flight + 1). The estimate decays
+    /// Whether this member costs less than `other` under peak EWMA. A
+    /// cost is estimate × e^(−idle/τ) × (in flight + 1): the estimate decays
     /// towards zero while nothing completes (tower's `PeakEwma` does the
     /// same), so an endpoint that was slow once is tried again in time
-    /// instead of being starved forever.
-    pub fn cost(&self) -> f64 {
-        self.cost_at(Instant::now())
-    }
-
-    /// [`cost`](Self::cost) at `now` (a clock reading the caller already has).
-    pub fn cost_at(&self, now: Instant) -> f64 {
-        let idle = (now.saturating_duration_since(self.base).as_nanos() as u64)
-            .saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
-        let decay = (-(idle as f64) / DEFAULT_TAU.as_nanos() as f64).exp();
-        self.ewma_ns() * decay * f64::from(self.in_flight() + 1)
+    /// instead of being starved forever. Both idle times run to the same
+    /// instant, which cancels out of the comparison: it needs no clock
+    /// reading and one `exp`, where computing both costs took two of each.
+    pub fn costs_less_than(&self, other: &Load) -> bool {
+        let own = self.ewma_ns() * f64::from(self.in_flight() + 1);
+        let theirs = other.ewma_ns() * f64::from(other.in_flight() + 1);
+        // How much fresher this estimate is, in time constants (bounded so
+        // that e^x stays finite and 0 × e^x is 0, not NaN).
+        let fresher = (self.stamp_ns.load(Ordering::Relaxed) as f64
+            - other.stamp_ns.load(Ordering::Relaxed) as f64)
+            / DEFAULT_TAU.as_nanos() as f64;
+        own * fresher.clamp(-700.0, 700.0).exp() < theirs
     }
 }
 

@@ -6,7 +6,6 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
 };
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
@@ -33,9 +32,6 @@ pub struct Member {
 pub struct Pick<'a> {
     /// The request's hash key, for the hash policies.
     pub key: Option<&'a [u8]>,
-    /// The time of the pick, if the caller has read the clock already
-    /// (peak EWMA decays its estimates by it); else read here.
-    pub now: Option<Instant>,
 }
 
 /// Picks members of one service with one policy.
@@ -109,11 +105,10 @@ impl Picker {
             }
             Policy::Random => random_eligible(n, &eligible, rng),
             Policy::WeightedRoundRobin => self.smooth_wrr(&eligible),
-            Policy::LeastRequest => self.p2c(&eligible, rng, |m| f64::from(m.load.in_flight())),
-            Policy::PeakEwma => {
-                let now = req.now.unwrap_or_else(Instant::now);
-                self.p2c(&eligible, rng, |m| m.load.cost_at(now))
-            }
+            Policy::LeastRequest => self.p2c(&eligible, rng, |b, a| {
+                b.load.in_flight() < a.load.in_flight()
+            }),
+            Policy::PeakEwma => self.p2c(&eligible, rng, |b, a| b.load.costs_less_than(&a.load)),
             Policy::RingHash | Policy::Maglev => {
                 let hash = match req.key {
                     Some(key) => hash_key(key),
@@ -146,16 +141,21 @@ impl Picker {
     }
 
     /// Power of two choices: two distinct eligible members at random, the
-    /// cheaper wins (the first on a tie).
+    /// cheaper wins (the first on a tie): `cheaper(b, a)` says whether the
+    /// second is strictly cheaper than the first.
     fn p2c<R: Rng + ?Sized>(
         &self,
         eligible: &impl Fn(usize) -> bool,
         rng: &mut R,
-        cost: impl Fn(&Member) -> f64,
+        cheaper: impl Fn(&Member, &Member) -> bool,
     ) -> Option<usize> {
         let (a, b) = two_eligible(self.members.len(), eligible, rng)?;
         let Some(b) = b else { return Some(a) };
-        Some(choose(a, cost(&self.members[a]), b, cost(&self.members[b])))
+        Some(if cheaper(&self.members[b], &self.members[a]) {
+            b
+        } else {
+            a
+        })
     }
 
     fn hashed(&self, hash: u64, eligible: &impl Fn(usize) -> bool) -> Option<usize> {
@@ -176,29 +176,31 @@ impl Picker {
     }
 }
 
-/// The P2C decision: `a` unless `b` is strictly cheaper.
-pub(crate) fn choose(a: usize, cost_a: f64, b: usize, cost_b: f64) -> usize {
-    if cost_b < cost_a { b } else { a }
-}
-
 /// Two distinct eligible indices at random (the second is None when only
-/// one is eligible). Draws from all members and retries a few times, then
-/// falls back to collecting the eligible ones.
+/// one is eligible). The first is drawn from all members and the second
+/// from the others (two draws when both are eligible; drawing both from
+/// all repeated the first a third of the time with three members), each
+/// retried a few times, then it falls back to collecting the eligible ones.
 pub(crate) fn two_eligible<R: Rng + ?Sized>(
     n: usize,
     eligible: &impl Fn(usize) -> bool,
     rng: &mut R,
 ) -> Option<(usize, Option<usize>)> {
-    let mut first = None;
-    for _ in 0..8 {
-        let i = rng.random_range(0..n);
-        if !eligible(i) {
-            continue;
+    if let Some(first) = (0..8)
+        .map(|_| rng.random_range(0..n))
+        .find(|i| eligible(*i))
+    {
+        if n == 1 {
+            return Some((first, None));
         }
-        match first {
-            None => first = Some(i),
-            Some(f) if f != i => return Some((f, Some(i))),
-            Some(_) => {}
+        for _ in 0..8 {
+            let mut second = rng.random_range(0..n - 1);
+            if second >= first {
+                second += 1;
+            }
+            if eligible(second) {
+                return Some((first, Some(second)));
+            }
         }
     }
     let all: Vec<usize> = (0..n).filter(|i| eligible(*i)).collect();

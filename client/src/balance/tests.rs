@@ -74,7 +74,6 @@ fn owners(p: &Picker, keys: &[String]) -> Vec<Arc<str>> {
                 .pick(
                     Pick {
                         key: Some(k.as_bytes()),
-                        now: None,
                     },
                     all,
                 )
@@ -108,7 +107,6 @@ fn ring_hash_moves_only_the_removed_members_keys() {
             .pick(
                 Pick {
                     key: Some(k.as_bytes()),
-                    now: None,
                 },
                 |i| p.members()[i].id.as_ref() != "c",
             )
