@@ -96,13 +96,16 @@ impl Breaker {
         }
     }
 
-    /// A success closes a half-open breaker and resets the count.
-    pub fn on_success(&self) {
-        self.last_success_ns
-            .store(self.ns(Instant::now()), Ordering::Relaxed);
+    /// A success at `now` closes a half-open breaker and resets the count.
+    pub fn on_success(&self, now: Instant) {
+        self.last_success_ns.store(self.ns(now), Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
         self.timeouts.store(0, Ordering::Relaxed);
-        if self.open_until_ns.swap(0, Ordering::AcqRel) != 0 {
+        // Read before the swap: a closed breaker (nearly every success)
+        // takes no locked read-modify-write.
+        if self.open_until_ns.load(Ordering::Acquire) != 0
+            && self.open_until_ns.swap(0, Ordering::AcqRel) != 0
+        {
             self.probing.store(false, Ordering::Release);
             let _ = self
                 .times
@@ -225,7 +228,7 @@ mod tests {
         );
         let t2 = t1 + Duration::from_secs(20);
         b.on_send(t2);
-        b.on_success();
+        b.on_success(Instant::now());
         assert_eq!(b.state(t2), BreakerState::Closed);
     }
 
@@ -238,7 +241,7 @@ mod tests {
         let b = Breaker::default();
         let sent = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
-        b.on_success(); // another request completed meanwhile
+        b.on_success(Instant::now()); // another request completed meanwhile
         assert!(
             !b.on_failure(&CFG, Instant::now(), sent, true, true),
             "one timeout on a busy endpoint"

@@ -335,7 +335,7 @@ impl ServiceState {
         endpoint.stats.count(outcome);
         endpoint.attempts[outcome.index()].increment(1);
         if outcome == Outcome::Success {
-            endpoint.breaker.on_success();
+            endpoint.breaker.on_success(now);
             endpoint.load.observe_now(latency, now);
             return;
         }
