@@ -618,6 +618,18 @@ async fn http1_by_the_book_on_the_gateways_own_path_and_after_a_handover() {
         (200, "/three?x=1")
     );
     assert_eq!(three.one("x-request-id"), Some("mine-3"));
+    // The connection keeps one request's parts for all its heads: nothing
+    // of the last request's fields carries over to the next.
+    c.write_all(b"GET /hello/four HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let four = read_answer(&mut c, &mut buf, false).await;
+    assert_eq!((four.status, path_of(&four).as_str()), (200, "/four"));
+    assert!(
+        four.one("x-request-id").is_some_and(|id| id.len() == 32),
+        "{:?}",
+        four.one("x-request-id")
+    );
 
     // A body of declared length is read whole and sent on; then a chunked
     // one, which the gateway hands to hyper's server with the bytes it had
