@@ -51,7 +51,10 @@ if [ -n "${BASELINE:-}" ]; then
 fi
 
 pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  local dir; for dir in /sys/fs/cgroup/cpu/switchyard-bench-* /sys/fs/cgroup/switchyard-bench-*; do [ -d "$dir" ] && rmdir "$dir" 2>/dev/null; done; true
+}
 trap cleanup EXIT
 
 # CPU time (user+system, in clock ticks) of a process and its children.
@@ -66,6 +69,9 @@ cpu_ticks() {
 }
 TICKS=$(getconf CLK_TCK)
 
+busy_pct() { # "busy total" before and after (cpu0_ticks): the busy share in between, %
+  python3 -c "a, b, c, d = map(int, '$1 $2'.split()); print(round(100 * (c - a) / max(d - b, 1)))"
+}
 load() { taskset -c 0 "$BIN/bench-load" "$@"; }
 json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
@@ -195,6 +201,48 @@ add_baseline() {
   fi
 }
 
+# Busy and total clock ticks of CPU 0 so far ("busy total").
+cpu0_ticks() { awk '/^cpu0 / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+
+# The throughput maximum counts only when the proxy's CPU is the saturated
+# one. Uncapped, on two cores, CPU 0 (the generator and three backends)
+# saturates first: the "maximum" then measures how cheaply CPU 0 runs, not
+# the proxy. So each proxy is also held to CAP % of one CPU with the cgroup
+# cpu controller (CFS bandwidth, 10 ms periods): its quota saturates while
+# CPU 0 keeps room, and the maximum is the proxy's own. Root and a writable
+# cgroup v1 `cpu` or v2 hierarchy are needed; without them the capped
+# figures are skipped and said so.
+CAP=${CAP:-50}
+CG_V1=/sys/fs/cgroup/cpu
+CG_V2=/sys/fs/cgroup
+cap_dir() { # name
+  if [ -w "$CG_V1/cpu.cfs_quota_us" ] || [ -w "$CG_V1/cgroup.procs" ]; then echo "$CG_V1/switchyard-bench-$1"
+  elif grep -qw cpu "$CG_V2/cgroup.controllers" 2>/dev/null; then echo "$CG_V2/switchyard-bench-$1"
+  fi
+}
+cap() { # name pid: holds pid, its children and all their threads to CAP % of one CPU
+  local dir p
+  dir=$(cap_dir "$1"); [ -n "$dir" ] || return 1
+  mkdir -p "$dir" || return 1
+  if [ -e "$dir/cpu.cfs_quota_us" ]; then
+    echo 10000 > "$dir/cpu.cfs_period_us" && echo $((CAP * 100)) > "$dir/cpu.cfs_quota_us" || return 1
+  else
+    echo "+cpu" > "$CG_V2/cgroup.subtree_control" 2>/dev/null || true
+    echo "$((CAP * 100)) 10000" > "$dir/cpu.max" || return 1
+  fi
+  for p in "$2" $(pgrep -P "$2" || true); do echo "$p" > "$dir/cgroup.procs" || return 1; done
+}
+uncap() { # name pid: back to the root group, and the group removed
+  local dir p root
+  dir=$(cap_dir "$1"); [ -n "$dir" ] && [ -d "$dir" ] || return 0
+  root=$(dirname "$dir")
+  for p in $(cat "$dir/cgroup.procs" 2>/dev/null); do echo "$p" > "$root/cgroup.procs" 2>/dev/null || true; done
+  rmdir "$dir" 2>/dev/null || true
+}
+throttled() { # name: "periods throttled" of the group so far
+  awk '/^nr_periods/ {n = $2} /^nr_throttled/ {t = $2} END {print n + 0, t + 0}' "$(cap_dir "$1")/cpu.stat"
+}
+
 # Runs `load` against URL for PID; prints "rps cpu_us_per_request p50 p99 p999".
 measure() { # url pid rate [name: keep the run's percentiles in $OUT/latency-name.json]
   local url=$1 pid=$2 rate=$3 before after result
@@ -227,9 +275,37 @@ proxies() {
   # of the machine falls on all of them alike.
   for run in $(seq 1 "$RUNS"); do
     for name in "${names[@]}"; do
-      echo "max $name $run $(measure "${url[$name]}" "${pid[$name]}" 0 | awk '{print $1}')" >> "$OUT/proxies-runs.txt"
+      local c0 c1 rps
+      c0=$(cpu0_ticks)
+      rps=$(measure "${url[$name]}" "${pid[$name]}" 0 | awk '{print $1}')
+      c1=$(cpu0_ticks)
+      # The run's maximum and how busy CPU 0 was (%) meanwhile.
+      echo "max $name $run $rps $(busy_pct "$c0" "$c1")" >> "$OUT/proxies-runs.txt"
     done
   done
+  # The same closed loop with each proxy held to CAP % of a CPU (see cap()).
+  local capped=()
+  for name in "${names[@]}"; do
+    [ "$name" = direct ] && continue
+    if cap "$name" "${pid[$name]}"; then capped+=("$name"); else uncap "$name"; fi
+  done
+  if [ "${#capped[@]}" -gt 0 ]; then
+    for name in "${capped[@]}"; do load "${url[$name]}" 0 2 64 >/dev/null; done
+    for run in $(seq 1 "$RUNS"); do
+      for name in "${capped[@]}"; do
+        local c0 c1 t0 t1 rps
+        c0=$(cpu0_ticks); t0=$(throttled "$name")
+        rps=$(measure "${url[$name]}" "${pid[$name]}" 0 | awk '{print $1}')
+        c1=$(cpu0_ticks); t1=$(throttled "$name")
+        # rps, CPU 0 busy %, and the share of CFS periods in which the proxy used up its quota (%).
+        echo "capped $name $run $rps $(busy_pct "$c0" "$c1") $(python3 -c "a, b, c, d = map(int, '$t0 $t1'.split()); print(round(100 * (d - b) / max(c - a, 1)))")" >> "$OUT/proxies-runs.txt"
+      done
+    done
+    for name in "${capped[@]}"; do uncap "$name"; done
+    echo "cap $CAP" >> "$OUT/proxies.txt"
+  else
+    echo "no cap: no writable cgroup cpu controller (run as root), so no throughput figure with the proxy saturated" | tee -a "$OUT/proxies.txt"
+  fi
   per_name() { python3 - "$OUT/proxies-runs.txt" "$1" "$2" <<'PY'
 import statistics, sys
 kind, name = sys.argv[2], sys.argv[3]
@@ -239,8 +315,12 @@ PY
   }
   declare -A max
   for name in "${names[@]}"; do
-    max[$name]=$(per_name max "$name")
-    echo "max $name ${max[$name]}" | tee -a "$OUT/proxies.txt"
+    read -r max[$name] busy < <(per_name max "$name")
+    echo "max $name ${max[$name]} cpu0_busy $busy" | tee -a "$OUT/proxies.txt"
+  done
+  for name in "${capped[@]}"; do
+    read -r rps busy thr < <(per_name capped "$name")
+    echo "capped $name $rps cpu0_busy $busy throttled $thr" | tee -a "$OUT/proxies.txt"
   done
   slower=$(python3 -c "print(int(min(${max[nginx]}, ${max[gateway]}, ${max[haproxy]}) / 2))")
   echo "fixed rate $slower" | tee -a "$OUT/proxies.txt"
