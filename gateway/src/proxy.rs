@@ -459,7 +459,10 @@ impl Gateway {
         let mut deadline = start + m.route.spec.timeout;
         if grpc {
             if let Some(t) = parts.headers.get("grpc-timeout").and_then(grpc_timeout) {
-                deadline = deadline.min(start + t);
+                // 99999999H is past any deadline a route can have.
+                if let Some(d) = start.checked_add(t) {
+                    deadline = deadline.min(d);
+                }
             }
         }
         // Bodies that fit the replay buffer are read first, so that any
@@ -1000,10 +1003,15 @@ fn clean_response(mut res: Response<ProxyBody>) -> Response<ProxyBody> {
     res
 }
 
-/// `grpc-timeout`: digits and a unit (H, M, S, m, u, n).
+/// `grpc-timeout`: at most eight digits and a unit (H, M, S, m, u, n), as
+/// gRPC's HTTP/2 protocol spells it; anything else is ignored (the route's
+/// timeout holds), so no client value can overflow a deadline.
 fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
     let s = v.to_str().ok()?;
     let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n * 3600),
@@ -1037,6 +1045,15 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert_eq!(grpc_timeout(&HeaderValue::from_static("x")), None);
+        // The spec's largest value is taken; more digits, a sign or none
+        // are not (a client's value must not overflow the deadline).
+        assert_eq!(
+            grpc_timeout(&HeaderValue::from_static("99999999H")),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        for bad in ["9223372036854775807S", "123456789m", "+5S", "S", ""] {
+            assert_eq!(grpc_timeout(&HeaderValue::from_static(bad)), None, "{bad}");
+        }
     }
 
     #[test]

@@ -294,6 +294,9 @@ impl RoutesFile {
     }
 }
 
+/// The longest `timeout` and `per_try_timeout` a route may have.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn check(r: &mut RouteSpec) -> Result<(), String> {
     if !valid_service(&r.service) {
         return Err("service: must be a registry service name (a-z, 0-9, '-')".into());
@@ -333,6 +336,13 @@ fn check(r: &mut RouteSpec) -> Result<(), String> {
     }
     if r.per_try_timeout.is_zero() {
         r.per_try_timeout = Duration::from_secs(1);
+    }
+    // A deadline is a request's start plus these: bounded, so the sum is.
+    if r.timeout > MAX_TIMEOUT {
+        return Err("timeout: at most 365d".into());
+    }
+    if r.per_try_timeout > MAX_TIMEOUT {
+        return Err("per_try_timeout: at most 365d".into());
     }
     if r.retry.attempts == 0 || r.retry.attempts > 10 {
         return Err("retry.attempts: must be 1 to 10".into());

@@ -285,6 +285,27 @@ async fn grpc_unary_streaming_and_deadlines() {
         .expect("trailers-only answer");
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+
+    // A grpc-timeout longer than gRPC's eight digits allow is ignored, not
+    // added to the request's start (this one overflowed the deadline and
+    // panicked the request's task: the client saw its stream reset).
+    let req = hyper::Request::post(format!("{}/grpc.health.v1.Health/Check", s.gateway.url()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "9223372036854775807S")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .expect("req");
+    let res = tokio::time::timeout(Duration::from_secs(10), h2.request(req))
+        .await
+        .expect("answered")
+        .expect("an answer, not a reset stream");
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.expect("whole body");
+    let trailers = body.trailers().expect("trailers").clone();
+    assert_eq!(
+        trailers["grpc-status"], "0",
+        "served under the route's timeout"
+    );
 }
 
 #[tokio::test]

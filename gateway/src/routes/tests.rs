@@ -180,6 +180,15 @@ fn bad_files_are_refused_with_the_route_and_key() {
             "[[route]]\nservice = \"a\"\nhash_key = \"cookie:x\"\n",
             "hash_key",
         ),
+        // Past a year, a request's start plus it could overflow an instant.
+        (
+            "[[route]]\nservice = \"a\"\ntimeout = \"400years\"\n",
+            ".timeout: at most 365d",
+        ),
+        (
+            "[[route]]\nservice = \"a\"\nper_try_timeout = \"400years\"\n",
+            "per_try_timeout: at most 365d",
+        ),
         ("[[route]]\nservice = \"a\"\ncolour = 1\n", "colour"),
         (
             "[[route]]\nname = \"x\"\nservice = \"a\"\n[[route]]\nname = \"x\"\nservice = \"b\"\n",
