@@ -43,8 +43,6 @@ use crate::{
 
 /// Room kept free for a read.
 const READ_SIZE: usize = 8 * 1024;
-/// A deadline that does not come while a request is served.
-const UNDUE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Where hyper's HTTP/2 connection preface starts.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
@@ -111,8 +109,7 @@ pub async fn serve(
     loop {
         // The head, within the header deadline (which also bounds how long
         // a kept-alive connection may sit idle, as with hyper's setting).
-        let due = Instant::now() + settings.header_timeout;
-        deadline.reset(due);
+        deadline.reset(Instant::now() + settings.header_timeout);
         let read_head = async {
             loop {
                 match parse(
@@ -191,9 +188,10 @@ pub async fn serve(
                 Ok(_) => {}
             }
         }
-        // Not due while the request is served (a long answer must not wake
-        // the connection for nothing).
-        deadline.reset(due + UNDUE);
+        // The header deadline is left where it is while the request is
+        // served (a proxied one moves it to each try's deadline): unpolled,
+        // it costs a long answer one needless wake-up at most, where moving
+        // it out of the way cost every request a second reset.
         let Head {
             body,
             keep_alive,

@@ -82,7 +82,9 @@ struct Prehashed(u64);
 #[derive(Debug)]
 struct Parked<C> {
     conn: C,
-    since: Instant,
+    /// When it has been idle too long: an instant compared on checkout,
+    /// where the time since parking would be a subtraction each.
+    until: Instant,
 }
 
 /// Parks a direct connection again once its response body has been read
@@ -214,7 +216,9 @@ impl H1Pool {
             inner: Arc::new(Inner {
                 hyper: Mutex::new(Idle::new()),
                 connect_timeout,
-                idle_timeout,
+                // At most a year, so that parked-at plus the timeout never
+                // overflows an `Instant` (a longer one means "never").
+                idle_timeout: idle_timeout.min(Duration::from_secs(365 * 24 * 3600)),
             }),
         }
     }
@@ -315,8 +319,7 @@ impl H1Pool {
     /// endpoint once per report interval).
     pub fn sweep_direct(&self, key: &PoolKey) {
         let now = Instant::now();
-        let ttl = self.inner.idle_timeout;
-        lock_direct(&key.direct).retain_mut(|p| !p.expired(now, ttl) && p.conn.is_reusable());
+        lock_direct(&key.direct).retain_mut(|p| !p.expired(now) && p.conn.is_reusable());
     }
 
     /// Idle hyper connections per address.
@@ -355,8 +358,15 @@ impl Idle {
 }
 
 impl<C> Parked<C> {
-    fn expired(&self, now: Instant, idle_timeout: Duration) -> bool {
-        now.duration_since(self.since) > idle_timeout
+    fn new(conn: C, now: Instant, idle_timeout: Duration) -> Self {
+        Self {
+            conn,
+            until: now + idle_timeout,
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        now > self.until
     }
 }
 
@@ -365,13 +375,10 @@ impl h1::Reuse for ParkDirect {
         let now = self.sent;
         let mut idle = lock_direct(&self.idle);
         // The oldest are at the bottom: those past the idle timeout go.
-        let expired = idle
-            .iter()
-            .take_while(|p| p.expired(now, self.idle_timeout))
-            .count();
+        let expired = idle.iter().take_while(|p| p.expired(now)).count();
         idle.drain(..expired);
         if idle.len() < MAX_IDLE_PER_ADDRESS {
-            idle.push(Parked { conn, since: now });
+            idle.push(Parked::new(conn, now, self.idle_timeout));
         }
     }
 }
@@ -390,7 +397,7 @@ impl Inner {
         while i > 0 {
             i -= 1;
             let p = &parked[i];
-            if p.expired(now, self.idle_timeout) || p.conn.is_closed() {
+            if p.expired(now) || p.conn.is_closed() {
                 parked.swap_remove(i);
             } else if p.conn.is_ready() {
                 return Some(parked.swap_remove(i).conn);
@@ -403,7 +410,7 @@ impl Inner {
     fn checkout_direct(&self, key: &PoolKey, now: Instant) -> Option<h1::Conn> {
         let mut idle = lock_direct(&key.direct);
         while let Some(mut p) = idle.pop() {
-            if p.expired(now, self.idle_timeout) {
+            if p.expired(now) {
                 // The rest are older still.
                 idle.clear();
                 return None;
@@ -460,15 +467,14 @@ impl Inner {
         // endpoints that went away do not keep connections open.
         if now.duration_since(idle.last_sweep) > self.idle_timeout {
             idle.last_sweep = now;
-            let ttl = self.idle_timeout;
             idle.by_address.retain(|_, parked| {
-                parked.retain(|p| !p.expired(now, ttl) && !p.conn.is_closed());
+                parked.retain(|p| !p.expired(now) && !p.conn.is_closed());
                 !parked.is_empty()
             });
         }
         let parked = idle.by_address.entry(address).or_default();
         if parked.len() < MAX_IDLE_PER_ADDRESS {
-            parked.push(Parked { conn, since: now });
+            parked.push(Parked::new(conn, now, self.idle_timeout));
         }
     }
 }

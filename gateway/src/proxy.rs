@@ -624,16 +624,16 @@ impl Gateway {
                     client_upgrade.is_some() || !endpoint.h2,
                 ),
             };
-            let per_try = spec
-                .per_try_timeout
-                .min(deadline.saturating_duration_since(now));
+            // The try's deadline: one addition and a comparison (the
+            // time left to the request's deadline would be a subtraction).
+            let try_deadline = (now + spec.per_try_timeout).min(deadline);
             let (outcome, in_flight, ended) = self
                 .send_once(
                     service,
                     &endpoint,
                     &attempt,
                     outgoing,
-                    (now, per_try, sleep.as_deref_mut()),
+                    (now, try_deadline, sleep.as_deref_mut()),
                     grpc,
                 )
                 .await;
@@ -736,7 +736,7 @@ impl Gateway {
         endpoint: &Endpoint,
         attempt: &Attempt<'_>,
         outgoing: Outgoing,
-        (sent, per_try, sleep): (Instant, Duration, Option<&mut Sleep>),
+        (sent, try_deadline, sleep): (Instant, Instant, Option<&mut Sleep>),
         grpc: bool,
     ) -> (Sent, InFlight, Instant) {
         let in_flight = endpoint.load.start();
@@ -780,8 +780,8 @@ impl Gateway {
             }
         });
         let outcome = match sleep {
-            Some(sleep) => sleep.timeout_at(sent + per_try, exchange).await,
-            None => self.timer.timeout_at(sent + per_try, exchange).await,
+            Some(sleep) => sleep.timeout_at(try_deadline, exchange).await,
+            None => self.timer.timeout_at(try_deadline, exchange).await,
         };
         let done = Instant::now();
         let latency = done.saturating_duration_since(sent);

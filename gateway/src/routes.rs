@@ -163,6 +163,9 @@ pub enum HashKey {
 pub struct Route {
     /// Its name, shared (logs and admin use it per request).
     pub name: Arc<str>,
+    /// Its service, shared: a matched request takes a reference count, not
+    /// a copy (which was an allocation per request).
+    pub service: Arc<str>,
     /// As written.
     pub spec: RouteSpec,
     /// Compiled path matcher.
@@ -429,6 +432,7 @@ impl Route {
         };
         Self {
             name: Arc::from(spec.name.as_str()),
+            service: Arc::from(spec.service.as_str()),
             methods: spec.methods.iter().filter_map(|m| m.parse().ok()).collect(),
             headers: spec
                 .headers
@@ -539,7 +543,7 @@ impl RouteTable {
         for route in &self.routes {
             if let Some(prefix_len) = route.matches(method, host, path, headers) {
                 return Some(Matched {
-                    service: Arc::from(route.spec.service.as_str()),
+                    service: route.service.clone(),
                     route: route.clone(),
                     prefix_len,
                 });

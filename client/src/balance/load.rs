@@ -26,7 +26,8 @@ pub struct Load {
     /// epoch for all loads, so that two members' stamps compare directly.
     stamp_ns: AtomicU64,
     seeded: AtomicBool,
-    /// [`epoch`], kept at hand.
+    /// [`epoch`], the same for every load; the copy spares each observation
+    /// the `OnceLock` check.
     base: Instant,
 }
 
