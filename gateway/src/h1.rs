@@ -524,17 +524,6 @@ fn raw_plan(
     len: usize,
     fields: &[httparse::Header<'_>],
 ) -> io::Result<Option<RawPlan>> {
-    const TAKEN_OUT: [&[u8]; 9] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authorization",
-        b"x-request-id",
-    ];
     let base = buf.as_ptr() as usize;
     if !buf[..len].ends_with(b"\r\n\r\n") {
         return Ok(None);
@@ -542,7 +531,7 @@ fn raw_plan(
     let (mut date, mut length) = (false, None::<u64>);
     for h in fields {
         let name = h.name.as_bytes();
-        if TAKEN_OUT.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        if taken_out(name) {
             return Ok(None);
         }
         // Lines end in CRLF right after the value (no bare LF, no
@@ -551,13 +540,13 @@ fn raw_plan(
         if buf[end..].first() != Some(&b'\r') {
             return Ok(None);
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
             let n = content_length(h.value).ok_or_else(|| invalid("bad content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(invalid("conflicting content-length"));
             }
             length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"date") {
+        } else if name.len() == 4 && name.eq_ignore_ascii_case(b"date") {
             date = true;
         }
     }
@@ -565,6 +554,25 @@ fn raw_plan(
         .first()
         .map_or(len - 2, |h| h.name.as_ptr() as usize - base);
     Ok(Some((start, date, length)))
+}
+
+/// Whether an answer's field is one the gateway takes out or replaces
+/// (hop-by-hop fields, and `x-request-id`), so that its head cannot pass as
+/// it came. By length first: most names are ruled out with no byte
+/// compared (nine case-blind comparisons per field were ~130 instructions
+/// per answer).
+fn taken_out(name: &[u8]) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        12 => is(b"x-request-id"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// The answer with its header lines kept as they came; its head is split
@@ -782,6 +790,37 @@ mod tests {
     use super::*;
 
     /// Keeps the connection a finished body gives back.
+
+    #[test]
+    fn taken_out_is_the_hop_by_hop_fields_and_the_request_id() {
+        for name in [
+            "connection",
+            "Keep-Alive",
+            "PROXY-CONNECTION",
+            "te",
+            "Trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "X-Request-Id",
+        ] {
+            assert!(taken_out(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "content-length",
+            "date",
+            "tee",
+            "t",
+            "content-type",
+            "x-request-ids",
+            "connectio",
+            "keep-alivf",
+            "server",
+            "",
+        ] {
+            assert!(!taken_out(name.as_bytes()), "{name}");
+        }
+    }
     #[derive(Debug, Clone, Default)]
     struct Slot(Arc<Mutex<Option<Conn>>>);
 
