@@ -81,24 +81,25 @@ if maxes:
         b = f" ({busy[name]:.0f} %)" if busy.get(name) is not None else ""
         print(f"| {label} | {m:.0f}{b}{cc} | {c} | {x.get('p50', 0):.0f} | {x.get('p99', 0):.0f} | {x.get('p999', 0):.0f} |")
     print()
-    if "gateway" in fixed and "nginx" in fixed:
-        # With the proxies also measured together (below), the headline line
-        # comes from there: one after another, single runs move by more than
-        # the difference measured.
-        seq = "cpu per request ratio, one after another" if together else "cpu per request ratio"
-        print(f"gateway/nginx {seq}: {fixed['gateway']['cpu'] / fixed['nginx']['cpu']:.2f}")
+    def ratio(label, table, a, b, key=None):
+        """Prints `label: a/b` from `table` when both are in it."""
+        if a in table and b in table:
+            x, y = (table[a][key], table[b][key]) if key else (table[a], table[b])
+            print(f"{label}: {x / y:.2f}")
+
+    # With the proxies also measured together (below), the headline line comes
+    # from there: one after another, single runs move by more than the
+    # difference measured.
+    seq = ", one after another" if together else ""
+    ratio(f"gateway/nginx cpu per request ratio{seq}", fixed, "gateway", "nginx", "cpu")
     if "gateway" in capped and "nginx" in capped:
-        print(f"gateway/nginx throughput ratio: {capped['gateway']['rps'] / capped['nginx']['rps']:.2f}")
-        if "gateway" in maxes and "nginx" in maxes:
-            print(f"gateway/nginx throughput ratio, uncapped (CPU 0 saturated, not counted): {maxes['gateway'] / maxes['nginx']:.2f}")
-    elif "gateway" in maxes and "nginx" in maxes:
-        print(f"gateway/nginx throughput ratio: {maxes['gateway'] / maxes['nginx']:.2f}")
-    if "baseline" in capped and "nginx" in capped:
-        print(f"baseline gateway/nginx throughput ratio: {capped['baseline']['rps'] / capped['nginx']['rps']:.2f}")
-    if "gateway" in fixed and "haproxy" in fixed:
-        print(f"gateway/haproxy cpu per request ratio: {fixed['gateway']['cpu'] / fixed['haproxy']['cpu']:.2f}")
-    if "baseline" in fixed and "nginx" in fixed:
-        print(f"baseline gateway/nginx cpu per request ratio: {fixed['baseline']['cpu'] / fixed['nginx']['cpu']:.2f}")
+        ratio("gateway/nginx throughput ratio", capped, "gateway", "nginx", "rps")
+        ratio("gateway/nginx throughput ratio, uncapped (CPU 0 saturated, not counted)", maxes, "gateway", "nginx")
+        ratio("baseline gateway/nginx throughput ratio", capped, "baseline", "nginx", "rps")
+    else:
+        ratio("gateway/nginx throughput ratio", maxes, "gateway", "nginx")
+    ratio("gateway/haproxy cpu per request ratio", fixed, "gateway", "haproxy", "cpu")
+    ratio("baseline gateway/nginx cpu per request ratio", fixed, "baseline", "nginx", "cpu")
     per_run = {}
     for f in lines("proxies-runs.txt"):
         if f[0] == "fixed" and len(f) >= 4:

@@ -69,7 +69,7 @@ cpu_ticks() {
 }
 TICKS=$(getconf CLK_TCK)
 
-busy_pct() { # "busy total" before and after (cpu0_ticks): the busy share in between, %
+share_pct() { # "part whole" counters before and after (cpu0_ticks, throttled): the part's share in between, %
   python3 -c "a, b, c, d = map(int, '$1 $2'.split()); print(round(100 * (c - a) / max(d - b, 1)))"
 }
 load() { taskset -c 0 "$BIN/bench-load" "$@"; }
@@ -239,8 +239,8 @@ uncap() { # name pid: back to the root group, and the group removed
   for p in $(cat "$dir/cgroup.procs" 2>/dev/null); do echo "$p" > "$root/cgroup.procs" 2>/dev/null || true; done
   rmdir "$dir" 2>/dev/null || true
 }
-throttled() { # name: "periods throttled" of the group so far
-  awk '/^nr_periods/ {n = $2} /^nr_throttled/ {t = $2} END {print n + 0, t + 0}' "$(cap_dir "$1")/cpu.stat"
+throttled() { # name: "throttled periods" of the group so far
+  awk '/^nr_periods/ {n = $2} /^nr_throttled/ {t = $2} END {print t + 0, n + 0}' "$(cap_dir "$1")/cpu.stat"
 }
 
 # Runs `load` against URL for PID; prints "rps cpu_us_per_request p50 p99 p999".
@@ -280,7 +280,7 @@ proxies() {
       rps=$(measure "${url[$name]}" "${pid[$name]}" 0 | awk '{print $1}')
       c1=$(cpu0_ticks)
       # The run's maximum and how busy CPU 0 was (%) meanwhile.
-      echo "max $name $run $rps $(busy_pct "$c0" "$c1")" >> "$OUT/proxies-runs.txt"
+      echo "max $name $run $rps $(share_pct "$c0" "$c1")" >> "$OUT/proxies-runs.txt"
     done
   done
   # The same closed loop with each proxy held to CAP % of a CPU (see cap()).
@@ -298,7 +298,7 @@ proxies() {
         rps=$(measure "${url[$name]}" "${pid[$name]}" 0 | awk '{print $1}')
         c1=$(cpu0_ticks); t1=$(throttled "$name")
         # rps, CPU 0 busy %, and the share of CFS periods in which the proxy used up its quota (%).
-        echo "capped $name $run $rps $(busy_pct "$c0" "$c1") $(python3 -c "a, b, c, d = map(int, '$t0 $t1'.split()); print(round(100 * (d - b) / max(c - a, 1)))")" >> "$OUT/proxies-runs.txt"
+        echo "capped $name $run $rps $(share_pct "$c0" "$c1") $(share_pct "$t0" "$t1")" >> "$OUT/proxies-runs.txt"
       done
     done
     for name in "${capped[@]}"; do uncap "$name"; done
