@@ -10,6 +10,11 @@ use http_body_util::Full;
 /// Why the gateway answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayError {
+    /// The request is malformed: its framing, authority or path (400;
+    /// the text says which, in a client's terms).
+    BadRequest(&'static str),
+    /// The route does not take this method (405): TRACE, unless allowed.
+    MethodNotAllowed,
     /// No route matches (404).
     NoRoute,
     /// The default rule's service is not in the registry (404).
@@ -34,9 +39,22 @@ pub enum GatewayError {
 
 // === impl GatewayError ===
 
+impl From<crate::upstream::BodyFault> for GatewayError {
+    fn from(fault: crate::upstream::BodyFault) -> Self {
+        match fault {
+            crate::upstream::BodyFault::TooLarge => Self::BodyTooLarge,
+            crate::upstream::BodyFault::Malformed => {
+                Self::BadRequest("malformed or incomplete request body")
+            }
+        }
+    }
+}
+
 impl GatewayError {
     fn status(self) -> StatusCode {
         match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoRoute | Self::UnknownService => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -51,6 +69,8 @@ impl GatewayError {
 
     fn message(self) -> &'static str {
         match self {
+            Self::BadRequest(why) => why,
+            Self::MethodNotAllowed => "method not allowed on this route",
             Self::NoRoute => "no route matches this request",
             Self::UnknownService => "no such service",
             Self::Unauthorized => "missing or invalid credentials",
@@ -67,6 +87,8 @@ impl GatewayError {
     /// gRPC status code for gRPC callers.
     fn grpc_code(self) -> u16 {
         match self {
+            Self::BadRequest(_) => 3,                   // INVALID_ARGUMENT
+            Self::MethodNotAllowed => 12,               // UNIMPLEMENTED
             Self::NoRoute | Self::UnknownService => 12, // UNIMPLEMENTED
             Self::Unauthorized => 16,                   // UNAUTHENTICATED
             Self::RateLimited(_) | Self::Overloaded | Self::BodyTooLarge => 8, // RESOURCE_EXHAUSTED

@@ -23,6 +23,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub struct Scan {
     /// The first `Host`.
     pub host: Option<HeaderValue>,
+    /// How many `Host` fields there were (more than one is refused).
+    pub hosts: usize,
     /// The first `Content-Type` starts with `application/grpc`.
     pub grpc: bool,
     /// The first `Content-Length`, if it is digits only.
@@ -49,6 +51,7 @@ impl Scan {
             // before the bytes), not a hashed lookup per name.
             match name.as_str() {
                 "host" => {
+                    s.hosts += 1;
                     s.host.get_or_insert_with(|| value.clone());
                 }
                 "content-type" => {
@@ -152,13 +155,13 @@ pub struct Added {
 
 impl Added {
     /// What to add to a request with headers scanned as `scan` from
-    /// `client` (its IP as a header value) for `host` (and the header value
-    /// it came from, if any), with request id `id`.
+    /// `client` (its IP as a header value) for `authority` (see
+    /// [`crate::authority`]), with request id `id`.
     pub fn new(
         scan: &Scan,
         client: &HeaderValue,
         tls: bool,
-        (host, host_value): (&str, Option<&HeaderValue>),
+        authority: Option<&HeaderValue>,
         id: &HeaderValue,
     ) -> Self {
         let xfh = scan.forwarded_host.as_ref();
@@ -182,13 +185,7 @@ impl Added {
             ],
             len: 4,
         };
-        let xfh = match xfh {
-            Some(theirs) => Some(theirs.clone()),
-            None if !host.is_empty() => host_value
-                .cloned()
-                .or_else(|| HeaderValue::from_str(host).ok()),
-            None => None,
-        };
+        let xfh = xfh.or(authority).cloned();
         if let Some(v) = xfh {
             added.fields[4].1 = v;
             added.len = 5;
@@ -427,7 +424,7 @@ mod tests {
             &Scan::of(h),
             &HeaderValue::from_static("10.0.0.2"),
             true,
-            ("api.example.com", None),
+            Some(&HeaderValue::from_static("api.example.com")),
             &HeaderValue::from_static("id-1"),
         )
         .apply(&mut out);

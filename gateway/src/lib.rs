@@ -14,6 +14,7 @@
 //! - [`testing`]: a real gateway in-process, for tests.
 
 pub mod admin;
+pub mod authority;
 pub mod breaker;
 pub mod config;
 pub mod control;
@@ -24,6 +25,7 @@ pub mod front;
 pub mod h1;
 pub mod headers;
 pub mod limits;
+pub mod path;
 pub mod pool;
 pub mod proxy;
 pub mod reload;

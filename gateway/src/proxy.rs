@@ -25,13 +25,16 @@ use switchyard_client::{View, balance::InFlight};
 use tokio::sync::Notify;
 
 use crate::{
+    authority::Authority,
     endpoints::{Endpoint, Outcome, ServiceSettings, ServiceState},
     errors::GatewayError,
     h1, headers,
     pool::{GiveBack, ParkDirect},
     routes::{HashKey, Matched, RouteTable, upstream_path},
     timer::Sleep,
-    upstream::{Reach, RequestBody, Upstream, UpstreamBody, reach, upstream_body},
+    upstream::{
+        BodyFault, FaultSlot, Reach, RequestBody, Upstream, UpstreamBody, reach, upstream_body,
+    },
 };
 
 /// A response body: an upstream's (counted in flight until it ends) or ours.
@@ -382,24 +385,29 @@ impl Gateway {
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let grpc = scan.grpc;
-        // A shared handle (a reference count, not a copy) so the host
-        // outlives the header edits below; the Host header's value is the
-        // scan's, which they do not touch.
-        let authority = parts.uri.authority().cloned();
-        let host_header = scan.host.as_ref();
-        let host = authority
-            .as_ref()
-            .map(http::uri::Authority::as_str)
-            .or_else(|| host_header.and_then(|h| h.to_str().ok()))
-            .unwrap_or("");
+        // One authority, decided once: routed by, and forwarded as `Host`.
+        // The checked value is a shared handle (a reference count, not a
+        // copy), so it outlives the header edits below.
+        let authority = crate::authority::Authority::of(parts, scan.host.as_ref(), scan.hosts)
+            .map_err(|e| GatewayError::BadRequest(e.message()))?;
+        let host = authority.as_ref().map_or("", |a| a.host());
+        // The path as routes match it, and as the upstream receives it.
+        if let Cow::Owned(normal) = crate::path::normalize(parts.uri.path())
+            .map_err(|e| GatewayError::BadRequest(e.message()))?
+        {
+            parts.uri = with_path(&parts.uri, normal)?;
+        }
         let table = self.routes.load();
         let Some(m) = table.find(&parts.method, host, parts.uri.path(), &parts.headers) else {
             return Err(GatewayError::NoRoute);
         };
         served.route = Some(m.route.clone());
         let fail = Err;
-        if m.route.spec.name == "default"
-            && !self.known_default_service(&m.service, table.default_rule_max_services)
+        if parts.method == Method::TRACE && !m.route.spec.allow_trace {
+            return fail(GatewayError::MethodNotAllowed);
+        }
+        let default_rule = Arc::ptr_eq(&m.route, &table.default_route);
+        if default_rule && !self.known_default_service(&m.service, table.default_rule_max_services)
         {
             return fail(GatewayError::UnknownService);
         }
@@ -435,9 +443,7 @@ impl Gateway {
         } else {
             None
         };
-        // The Host header's own value when the host came from it (no copy).
-        let host_value = authority.is_none().then_some(host_header).flatten();
-        let added = prepare_headers(parts, scan, &m, peer, id, (host, host_value), upgrade);
+        let added = prepare_headers(parts, scan, &m, peer, id, authority.as_ref(), upgrade);
         let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path = match upstream_path(&m, original) {
             Cow::Borrowed(_) => parts.uri.path_and_query().cloned(),
@@ -446,7 +452,7 @@ impl Gateway {
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
         // The default rule's service comes from the path; a route's own is
         // fixed, so it is looked up by name once.
-        let service = if Arc::ptr_eq(&m.route, &table.default_route) {
+        let service = if default_rule {
             self.service(&m.service)
         } else {
             m.route
@@ -475,6 +481,7 @@ impl Gateway {
         // When the body was at hand already, the request's start stands in
         // for the first pick's clock reading (one reading fewer).
         let mut ready = Some(start);
+        let fault = FaultSlot::default();
         let body: RequestBody = match body {
             // Read whole by the client connection (its length was declared).
             Inbound::Whole(whole) => Either::Right(whole),
@@ -487,7 +494,7 @@ impl Gateway {
                     .await
                 {
                     Ok(collected) => Either::Right(collected.to_bytes()),
-                    Err(_) => return fail(GatewayError::BodyTooLarge),
+                    Err(e) => return fail(BodyFault::of(&*e).into()),
                 }
             }
             Inbound::Streamed(body) => {
@@ -501,11 +508,12 @@ impl Gateway {
                     } else {
                         Duration::ZERO
                     },
+                    &fault,
                 )
                 .await
                 {
                     Ok(body) => body,
-                    Err(_) => return fail(GatewayError::BodyTooLarge),
+                    Err(e) => return fail(e.into()),
                 }
             }
         };
@@ -528,7 +536,12 @@ impl Gateway {
             .await;
         served.endpoint = endpoint;
         served.attempts = attempts;
-        result
+        // A body that broke while it streamed failed the upstream request
+        // (which never saw it whole): the client hears why.
+        match fault.get() {
+            Some(&e) => Err(e.into()),
+            None => result,
+        }
     }
 
     fn known_default_service(&self, service: &str, cap: usize) -> bool {
@@ -934,21 +947,21 @@ fn prepare_headers(
     m: &Matched,
     peer: &Peer,
     id: &HeaderValue,
-    (host, host_value): (&str, Option<&HeaderValue>),
+    authority: Option<&Authority>,
     upgrade: bool,
 ) -> headers::Added {
     let h = &mut parts.headers;
     if upgrade || scan.hop_by_hop {
         headers::strip_hop_by_hop(h, upgrade);
     }
-    let added = headers::Added::new(scan, &peer.ip, peer.tls, (host, host_value), id);
+    let added = headers::Added::new(scan, &peer.ip, peer.tls, authority.map(|a| &a.value), id);
     match m.route.spec.host_header.as_str() {
         "preserve" => {
-            // Stripping hop-by-hop fields leaves `Host` as it was.
-            if scan.host.is_none() {
-                if let Ok(v) = HeaderValue::from_str(host) {
-                    h.insert(header::HOST, v);
-                }
+            // Stripping hop-by-hop fields leaves `Host` as it was: it is
+            // the authority unless that came from the target (absolute
+            // form, `:authority`), which then replaces it.
+            if let Some(a) = authority.filter(|a| a.from_target || scan.host.is_none()) {
+                h.insert(header::HOST, a.value.clone());
             }
         }
         "upstream" => {
@@ -995,6 +1008,20 @@ fn upstream_request(
         }
     }
     req
+}
+
+/// `uri` with its path replaced by `path` (its normal form) and its query
+/// kept.
+fn with_path(uri: &Uri, path: String) -> Result<Uri, GatewayError> {
+    let mut target = path;
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(target).map_err(|_| GatewayError::BadRequest("invalid path"))?);
+    Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("invalid path"))
 }
 
 fn clean_response(mut res: Response<ProxyBody>) -> Response<ProxyBody> {

@@ -78,6 +78,9 @@ pub struct RouteSpec {
     pub api_key_header: String,
     /// Accepted bearer tokens.
     pub bearer_tokens: Vec<String>,
+    /// Forward TRACE requests (405 otherwise, as nginx answers): a TRACE
+    /// echoes the request, credentials included, back to whoever sent it.
+    pub allow_trace: bool,
 }
 
 /// Retries.
@@ -319,6 +322,26 @@ fn check(r: &mut RouteSpec) -> Result<(), String> {
         if !p.is_empty() && !p.starts_with('/') {
             return Err(format!("{name}: must start with '/'"));
         }
+        // Requests are matched in their normal form (`crate::path`): a
+        // pattern in another could never match.
+        match crate::path::normalize(p) {
+            Ok(normal) if normal == p.as_str() => {}
+            Ok(normal) => return Err(format!("{name}: write it in normal form, `{normal}`")),
+            Err(e) => return Err(format!("{name}: {}", e.message())),
+        }
+    }
+    // Hosts are matched without a trailing dot, case-blind.
+    if let Some(host) = r.host.strip_suffix('.') {
+        r.host = host.to_string();
+    }
+    let name = r.host.strip_prefix("*.").unwrap_or(&r.host);
+    if !r.host.is_empty()
+        && http::HeaderValue::from_str(name)
+            .ok()
+            .and_then(|v| crate::authority::Authority::parse(&v).ok())
+            .is_none_or(|a| a.host() != name)
+    {
+        return Err("host: a host name without port, or `*.` and one".into());
     }
     if !r.path_regex.is_empty() {
         Regex::new(&r.path_regex).map_err(|e| format!("path_regex: {e}"))?;
@@ -475,19 +498,18 @@ impl Route {
     }
 }
 
+/// Whether `host` (without port and trailing dot, see
+/// [`crate::authority`]) is the route's: the same name, case-blind, or
+/// one below a `*.` pattern's suffix.
 fn host_matches(pattern: &str, host: &str) -> bool {
     if pattern.is_empty() {
         return true;
     }
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
             host.len() > suffix.len() + 1
-                && host.ends_with(suffix)
                 && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
         }
         None => pattern.eq_ignore_ascii_case(host),
     }

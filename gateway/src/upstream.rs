@@ -6,6 +6,7 @@ use std::{
     collections::VecDeque,
     error::Error as StdError,
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -34,15 +35,28 @@ pub fn upstream_body(body: RequestBody) -> UpstreamBody {
     }
 }
 
-/// The body was over the limit.
-#[derive(Debug, Clone, Copy)]
-pub struct TooLarge;
+/// Why a client's request body could not be read to its proper end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Over the body limit (413).
+    TooLarge,
+    /// Malformed framing (a bad chunk size, data past a chunk's size), or
+    /// cut off by the client (400 to whoever is still listening).
+    Malformed,
+}
+
+/// Where a streamed body notes its fault, for the request's answer: the
+/// body fails the upstream request (hyper then closes the upstream
+/// connection mid-body, so the upstream never sees the request whole),
+/// and the client is told why (400 or 413) rather than 502.
+pub type FaultSlot = Arc<OnceLock<BodyFault>>;
 
 /// A streamed body whose first frames were already read.
 #[derive(Debug)]
 pub struct Prefixed {
     frames: VecDeque<Frame<Bytes>>,
     rest: Option<Limited<Incoming>>,
+    fault: FaultSlot,
 }
 
 /// Reads what a client body has already delivered, without waiting: a body
@@ -55,12 +69,16 @@ pub struct Prefixed {
 /// `grace` bounds an extra wait, once per request: a unary gRPC call sends
 /// its message and END_STREAM together, so a few milliseconds make it
 /// replayable, while a streaming call pays that once at its start.
+///
+/// A body that fails while read here is refused whole: nothing of it is
+/// sent on. One that fails later, while streaming, notes why in `fault`.
 pub async fn take_ready(
     body: Incoming,
     replay: usize,
     limit: usize,
     grace: Duration,
-) -> Result<RequestBody, TooLarge> {
+    fault: &FaultSlot,
+) -> Result<RequestBody, BodyFault> {
     let mut body = Limited::new(body, limit);
     let mut buf = BytesMut::new();
     let mut frames = VecDeque::new();
@@ -82,7 +100,11 @@ pub async fn take_ready(
                     Either::Right(buf.freeze())
                 } else {
                     frames.push_front(Frame::data(buf.freeze()));
-                    Either::Left(Prefixed { frames, rest: None })
+                    Either::Left(Prefixed {
+                        frames,
+                        rest: None,
+                        fault: fault.clone(),
+                    })
                 });
             }
             Some(Some(Ok(frame))) => match frame.into_data() {
@@ -92,20 +114,28 @@ pub async fn take_ready(
                 Ok(data) => frames.push_back(Frame::data(data)),
                 Err(trailers) => frames.push_back(trailers),
             },
-            Some(Some(Err(e))) => {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    return Err(TooLarge);
-                }
-                frames.push_front(Frame::data(buf.freeze()));
-                return Ok(Either::Left(Prefixed { frames, rest: None }));
-            }
+            Some(Some(Err(e))) => return Err(BodyFault::of(&*e)),
             None => {
                 frames.push_front(Frame::data(buf.freeze()));
                 return Ok(Either::Left(Prefixed {
                     frames,
                     rest: Some(body),
+                    fault: fault.clone(),
                 }));
             }
+        }
+    }
+}
+
+// === impl BodyFault ===
+
+impl BodyFault {
+    /// What a body error from `Limited` over hyper's body means.
+    pub fn of(e: &(dyn StdError + 'static)) -> Self {
+        if e.downcast_ref::<LengthLimitError>().is_some() {
+            Self::TooLarge
+        } else {
+            Self::Malformed
         }
     }
 }
@@ -126,10 +156,14 @@ impl Body for Prefixed {
             }
             return Poll::Ready(Some(Ok(frame)));
         }
-        match self.rest.as_mut() {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
+        let Some(rest) = self.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(rest).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            let _ = self.fault.set(BodyFault::of(&**e));
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -83,6 +83,12 @@ fn first_match_in_file_order_with_every_matcher() {
         "*.example.com needs a subdomain"
     );
     assert_eq!(
+        find(&t, Method::GET, "API.Example.COM", "/x", &[]).as_deref(),
+        Some("host"),
+        "hosts compare case-blind"
+    );
+    assert_eq!(find(&t, Method::GET, "apiXexample.com", "/x", &[]), None);
+    assert_eq!(
         find(&t, Method::GET, "h", "/read/1", &[]).as_deref(),
         Some("get-only")
     );
@@ -190,6 +196,20 @@ fn bad_files_are_refused_with_the_route_and_key() {
             "per_try_timeout: at most 365d",
         ),
         ("[[route]]\nservice = \"a\"\ncolour = 1\n", "colour"),
+        // Requests are matched in normal form: a pattern in another would
+        // never match.
+        (
+            "[[route]]\nservice = \"a\"\npath_prefix = \"/app//admin/\"\n",
+            "path_prefix: write it in normal form, `/app/admin/`",
+        ),
+        (
+            "[[route]]\nservice = \"a\"\npath_exact = \"/a/%2fb\"\n",
+            "path_exact: escaped slash",
+        ),
+        (
+            "[[route]]\nservice = \"a\"\nhost = \"a.example:80\"\n",
+            "host: a host name without port",
+        ),
         (
             "[[route]]\nname = \"x\"\nservice = \"a\"\n[[route]]\nname = \"x\"\nservice = \"b\"\n",
             "twice",
