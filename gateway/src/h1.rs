@@ -38,7 +38,7 @@ use tokio::{
 /// Header fields accepted in a head (hyper's default limit too).
 pub const MAX_HEADERS: usize = 100;
 /// Largest response head (status line and headers).
-const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
 /// First read size; it doubles while reads fill it, up to `MAX_READ`.
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
@@ -164,15 +164,21 @@ impl Conn {
     }
 
     /// Whether an idle connection can take a request: nothing arrived on it
-    /// while it was parked (a close, or bytes nobody asked for). Without a
-    /// system call unless the runtime saw it become readable.
+    /// while it was parked (a close, or bytes nobody asked for).
     pub fn is_reusable(&mut self) -> bool {
         if !self.0.buf.is_empty() {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
         match self.0.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
+            // The runtime learns of readiness only when it next polls the
+            // kernel: bytes (or the close) may be there already. One peek
+            // tells; a request written behind stray bytes would be
+            // answered by them.
+            Poll::Pending => {
+                let mut one = [std::mem::MaybeUninit::<u8>::uninit()];
+                matches!(socket2::SockRef::from(&self.0.io).peek(&mut one), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
             Poll::Ready(Err(_)) => false,
             // Readable: the close (or data) is there, or the readiness is
             // left from the last read; a read tells which.
@@ -448,6 +454,10 @@ fn parse_head(
     let len = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, &mut raw)
     {
+        // The same bound as on request heads, however the bytes arrived.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            return Err(invalid("response head too large"));
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(invalid("malformed response head")),

@@ -18,7 +18,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, uri::Authority};
+use http::{Request, Response, Uri, uri::Authority};
 use hyper::{
     body::Incoming,
     client::conn::{TrySendError, http1},
@@ -235,6 +235,12 @@ impl H1Pool {
         mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, GiveBack), (SendError, Option<Request<UpstreamBody>>)> {
         let address = &key.authority;
+        // HTTP/1.1 to an origin server takes the origin form (RFC 9112
+        // §3.2.1); hyper's connection writes the target as it is given, and
+        // the request's carries the endpoint (for HTTP/2's `:authority`).
+        if let Some(target) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = Uri::from(target);
+        }
         let mut reused = true;
         loop {
             let mut sender = match self.inner.checkout(key) {
@@ -444,13 +450,16 @@ impl Inner {
 
     async fn connect_hyper(&self, address: &Authority) -> Result<Sender, SendError> {
         let stream = self.tcp(address).await?;
-        let (sender, conn) =
-            http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| SendError::Connect {
-                    address: address.clone(),
-                    reason: e.to_string(),
-                })?;
+        // Answer heads are bounded as on the direct path: hyper refuses a
+        // head that does not fit its read buffer.
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(h1::MAX_HEAD)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| SendError::Connect {
+                address: address.clone(),
+                reason: e.to_string(),
+            })?;
         tokio::spawn(async move {
             // with_upgrades: a 101 hands the connection to the WebSocket tunnel.
             if let Err(error) = conn.with_upgrades().await {

@@ -2,6 +2,9 @@
 //! registry, and a gateway in front of them.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod recorder;
+pub mod wire;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -401,4 +404,6 @@ pub fn instance_of(body: &str) -> String {
         .unwrap_or_default()
 }
 
+pub use recorder::Recorder;
 pub use switchyard_runtime::testing::eventually;
+pub use wire::{Answer, closed, read_answer};
