@@ -1,10 +1,10 @@
 //! The gateway's admin API: `/api/routes`, `/api/services`, `POST /api/reload`.
 
-use std::{path::PathBuf, sync::Arc, time::Instant};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode},
     routing::{get, post},
 };
@@ -62,9 +62,13 @@ async fn services(State(a): State<Admin>) -> Json<Value> {
     Json(json!({ "services": services }))
 }
 
-async fn reload(State(a): State<Admin>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+async fn reload(
+    State(a): State<Admin>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
     let token = headers.get("authorization").and_then(|v| v.to_str().ok());
-    if let Err(e) = a.tokens.require(token, Role::Operator) {
+    if let Err(e) = a.tokens.require_from(token, Role::Operator, peer.ip()) {
         let code = match e {
             switchyard_runtime::auth::AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
             switchyard_runtime::auth::AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,

@@ -327,6 +327,27 @@ fn reason_to_pb(r: SnapshotReason) -> pb::snapshot::Reason {
     }
 }
 
+/// Lease ids are bearer credentials (whoever holds one can renew, replace
+/// and deregister its instances): only operators see them. Clears them in
+/// a message for anyone else.
+pub fn hide_lease_ids<'a>(instances: impl IntoIterator<Item = &'a mut pb::Instance>) {
+    for i in instances {
+        i.lease_id = 0;
+    }
+}
+
+/// [`hide_lease_ids`] for a watch message.
+pub fn hide_watch_lease_ids(m: &mut pb::WatchResponse) {
+    use pb::watch_response::Kind;
+    match &mut m.kind {
+        Some(Kind::Snapshot(s)) => hide_lease_ids(&mut s.instances),
+        Some(Kind::Delta(d)) => {
+            hide_lease_ids(d.events.iter_mut().filter_map(|e| e.instance.as_mut()))
+        }
+        Some(Kind::Progress(_)) | None => {}
+    }
+}
+
 /// A watch message on the wire.
 pub fn watch_to_pb(m: &WatchMessage) -> pb::WatchResponse {
     use pb::watch_response::Kind;

@@ -22,6 +22,17 @@ pub enum Error {
         /// What was looked for.
         what: String,
     },
+    /// The instance belongs to another live lease: only its holder (or an
+    /// operator) may replace it. Nothing was changed.
+    #[error(
+        "{field}: {key} is held by another live lease; deregister it with that lease, wait for the lease to lapse, or use an operator token"
+    )]
+    Held {
+        /// The field that named it.
+        field: String,
+        /// `service/instance_id`.
+        key: String,
+    },
     /// No token, or a token nobody knows.
     #[error("missing or unknown token")]
     Unauthenticated,
@@ -52,6 +63,7 @@ impl From<Error> for Status {
         let code = match &e {
             Error::Invalid { .. } => Code::InvalidArgument,
             Error::NotFound { .. } => Code::NotFound,
+            Error::Held { .. } => Code::AlreadyExists,
             Error::Unauthenticated => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Storage(_) => Code::Internal,

@@ -80,9 +80,11 @@ impl registry_server::Registry for RegistryService {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let _t = timer("Register");
-        self.require(&req, Role::Register)?;
+        let role = self.require(&req, Role::Register)?;
         let (lease_id, ttl, specs) = convert::register_from_pb(req.into_inner(), &self.limits)?;
-        let done = self.registry.register(lease_id, ttl, specs)?;
+        let done = self
+            .registry
+            .register(lease_id, ttl, specs, role == Role::Operator)?;
         Ok(Response::new(pb::RegisterResponse {
             lease_id: done.lease_id,
             ttl_seconds: done.ttl_secs,
@@ -206,13 +208,17 @@ impl registry_server::Registry for RegistryService {
         req: Request<pb::GetServiceRequest>,
     ) -> Result<Response<pb::GetServiceResponse>, Status> {
         let _t = timer("GetService");
-        self.require(&req, Role::Reader)?;
+        let role = self.require(&req, Role::Reader)?;
         let service = req.into_inner().service;
         validate::service("service", &service)?;
         let view = self.registry.service(&service);
+        let mut instances: Vec<_> = view.instances.iter().map(convert::instance_to_pb).collect();
+        if role != Role::Operator {
+            convert::hide_lease_ids(&mut instances);
+        }
         Ok(Response::new(pb::GetServiceResponse {
             service,
-            instances: view.instances.iter().map(convert::instance_to_pb).collect(),
+            instances,
             position: Some(convert::position_to_pb(&view.position)),
             authoritative: view.authoritative,
         }))
@@ -264,7 +270,7 @@ impl registry_server::Registry for RegistryService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.require(&req, Role::Reader)?;
+        let role = self.require(&req, Role::Reader)?;
         let r = req.into_inner();
         validate::watched_services("services", &r.services)?;
         let services =
@@ -276,7 +282,14 @@ impl registry_server::Registry for RegistryService {
             self.progress_interval,
             self.shutdown.clone(),
         );
-        let out = ReceiverStream::new(rx).map(|m| Ok(convert::watch_to_pb(&m)));
+        let operator = role == Role::Operator;
+        let out = ReceiverStream::new(rx).map(move |m| {
+            let mut m = convert::watch_to_pb(&m);
+            if !operator {
+                convert::hide_watch_lease_ids(&mut m);
+            }
+            Ok(m)
+        });
         Ok(Response::new(Box::pin(out)))
     }
 }

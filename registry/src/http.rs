@@ -1,12 +1,12 @@
 //! The HTTP/JSON API on the admin port, for clients that do not speak gRPC.
 //! Same validation and auth as gRPC; errors are 4xx with `{"error": "..."}`.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, State as AxumState},
+    extract::{ConnectInfo, Path, State as AxumState},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -104,7 +104,9 @@ struct InstanceJson<'a> {
     version: &'a str,
     tags: &'a [String],
     metadata: &'a BTreeMap<String, String>,
-    lease_id: u64,
+    /// Operators only: a lease id is a bearer credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_id: Option<u64>,
     mod_revision: u64,
     overridden: bool,
 }
@@ -116,6 +118,7 @@ impl From<Error> for ApiError {
         let code = match &e {
             Error::Invalid { .. } => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Held { .. } => StatusCode::CONFLICT,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,7 +156,7 @@ pub fn router(registry: Arc<Registry>, tokens: Arc<Tokens>, limits: Limits) -> R
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = if path == "." || path == "?" {
@@ -162,7 +165,11 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
             format!("{path}: {inner}")
         };
         ApiError(StatusCode::BAD_REQUEST, message)
-    })
+    })?;
+    // `{...}xx` is not a JSON body: nothing but white space may follow.
+    de.end()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+    Ok(value)
 }
 
 fn auth(api: &Api, headers: &HeaderMap, role: Role) -> Result<Role, ApiError> {
@@ -170,7 +177,7 @@ fn auth(api: &Api, headers: &HeaderMap, role: Role) -> Result<Role, ApiError> {
     Ok(api.tokens.require(header, role).map_err(Error::from)?)
 }
 
-fn instance_json(i: &Instance) -> InstanceJson<'_> {
+fn instance_json(i: &Instance, role: Role) -> InstanceJson<'_> {
     InstanceJson {
         service: &i.spec.service,
         instance_id: &i.spec.instance_id,
@@ -185,7 +192,7 @@ fn instance_json(i: &Instance) -> InstanceJson<'_> {
         version: &i.spec.version,
         tags: &i.spec.tags,
         metadata: &i.spec.metadata,
-        lease_id: i.lease_id,
+        lease_id: (role == Role::Operator).then_some(i.lease_id),
         mod_revision: i.mod_revision,
         overridden: i.overrides.is_some(),
     }
@@ -196,7 +203,7 @@ async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    auth(&api, &headers, Role::Register)?;
+    let role = auth(&api, &headers, Role::Register)?;
     let b: RegisterBody = parse(&body)?;
     let ttl = validate::ttl("ttl_seconds", b.ttl_seconds, &api.limits)?;
     let proto_protocol = match b.protocol {
@@ -222,9 +229,12 @@ async fn register(
         },
     )
     .map_err(strip_body_prefix)?;
-    let done = api
-        .registry
-        .register(b.lease_id.unwrap_or(0), ttl, vec![spec])?;
+    let done = api.registry.register(
+        b.lease_id.unwrap_or(0),
+        ttl,
+        vec![spec],
+        role == Role::Operator,
+    )?;
     Ok(Json(json!({
         "lease_id": done.lease_id,
         "ttl_seconds": done.ttl_secs,
@@ -306,11 +316,16 @@ async fn delete_instance(
 
 async fn set_state(
     AxumState(api): AxumState<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((name, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    auth(&api, &headers, Role::Operator)?;
+    // An operator's change: without tokens, from loopback only.
+    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+    api.tokens
+        .require_from(header, Role::Operator, peer.ip())
+        .map_err(Error::from)?;
     let key: Key = convert::key(&name, &id)?;
     let b: SetStateBody = parse(&body)?;
     if b.state == Some(State::Starting) {
@@ -341,7 +356,7 @@ async fn set_state(
     let (instance, _) = api.registry.set_state(&key, b.state, weight, b.clear)?;
     tracing::info!(instance = %key, state = ?b.state, weight = ?weight, clear = b.clear, "operator override");
     Ok(Json(
-        serde_json::to_value(instance_json(&instance)).unwrap_or_default(),
+        serde_json::to_value(instance_json(&instance, Role::Operator)).unwrap_or_default(),
     ))
 }
 
@@ -395,10 +410,14 @@ async fn service(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    auth(&api, &headers, Role::Reader)?;
+    let role = auth(&api, &headers, Role::Reader)?;
     validate::service("service", &name)?;
     let view = api.registry.service(&name);
-    let instances: Vec<_> = view.instances.iter().map(instance_json).collect();
+    let instances: Vec<_> = view
+        .instances
+        .iter()
+        .map(|i| instance_json(i, role))
+        .collect();
     Ok(Json(json!({
         "service": name,
         "instances": instances,

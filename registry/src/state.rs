@@ -234,15 +234,29 @@ impl Registry {
     }
 
     /// Registers `specs` under `lease_id` (0 opens a new lease with `ttl_secs`).
+    /// An instance another live lease holds is taken over only by an
+    /// `operator`; otherwise nothing is registered and the error names it.
     pub fn register(
         &self,
         lease_id: u64,
         ttl_secs: u32,
         specs: Vec<InstanceSpec>,
+        operator: bool,
     ) -> Result<Registered, Error> {
         let now = self.clock.now();
         let wall = self.clock.wall();
         let mut inner = self.lock();
+        if !operator {
+            for (n, spec) in specs.iter().enumerate() {
+                let key = Key::of(spec);
+                if inner.held_by_another(&key, lease_id) {
+                    return Err(Error::Held {
+                        field: format!("instances[{n}]"),
+                        key: key.to_string(),
+                    });
+                }
+            }
+        }
         let (lease_id, ttl) = if lease_id == 0 {
             let id = inner.new_lease_id();
             let ttl = Duration::from_secs(u64::from(ttl_secs));
@@ -648,6 +662,16 @@ impl Inner {
                 return id;
             }
         }
+    }
+
+    /// Whether `key` is held by a live lease other than `lease_id` (one
+    /// that lapsed, even if the expiry brake keeps it, holds nothing).
+    fn held_by_another(&self, key: &Key, lease_id: u64) -> bool {
+        self.get(key).is_some_and(|i| {
+            i.lease_id != lease_id
+                && !i.expired_held
+                && self.leases.get(&i.lease_id).is_some_and(|l| !l.held)
+        })
     }
 
     fn get(&self, key: &Key) -> Option<&Instance> {

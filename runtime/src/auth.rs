@@ -116,6 +116,25 @@ impl Tokens {
         }
         Ok(role)
     }
+
+    /// [`Tokens::require`] for a caller at `peer`, on an admin endpoint.
+    /// With no tokens configured everyone is an operator, so a change is
+    /// taken from loopback callers only: an admin port bound to every
+    /// address must not take changes from whoever reaches it.
+    pub fn require_from(
+        &self,
+        header: Option<&str>,
+        needed: Role,
+        peer: std::net::IpAddr,
+    ) -> Result<Role, AuthError> {
+        let role = self.require(header, needed)?;
+        if self.disabled() && needed > Role::Reader && !peer.to_canonical().is_loopback() {
+            return Err(AuthError::PermissionDenied(
+                "no tokens are configured: changes are taken from loopback only".into(),
+            ));
+        }
+        Ok(role)
+    }
 }
 
 fn any_equal(list: &[Vec<u8>], token: &[u8]) -> bool {
@@ -165,6 +184,37 @@ mod tests {
             Err(AuthError::Unauthenticated)
         );
         assert!(!format!("{t:?}").contains("reg-token"));
+    }
+
+    #[test]
+    fn without_tokens_changes_come_from_loopback_only() {
+        let open = Tokens::new(&[], &[], true);
+        let (lo, lo6, far) = (
+            "127.0.0.1".parse().expect("ip"),
+            "::ffff:127.0.0.1".parse().expect("ip"),
+            "192.0.2.7".parse().expect("ip"),
+        );
+        assert_eq!(
+            open.require_from(None, Role::Operator, lo),
+            Ok(Role::Operator)
+        );
+        assert_eq!(
+            open.require_from(None, Role::Operator, lo6),
+            Ok(Role::Operator)
+        );
+        assert!(matches!(
+            open.require_from(None, Role::Operator, far),
+            Err(AuthError::PermissionDenied(m)) if m.contains("loopback")
+        ));
+        assert_eq!(
+            open.require_from(None, Role::Reader, far),
+            Ok(Role::Operator)
+        );
+        // With tokens, the token decides, wherever the caller is.
+        assert_eq!(
+            tokens(true).require_from(Some("Bearer op-token-1"), Role::Operator, far),
+            Ok(Role::Operator)
+        );
     }
 
     #[test]
