@@ -343,6 +343,49 @@ fn parse(
     })
 }
 
+/// What this path makes of the request head at the front of `bytes`: the
+/// request-smuggling boundary, opened for the fuzz targets in `fuzz/` and
+/// the tests below. The connection's own loop calls [`parse`] directly.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum HeadRead {
+    /// A request this path serves.
+    Request {
+        /// Bytes of the head (the body starts there).
+        head: usize,
+        /// Bytes of the body (declared by `Content-Length`).
+        body: usize,
+        /// Whether the connection may serve another request after it.
+        keep_alive: bool,
+        /// The method, target, version and fields.
+        parts: Box<Parts>,
+    },
+    /// Not all of the head yet.
+    Partial,
+    /// One for hyper's server (with every byte).
+    Handoff,
+    /// Refused with this status, and the connection closed.
+    Refuse(StatusCode),
+}
+
+#[doc(hidden)]
+pub fn read_head(bytes: &[u8], max_head: usize, replay: usize) -> HeadRead {
+    let mut buf = BytesMut::from(bytes);
+    let mut fields = Fields::new();
+    let (mut parts, ()) = Request::new(()).into_parts();
+    match parse(&mut buf, &mut fields, &mut parts, max_head, replay) {
+        Parsed::Request(h) => HeadRead::Request {
+            head: bytes.len() - buf.len(),
+            body: h.body,
+            keep_alive: h.keep_alive,
+            parts: Box::new(parts),
+        },
+        Parsed::Partial => HeadRead::Partial,
+        Parsed::Handoff => HeadRead::Handoff,
+        Parsed::Refuse(status) => HeadRead::Refuse(status),
+    }
+}
+
 /// How to frame an answer.
 #[derive(Debug, Clone, Copy)]
 struct Answer {
@@ -667,5 +710,115 @@ impl AsyncWrite for Rewound {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 64 * 1024;
+
+    fn read(bytes: &[u8]) -> HeadRead {
+        read_head(bytes, LIMIT, LIMIT)
+    }
+
+    #[test]
+    fn a_head_and_its_declared_body_are_one_request() {
+        let raw = b"POST /x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /next";
+        let HeadRead::Request {
+            head,
+            body,
+            keep_alive,
+            parts,
+        } = read(raw)
+        else {
+            panic!("a request");
+        };
+        assert_eq!((head, body, keep_alive), (raw.len() - 14, 5, true));
+        assert_eq!(
+            (parts.method.as_str(), parts.uri.to_string()),
+            ("POST", "/x?y=1".into())
+        );
+        assert_eq!(parts.headers["host"], "a");
+        assert!(matches!(
+            read(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            HeadRead::Partial
+        ));
+        assert!(matches!(
+            read(b"GET / HTTP/1.0\r\n\r\n"),
+            HeadRead::Request {
+                keep_alive: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            read(b"GET / HTTP/1.1\r\nConnection: x, close\r\n\r\n"),
+            HeadRead::Request {
+                keep_alive: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn lengths_that_parsers_read_differently_are_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: 0x3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+            b"GARBAGE\r\n\r\n",
+        ] {
+            assert!(
+                matches!(read(raw), HeadRead::Refuse(StatusCode::BAD_REQUEST)),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // The same length twice is one length.
+        assert!(matches!(
+            read(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"),
+            HeadRead::Request { body: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn streamed_bodies_upgrades_and_http2_go_to_hyper() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            // Beside a length too: hyper's server takes the chunked framing
+            // and closes the connection after the answer (RFC 9112 §6.1).
+            b"POST / HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
+        ] {
+            assert!(
+                matches!(read(raw), HeadRead::Handoff),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn heads_past_the_limit_are_431() {
+        let mut raw = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', LIMIT));
+        assert!(matches!(
+            read(&raw),
+            HeadRead::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        ));
+        raw.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(
+            read(&raw),
+            HeadRead::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        ));
     }
 }

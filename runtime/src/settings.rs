@@ -109,7 +109,11 @@ pub fn load<S: Settings>(sources: &Sources) -> Result<S, ConfigError> {
         merged.insert(key.clone(), typed(&defaults[key.as_str()], &raw));
     }
     let settings: S = serde_path_to_error::deserialize(Value::Object(merged)).map_err(|e| {
-        let key = e.path().to_string();
+        let key = match e.path().to_string() {
+            // A key spelled `"" = ...` (found by fuzz/settings_file).
+            key if key.is_empty() => "\"\"".to_string(),
+            key => key,
+        };
         ConfigError::new(key, e.into_inner())
     })?;
     settings.validate()?;
@@ -399,6 +403,11 @@ mod tests {
         assert!(err.message.contains("prot"), "{err}");
         let err = load::<Demo>(&sources(&["--nope", "1"], &[])).expect_err("unknown flag");
         assert_eq!(err.key, "--nope");
+        // An empty key is named as TOML spells it (found by fuzzing).
+        let f = file("'' = ''\n");
+        let path = f.0.to_str().expect("utf8 path");
+        let err = load::<Demo>(&sources(&["--config", path], &[])).expect_err("empty key");
+        assert_eq!(err.key, "\"\"");
     }
 
     #[test]
