@@ -45,7 +45,11 @@ fn harness() -> &'static Harness {
         };
         let registry = rt
             .block_on(async {
-                Registry::new(core, switchyard_runtime::clock::system(), Arc::new(MemoryStore::default()))
+                Registry::new(
+                    core,
+                    switchyard_runtime::clock::system(),
+                    Arc::new(MemoryStore::default()),
+                )
             })
             .expect("registry");
         let limits = Limits {
@@ -86,7 +90,10 @@ fuzz_target!(|input: &[u8]| {
         let res = h.app.clone().oneshot(req).await.expect("infallible");
         let status = res.status();
         let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        assert!(status.is_success() || status.is_client_error(), "{status}: {bytes:?}");
+        assert!(
+            status.is_success() || status.is_client_error(),
+            "{status}: {bytes:?}"
+        );
         if status.is_client_error() && status != 405 && status != 415 {
             let v: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON error");
             assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));

@@ -36,13 +36,19 @@ fuzz_target!(|bytes: &[u8]| {
         .collect();
     for l in &lengths {
         assert!(!l.is_empty() && l.iter().all(u8::is_ascii_digit), "{l:?}");
-        assert_eq!(std::str::from_utf8(l).ok().and_then(|l| l.parse().ok()), Some(body));
+        assert_eq!(
+            std::str::from_utf8(l).ok().and_then(|l| l.parse().ok()),
+            Some(body)
+        );
     }
     if lengths.is_empty() {
         assert_eq!(body, 0);
     }
     for name in [header::TRANSFER_ENCODING, header::UPGRADE, header::EXPECT] {
-        assert!(!parts.headers.contains_key(&name), "{name} served by this path");
+        assert!(
+            !parts.headers.contains_key(&name),
+            "{name} served by this path"
+        );
     }
     assert_eq!(parts.headers.len(), req.headers.len());
 
@@ -57,7 +63,11 @@ fuzz_target!(|bytes: &[u8]| {
     match path::normalize(parts.uri.path()) {
         Ok(normal) if parts.uri.path().starts_with('/') => {
             assert!(normal.starts_with('/'));
-            assert_eq!(path::normalize(&normal).as_deref(), Ok(&*normal), "idempotent");
+            assert_eq!(
+                path::normalize(&normal).as_deref(),
+                Ok(&*normal),
+                "idempotent"
+            );
             let inner = normal.strip_suffix('/').unwrap_or(&normal);
             for segment in inner.split('/').skip(1) {
                 assert!(!matches!(segment, "" | "." | ".."), "{normal}");

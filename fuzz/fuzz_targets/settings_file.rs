@@ -8,7 +8,10 @@ use libfuzzer_sys::fuzz_target;
 use switchyard_runtime::settings::{Sources, load};
 
 fuzz_target!(|text: &[u8]| {
-    let path = std::env::temp_dir().join(format!("switchyard-fuzz-settings-{}.toml", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "switchyard-fuzz-settings-{}.toml",
+        std::process::id()
+    ));
     std::fs::write(&path, text).expect("write the settings file");
     let sources = Sources {
         args: vec!["--config".into(), path.display().to_string()],

@@ -47,7 +47,14 @@ fn harness() -> &'static Harness {
 
 fuzz_target!(|bytes: &[u8]| {
     let (method, answer) = match bytes.split_first() {
-        Some((m, rest)) => (if m & 1 == 0 { Method::GET } else { Method::HEAD }, rest),
+        Some((m, rest)) => (
+            if m & 1 == 0 {
+                Method::GET
+            } else {
+                Method::HEAD
+            },
+            rest,
+        ),
         None => return,
     };
     let h = harness();
@@ -84,12 +91,10 @@ fuzz_target!(|bytes: &[u8]| {
                 return;
             };
             let status = res.status();
-            let read = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                res.into_body().collect(),
-            )
-            .await
-            .expect("a body ends when its connection does");
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(2), res.into_body().collect())
+                    .await
+                    .expect("a body ends when its connection does");
             let whole = read.is_ok();
             if let Ok(body) = read {
                 let body = body.to_bytes();

@@ -7,6 +7,8 @@
 //! - [`config`]: process settings; [`routes`]: the routes file and table.
 //! - [`proxy`]: the request path; [`upstream`]: the shared pools;
 //!   [`headers`], [`cors`], [`errors`], [`websocket`].
+//! - What a request is routed by, checked once: [`authority`] (one per
+//!   request) and [`path`] (its normal form).
 //! - [`endpoints`]: each service's endpoints, breakers and loads;
 //!   [`breaker`]: local ejection; [`limits`]: rate and concurrency limits.
 //! - [`control`]: registry view, balancer subscription, load reports.
