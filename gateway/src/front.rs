@@ -205,7 +205,10 @@ pub async fn serve(
         let (res, id) = gw
             .respond(&mut parts, Inbound::Whole(body), peer, Some(&mut deadline))
             .await;
-        let keep_alive = keep_alive && !draining.is_cancelled();
+        // The gateway's own answers say `connection: close` after a
+        // malformed request (upstream answers lose theirs as hop-by-hop).
+        let closing = res.headers().contains_key(header::CONNECTION);
+        let keep_alive = keep_alive && !closing && !draining.is_cancelled();
         let answer = Answer {
             head_only,
             version,
@@ -451,7 +454,7 @@ async fn write_response(
         out.extend_from_slice(&raw.lines);
     }
     for (name, value) in &parts.headers {
-        if name != REQUEST_ID {
+        if name != REQUEST_ID && name != header::CONNECTION {
             crate::h1::field(out, name, value);
         }
     }

@@ -15,7 +15,7 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{
-    HeaderValue, Method, Request, Response, StatusCode, Uri, header, request::Parts,
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header, request::Parts,
     uri::PathAndQuery,
 };
 use http_body_util::{BodyExt, Either, Full, Limited};
@@ -342,7 +342,17 @@ impl Gateway {
             .await;
         let res = match result {
             Ok(res) => res,
-            Err(e) => e.response(&id, grpc).map(Either::Right),
+            Err(e) => {
+                let mut res = e.response(&id, grpc).map(Either::Right);
+                // What follows a malformed request on its connection is not
+                // to be trusted either (nginx closes too). HTTP/2 has no
+                // such field: its streams are framed apart.
+                if matches!(e, GatewayError::BadRequest(_)) && parts.version < Version::HTTP_2 {
+                    res.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                res
+            }
         };
         let elapsed = served
             .done

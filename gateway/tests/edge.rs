@@ -43,6 +43,8 @@ const MAX_BODY: u64 = 100_000;
 /// adds is the same each time.
 const IDS: &str =
     "x-request-id: t1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n";
+/// The trace context in [`IDS`].
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 /// The fields the gateway adds to every request it forwards here, for a
 /// request whose authority is `host`.
@@ -288,28 +290,28 @@ async fn one_authority_per_request() {
     );
 
     // HTTP/2: `:authority` and a `host` naming another are refused; the
-    // same host (any case) passes, and the upstream gets it as Host.
-    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri = format!("http://public.example:{}/h2", gw.port());
+    // same host (any case) passes, and the upstream gets the authority as
+    // its Host.
+    r.clear();
     let mut status = Vec::new();
     for host in ["internal.example", "PUBLIC.example"] {
-        let req = hyper::Request::get(&uri)
+        let req = hyper::Request::get(format!("http://public.example:{}/h2", gw.port()))
             .header("host", format!("{host}:{}", gw.port()))
             .header("x-request-id", "t1")
+            .header("traceparent", TRACEPARENT)
             .body(http_body_util::Empty::new())
             .expect("request");
-        // The client connects to `public.example`: resolve it by hand.
-        let req = {
-            let (mut parts, body) = req.into_parts();
-            parts.extensions.insert(());
-            hyper::Request::from_parts(parts, body)
-        };
-        let _ = &h2;
         status.push(h2_status(gw, req).await);
     }
     assert_eq!(status, vec![400, 200]);
+    let authority = format!("public.example:{}", gw.port());
+    assert_eq!(
+        r.requests(),
+        vec![format!(
+            "GET /h2 HTTP/1.1\r\nhost: {authority}\r\n{}\r\n",
+            added(&authority)
+        )]
+    );
 }
 
 /// Sends `req` over HTTP/2 with prior knowledge to `gw`, whatever its URI
@@ -409,6 +411,19 @@ async fn hosts_are_checked_and_compared_without_case_port_or_trailing_dot() {
     ] {
         assert_eq!(status_of(gw, get(host).as_bytes()).await, 400, "{host}");
     }
+    // The connection of a malformed request is closed after the 400 (what
+    // follows on it is not to be trusted either).
+    let mut c = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    let raw =
+        format!("GET /x HTTP/1.1\r\nHost: a/b\r\n{IDS}\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.write_all(raw.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let refused = read_answer(&mut c, &mut buf, false).await;
+    assert_eq!(
+        (refused.status, refused.one("connection")),
+        (400, Some("close"))
+    );
+    assert!(closed(&mut c).await, "open after a malformed request");
     settle(gw).await;
     assert_eq!(r.requests(), vec![settled()]);
 }
@@ -493,4 +508,113 @@ async fn answers_past_the_head_limit_and_stray_bytes_never_reach_a_client() {
             "request {n} after the stray bytes"
         );
     }
+}
+
+#[tokio::test]
+async fn the_smuggling_classes_that_held_still_hold() {
+    let (s, r) = edge().await;
+    let gw = s.gateway.http;
+    let post = |path: &str, fields: &str, body: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: a\r\n{IDS}{fields}\r\n{body}")
+    };
+    let forwarded = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: a\r\n{}content-length: {}\r\n\r\n{body}",
+            added("a"),
+            body.len()
+        )
+    };
+    // Length and chunked together: the chunked framing wins (RFC 9112
+    // §6.1), the request after it is not read as part of the body nor
+    // served (the connection closes after the answer).
+    let mut c = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    let smuggle = post(
+        "/cl-te",
+        "content-length: 6\r\ntransfer-encoding: chunked\r\n",
+        "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    c.write_all(smuggle.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    assert_eq!(read_answer(&mut c, &mut buf, false).await.status, 200);
+    assert!(
+        closed(&mut c).await,
+        "open after a request with both framings"
+    );
+    assert_eq!(r.requests(), vec![forwarded("/cl-te", "")]);
+
+    // Transfer codings other than a final chunked, and a list of lengths
+    // that disagree: 400, nothing forwarded.
+    r.clear();
+    for fields in [
+        "transfer-encoding: xchunked\r\n",
+        "transfer-encoding: chunked, identity\r\n",
+        "transfer-encoding: chunked\r\ntransfer-encoding: x\r\n",
+        "transfer-encoding: gzip\r\n",
+        "content-length: 3\r\ncontent-length: 4\r\n",
+        "content-length: 3, 4\r\n",
+        "x-a: a\r\n b\r\n",
+        "x-a: a\rx-b: b\r\n",
+    ] {
+        let raw = post(
+            "/obfuscated",
+            &format!("{fields}connection: close\r\n"),
+            "0\r\n\r\nabcd",
+        );
+        assert_eq!(status_of(gw, raw.as_bytes()).await, 400, "{fields:?}");
+    }
+    settle(gw).await;
+    assert_eq!(r.requests(), vec![settled()]);
+
+    // A final chunked after another coding is chunked; the same length
+    // twice is one length.
+    r.clear();
+    let raw = post(
+        "/identity-chunked",
+        "transfer-encoding: identity, chunked\r\nconnection: close\r\n",
+        "5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(status_of(gw, raw.as_bytes()).await, 200);
+    let raw = post(
+        "/same-length",
+        "content-length: 5\r\ncontent-length: 5\r\nconnection: close\r\n",
+        "hello",
+    );
+    assert_eq!(status_of(gw, raw.as_bytes()).await, 200);
+    assert_eq!(
+        r.requests(),
+        vec![
+            forwarded("/identity-chunked", "hello"),
+            forwarded("/same-length", "hello")
+        ]
+    );
+
+    // Pipelined behind bodies, and across the hand-off to hyper's server:
+    // each request once, in order, byte for byte.
+    r.clear();
+    let mut c = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    let pipelined = [
+        post("/one", "content-length: 6\r\n", "GET /x"),
+        format!("GET /two HTTP/1.1\r\nHost: a\r\n{IDS}\r\n"),
+        post(
+            "/three",
+            "transfer-encoding: chunked\r\n",
+            "3\r\nGET\r\n0\r\n\r\n",
+        ),
+        post("/four", "content-length: 4\r\n", "four"),
+    ]
+    .concat();
+    c.write_all(pipelined.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    for _ in 0..4 {
+        assert_eq!(read_answer(&mut c, &mut buf, false).await.status, 200);
+    }
+    assert_eq!(
+        r.requests(),
+        vec![
+            forwarded("/one", "GET /x"),
+            format!("GET /two HTTP/1.1\r\nhost: a\r\n{}\r\n", added("a")),
+            forwarded("/three", "GET"),
+            forwarded("/four", "four"),
+        ]
+    );
 }
