@@ -4,17 +4,10 @@ mod support;
 
 use support::*;
 use switchyard_proto::registry::v1::{self as pb, registry_client::RegistryClient};
-use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+use tonic::{Code, transport::Channel};
 
 const REG: &str = "register-token-a";
 const OP: &str = "operator-token-b";
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("header");
-    req.metadata_mut().insert("authorization", value);
-    req
-}
 
 fn register_req(id: &str, lease_id: u64) -> pb::RegisterRequest {
     pb::RegisterRequest {

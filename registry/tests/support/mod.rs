@@ -17,6 +17,15 @@ pub async fn start(config: Config) -> Running {
         .expect("start registry")
 }
 
+/// `msg` with `Bearer token` as its `authorization`.
+pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    let value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().expect("header");
+    req.metadata_mut().insert("authorization", value);
+    req
+}
+
 /// A client of a running registry.
 pub async fn client_of(r: &Running) -> RegistryClient<Channel> {
     RegistryClient::connect(r.url()).await.expect("connect")
