@@ -508,6 +508,32 @@ async fn answers_past_the_head_limit_and_stray_bytes_never_reach_a_client() {
             "request {n} after the stray bytes"
         );
     }
+    // The same through hyper's client (a body past the replay buffer
+    // streams).
+    let big = "s".repeat(70_000);
+    let chunked = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: a\r\n{IDS}content-length: 70000\r\n\r\n{big}")
+    };
+    let mut h = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    let mut hbuf = Vec::new();
+    r.answer_with(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray");
+    h.write_all(chunked("/one").as_bytes())
+        .await
+        .expect("write");
+    let one = read_answer(&mut h, &mut hbuf, false).await;
+    assert_eq!((one.status, one.body.as_slice()), (200, b"ok".as_slice()));
+    r.answer_with(support::recorder::OK);
+    for n in 0..3 {
+        h.write_all(chunked("/next").as_bytes())
+            .await
+            .expect("write");
+        let next = read_answer(&mut h, &mut hbuf, false).await;
+        assert_eq!(
+            (next.status, next.body.as_slice()),
+            (200, b"ok".as_slice()),
+            "streamed request {n} after the stray bytes"
+        );
+    }
 }
 
 #[tokio::test]
