@@ -45,8 +45,9 @@ fn main() {
     compose.dc(&["down", "--remove-orphans", "-v"]);
     compose.dc(&["up", "-d"]);
     compose.wait_healthy(Duration::from_secs(180));
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("every replica gets traffic, gRPC works", every_replica),
+        ("the seed's Flask sketch calls work as written", seed_api),
         ("a scaled-up replica gets requests", scale_up),
         ("docker kill of one hello and one echo", kill),
         ("docker stop of a replica drains gracefully", stop),
@@ -123,6 +124,40 @@ fn every_replica(c: &Compose, rt: &tokio::runtime::Runtime) {
     assert_eq!(reports[0].failed + reports[1].failed, 0);
     assert_eq!(reports[0].by_instance.len(), 2, "both hello replicas");
     assert_eq!(reports[1].by_instance.len(), 3, "all three echo replicas");
+}
+
+/// The three calls of the sketch this project grew from, as its readers
+/// would type them: register with `service_name`, call a service through
+/// the gateway at `/api/service/<name>`, deregister with DELETE.
+fn seed_api(c: &Compose, _rt: &tokio::runtime::Runtime) {
+    use switchyard_e2e::compose::request;
+    let registry = c.registry_http_port;
+    let (code, body) = request(
+        registry,
+        "POST",
+        "/api/register",
+        Some("dev-register-token"),
+        r#"{"service_name":"seed","instance_id":"s1","address":"172.31.11.250:9000"}"#,
+    );
+    println!("    POST /api/register: {code} {body}");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"lease_id\""), "{body}");
+    let (code, body) = request(c.gateway_port, "GET", "/api/service/hello", None, "");
+    println!("    GET /api/service/hello: {code} {body}");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"service\":\"hello\""), "{body}");
+    let (code, body) = request(
+        registry,
+        "DELETE",
+        "/api/deregister",
+        Some("dev-operator-token"),
+        r#"{"service_name":"seed"}"#,
+    );
+    println!("    DELETE /api/deregister: {code} {body}");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"removed\":1"), "{body}");
+    let listed = switchyard_e2e::compose::get(registry, "/api/services/seed");
+    assert!(listed.contains("\"instances\":[]"), "{listed}");
 }
 
 fn scale_up(c: &Compose, rt: &tokio::runtime::Runtime) {

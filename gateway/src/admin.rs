@@ -52,7 +52,11 @@ async fn list_routes(State(a): State<Admin>) -> Json<Value> {
             spec
         })
         .collect();
-    Json(json!({ "routes": routes, "default_rule": table.default_rule }))
+    Json(json!({
+        "routes": routes,
+        "default_rule": table.default_rule,
+        "default_rule_prefix": table.default_rule_prefix,
+    }))
 }
 
 async fn services(State(a): State<Admin>) -> Json<Value> {

@@ -23,6 +23,9 @@ use crate::limits::{RateLimiter, Shedder};
 pub struct RoutesFile {
     /// Map `/<service>/...` to a registry service of that name (prefix stripped).
     pub default_rule: bool,
+    /// Where the default rule's service name starts: `/` (the default) for
+    /// `/<service>/...`, or e.g. `/api/service/` for `/api/service/<service>/...`.
+    pub default_rule_prefix: String,
     /// Most services the default rule may subscribe to.
     pub default_rule_max_services: usize,
     /// The routes, tried in this order.
@@ -239,6 +242,8 @@ pub struct RouteTable {
     pub routes: Vec<Arc<Route>>,
     /// Whether the default `/<service>/` rule is on.
     pub default_rule: bool,
+    /// Where its service name starts.
+    pub default_rule_prefix: String,
     /// Its service cap.
     pub default_rule_max_services: usize,
     /// The state of default-rule routes, per service.
@@ -284,6 +289,18 @@ impl RoutesFile {
         let mut file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         if file.default_rule_max_services == 0 {
             file.default_rule_max_services = 64;
+        }
+        if file.default_rule_prefix.is_empty() {
+            file.default_rule_prefix = "/".into();
+        }
+        let prefix = &file.default_rule_prefix;
+        if !prefix.starts_with('/')
+            || !prefix.ends_with('/')
+            || crate::path::normalize(prefix).ok().as_deref() != Some(prefix.as_str())
+        {
+            return Err(
+                "default_rule_prefix: a path in normal form that starts and ends with '/'".into(),
+            );
         }
         let mut names = BTreeSet::new();
         for (i, r) in file.routes.iter_mut().enumerate() {
@@ -541,6 +558,7 @@ impl RouteTable {
         Self {
             routes,
             default_rule: file.default_rule,
+            default_rule_prefix: file.default_rule_prefix,
             default_rule_max_services: file.default_rule_max_services,
             default_route: previous.map_or_else(
                 || Arc::new(Route::compile(default_spec, None)),
@@ -574,12 +592,15 @@ impl RouteTable {
         if !self.default_rule {
             return None;
         }
-        let rest = path.strip_prefix('/')?;
+        let rest = path.strip_prefix(self.default_rule_prefix.as_str())?;
         let (service, _) = rest.split_once('/').unwrap_or((rest, ""));
-        valid_service(service).then(|| Matched {
+        // The control plane's own services (`switchyard-balancer`, ...) are
+        // never reached this way: only a route can name them.
+        let own = service.starts_with("switchyard-");
+        (valid_service(service) && !own).then(|| Matched {
             route: self.default_route.clone(),
             service: Arc::from(service),
-            prefix_len: service.len() + 1,
+            prefix_len: self.default_rule_prefix.len() + service.len(),
         })
     }
 }

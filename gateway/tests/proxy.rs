@@ -636,3 +636,38 @@ async fn http1_by_the_book_on_the_gateways_own_path_and_after_a_handover() {
     let (code, _) = get(&format!("{}/hello/x", s.gateway.url())).await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn the_default_rule_calls_registry_services_by_name() {
+    let a = Backend::start("d1").await;
+    let routes = "default_rule = true\ndefault_rule_prefix = \"/api/service/\"\n";
+    let s = Stack::start(
+        routes,
+        vec![
+            spec("hello", "d1", a.addr, reg::Protocol::Http1),
+            spec("switchyard-balancer", "b1", a.addr, reg::Protocol::Http1),
+        ],
+    )
+    .await;
+    let url = |path: &str| format!("{}{path}", s.gateway.url());
+    // The seed sketch's `GET /api/service/<name>`: the prefix and the name
+    // are taken off.
+    let path_of = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        v["path"].as_str().expect("path").to_string()
+    };
+    let (code, body) = get(&url("/api/service/hello/x?y=1")).await;
+    assert_eq!((code, path_of(&body).as_str()), (200, "/x?y=1"), "{body}");
+    let (code, body) = get(&url("/api/service/hello")).await;
+    assert_eq!((code, path_of(&body).as_str()), (200, "/"), "{body}");
+    for (path, why) in [
+        ("/api/service/nosuch/x", "not in the registry"),
+        (
+            "/api/service/switchyard-balancer/x",
+            "the control plane's own",
+        ),
+        ("/hello/x", "outside the prefix"),
+    ] {
+        assert_eq!(get(&url(path)).await.0, 404, "{why}");
+    }
+}

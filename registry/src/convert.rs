@@ -33,13 +33,14 @@ pub fn spec_from_pb(field: &str, p: pb::InstanceSpec) -> Result<InstanceSpec, Er
     validate::instance_id(&format!("{field}.instance_id"), &p.instance_id)?;
     validate::address(&format!("{field}.address"), &p.address)?;
     let protocol = match pb::Protocol::try_from(p.protocol) {
-        Ok(pb::Protocol::Http1) => Protocol::Http1,
+        // Not given: plain HTTP/1.1, what most instances serve.
+        Ok(pb::Protocol::Unspecified | pb::Protocol::Http1) => Protocol::Http1,
         Ok(pb::Protocol::H2c) => Protocol::H2c,
         Ok(pb::Protocol::Grpc) => Protocol::Grpc,
         _ => {
             return Err(invalid(
                 &format!("{field}.protocol"),
-                "must be HTTP1, H2C or GRPC",
+                "must be HTTP1, H2C or GRPC (or unset, for HTTP1)",
             ));
         }
     };

@@ -39,9 +39,13 @@ struct ApiError(StatusCode, String);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
+    /// `service_name` as the seed's Flask sketch spelled it.
+    #[serde(alias = "service_name")]
     service: String,
     instance_id: String,
     address: String,
+    /// HTTP/1.1 unless said.
+    #[serde(default)]
     protocol: Protocol,
     #[serde(default)]
     ttl_seconds: u32,
@@ -70,8 +74,12 @@ struct HeartbeatBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeregisterBody {
+    /// `service_name` as the seed's Flask sketch spelled it.
+    #[serde(alias = "service_name")]
     service: String,
-    instance_id: String,
+    /// Absent: every instance of the service (operators only).
+    #[serde(default)]
+    instance_id: Option<String>,
     #[serde(default)]
     lease_id: Option<u64>,
 }
@@ -144,7 +152,8 @@ pub fn router(registry: Arc<Registry>, tokens: Arc<Tokens>, limits: Limits) -> R
     Router::new()
         .route("/api/register", post(register))
         .route("/api/heartbeat", post(heartbeat))
-        .route("/api/deregister", post(deregister))
+        // DELETE as the seed's sketch called it; POST as before.
+        .route("/api/deregister", post(deregister).delete(deregister))
         .route("/api/services", get(list))
         .route("/api/services/{name}", get(service))
         .route(
@@ -292,10 +301,26 @@ async fn deregister(
 ) -> Result<impl IntoResponse, ApiError> {
     let role = auth(&api, &headers, Role::Register)?;
     let b: DeregisterBody = parse(&body)?;
-    let key = convert::key(&b.service, &b.instance_id)?;
+    let Some(instance_id) = b.instance_id else {
+        // The seed's `{"service_name"}`: the whole service, for operators.
+        validate::service("service", &b.service)?;
+        if role != Role::Operator {
+            return Err(Error::Invalid {
+                field: "instance_id".into(),
+                reason: "required; only an operator token may deregister a whole service".into(),
+            }
+            .into());
+        }
+        let (removed, position) = api.registry.deregister_service(&b.service);
+        tracing::info!(service = %b.service, removed, "operator deregistered a whole service");
+        return Ok(Json(
+            json!({ "removed": removed, "revision": position.revision }),
+        ));
+    };
+    let key = convert::key(&b.service, &instance_id)?;
     let owner = owner_for(role, b.lease_id)?;
     let position = api.registry.deregister(&key, owner)?;
-    Ok(Json(json!({ "revision": position.revision })))
+    Ok(Json(json!({ "removed": 1, "revision": position.revision })))
 }
 
 async fn delete_instance(

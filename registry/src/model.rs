@@ -5,10 +5,11 @@ use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration, time::SystemTim
 use serde::{Deserialize, Serialize};
 
 /// How an instance speaks on its address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// HTTP/1.1.
+    /// HTTP/1.1 (the default).
+    #[default]
     Http1,
     /// HTTP/2 cleartext by prior knowledge.
     H2c,

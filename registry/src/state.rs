@@ -330,6 +330,32 @@ impl Registry {
         Ok(self.position())
     }
 
+    /// Removes every instance of `service` (an operator's call); how many.
+    pub fn deregister_service(&self, service: &str) -> (u32, Position) {
+        let mut inner = self.lock();
+        let keys: Vec<Key> = inner
+            .services
+            .get(service)
+            .map(|m| {
+                m.keys()
+                    .map(|id| Key {
+                        service: service.into(),
+                        instance_id: id.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in &keys {
+            inner.remove(key, DeleteReason::Deregistered, &self.cfg);
+        }
+        let position = inner.position(&self.epoch);
+        drop(inner);
+        for key in &keys {
+            self.checks.sync(key, None);
+        }
+        (u32::try_from(keys.len()).unwrap_or(u32::MAX), position)
+    }
+
     /// Ends a lease and removes its instances.
     pub fn revoke(&self, lease_id: u64) -> Result<(u32, Position), Error> {
         let mut inner = self.lock();

@@ -82,7 +82,7 @@ async fn bad_grpc_registrations_name_the_field_and_change_nothing() {
             10,
             vec![with(|s| s.address = "h:0".into())],
         ),
-        ("instances[0].protocol", 10, vec![with(|s| s.protocol = 0)]),
+        ("instances[0].protocol", 10, vec![with(|s| s.protocol = 9)]),
         ("instances[0].weight", 10, vec![with(|s| s.weight = 10_001)]),
         (
             "instances[0].metadata",

@@ -3,7 +3,9 @@
 //!
 //! Run with: cargo run -p switchyard-examples --bin hello -- --listen 127.0.0.1:9000 --registry http://127.0.0.1:7000
 //!
-//! `GET /hello/anything` answers `{"service":"hello","instance":"<id>","path":"/hello/anything"}`;
+//! `GET /hello/anything` answers `{"service":"hello","instance":"<id>","path":"/hello/anything"}`,
+//! and so does every other path but the admin ones (`/healthz`, `/readyz`,
+//! `/metrics`): `/hello`, `/hello/`, or `/x` when a gateway strips a prefix;
 //! bodies are accepted (their size is echoed). Faults for trying failures:
 //! `--latency 20ms --latency-jitter 10ms --fail-rate 0.1 --exit-after 1000`.
 
@@ -127,8 +129,7 @@ fn main() -> ExitCode {
             faults: Faults::new(c.latency, c.latency_jitter, c.fail_rate, c.exit_after),
         });
         let router = Router::new()
-            .route("/hello", axum::routing::any(hello))
-            .route("/hello/{*rest}", axum::routing::any(hello))
+            .fallback(hello)
             .with_state(app)
             .merge(admin::router(Readiness::default()));
         let session = switchyard_examples::register(

@@ -117,6 +117,28 @@ fn first_match_in_file_order_with_every_matcher() {
         .expect("default rule");
     assert_eq!(&*m.service, "svc-1");
     assert_eq!(upstream_path(&m, "/svc-1/x?y=1"), "/x?y=1");
+    assert!(
+        t.find(
+            &Method::GET,
+            "h",
+            "/switchyard-balancer/x",
+            &HeaderMap::new()
+        )
+        .is_none(),
+        "the control plane's services only by a route"
+    );
+    // Elsewhere than at the root, as the seed's sketch called services.
+    let t = table("default_rule = true\ndefault_rule_prefix = \"/api/service/\"\n");
+    let m = t
+        .find(&Method::GET, "h", "/api/service/svc-1/x", &HeaderMap::new())
+        .expect("default rule");
+    assert_eq!(&*m.service, "svc-1");
+    assert_eq!(upstream_path(&m, "/api/service/svc-1/x?y=1"), "/x?y=1");
+    assert_eq!(upstream_path(&m, "/api/service/svc-1"), "/");
+    assert!(
+        t.find(&Method::GET, "h", "/svc-1/x", &HeaderMap::new())
+            .is_none()
+    );
 }
 
 #[test]
@@ -196,6 +218,7 @@ fn bad_files_are_refused_with_the_route_and_key() {
             "per_try_timeout: at most 365d",
         ),
         ("[[route]]\nservice = \"a\"\ncolour = 1\n", "colour"),
+        ("default_rule_prefix = \"/api\"\n", "default_rule_prefix"),
         // Requests are matched in normal form: a pattern in another would
         // never match.
         (

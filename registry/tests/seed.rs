@@ -1,0 +1,121 @@
+//! The calls a newcomer makes first: the shortest JSON registration, and
+//! the seed's Flask sketch (`service_name`, `DELETE /api/deregister`).
+
+mod support;
+
+use support::*;
+use switchyard_proto::registry::v1 as pb;
+
+const REG: &str = "register-token-a";
+const OP: &str = "operator-token-b";
+
+async fn started() -> Running {
+    let mut cfg = config();
+    cfg.register_tokens = vec![REG.into()];
+    cfg.operator_tokens = vec![OP.into()];
+    cfg.open_reads = true;
+    start(cfg).await
+}
+
+/// `(instance_id, protocol, lease ttl)` of a service's instances, as the
+/// JSON API lists them.
+async fn listed(r: &Running, service: &str) -> Vec<(String, String)> {
+    let (code, json) = http(
+        r.http,
+        "GET",
+        &format!("/api/services/{service}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    json["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| {
+            (
+                i["instance_id"].as_str().unwrap_or("").to_string(),
+                i["protocol"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_shortest_registration_takes_the_defaults() {
+    let r = started().await;
+    let body = r#"{"service":"hello","instance_id":"h1","address":"10.0.0.5:8080"}"#;
+    let (code, json) = http(r.http, "POST", "/api/register", Some(REG), Some(body)).await;
+    assert_eq!(code, 200, "{json}");
+    assert_eq!(json["ttl_seconds"], 10, "the default TTL");
+    assert_eq!(
+        listed(&r, "hello").await,
+        vec![("h1".into(), "http1".into())]
+    );
+    // Over gRPC, an unset protocol is the same default.
+    let mut c = client_of(&r).await;
+    let mut s = spec("hello", "h2");
+    s.protocol = pb::Protocol::Unspecified as i32;
+    c.register(authed(
+        pb::RegisterRequest {
+            lease_id: 0,
+            ttl_seconds: 0,
+            instances: vec![s],
+        },
+        REG,
+    ))
+    .await
+    .expect("register without a protocol");
+    assert_eq!(
+        listed(&r, "hello").await,
+        vec![("h1".into(), "http1".into()), ("h2".into(), "http1".into())]
+    );
+    stop(r).await;
+}
+
+#[tokio::test]
+async fn the_seed_sketchs_calls_work_as_written() {
+    let r = started().await;
+    let mut leases = Vec::new();
+    for id in ["s1", "s2"] {
+        let body =
+            format!(r#"{{"service_name":"seed","instance_id":"{id}","address":"10.0.0.7:80"}}"#);
+        let (code, json) = http(r.http, "POST", "/api/register", Some(REG), Some(&body)).await;
+        assert_eq!(code, 200, "{json}");
+        leases.push(json["lease_id"].as_u64().expect("lease"));
+    }
+    // A register token names the instance and its lease; DELETE as POST.
+    let one = format!(
+        r#"{{"service_name":"seed","instance_id":"s1","lease_id":{}}}"#,
+        leases[0]
+    );
+    let (code, json) = http(r.http, "DELETE", "/api/deregister", Some(REG), Some(&one)).await;
+    assert_eq!(
+        (code, &json["removed"]),
+        (200, &serde_json::json!(1)),
+        "{json}"
+    );
+    // Only an operator may name just the service; nothing changes otherwise.
+    let whole = r#"{"service_name":"seed"}"#;
+    let (code, json) = http(r.http, "DELETE", "/api/deregister", Some(REG), Some(whole)).await;
+    assert_eq!(code, 400);
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("instance_id:")),
+        "{json}"
+    );
+    assert_eq!(
+        listed(&r, "seed").await,
+        vec![("s2".into(), "http1".into())]
+    );
+    let (code, json) = http(r.http, "DELETE", "/api/deregister", Some(OP), Some(whole)).await;
+    assert_eq!(
+        (code, &json["removed"]),
+        (200, &serde_json::json!(1)),
+        "{json}"
+    );
+    assert!(listed(&r, "seed").await.is_empty());
+    stop(r).await;
+}
