@@ -29,12 +29,24 @@ where
     S::Future: Send + 'static,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
+    // Reflection lists what this port serves, not every service of the
+    // descriptor sets (the balancer's contract imports the registry's):
+    // clients that list, describe, then call must not meet UNIMPLEMENTED.
     let reflection = || {
-        descriptors.iter().fold(
+        let served = [
+            S::NAME,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
+        let builder = served.into_iter().fold(
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
-            |b, fds| b.register_encoded_file_descriptor_set(fds),
-        )
+            |b, name| b.with_service_name(name),
+        );
+        descriptors.iter().fold(builder, |b, fds| {
+            b.register_encoded_file_descriptor_set(fds)
+        })
     };
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(keepalive.0))
