@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use switchyard_proto::registry::v1::registry_client::RegistryClient;
-use switchyard_runtime::Backoff;
+use switchyard_time::Backoff;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Request, Status,

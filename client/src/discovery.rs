@@ -14,7 +14,7 @@ use std::{
 };
 
 use switchyard_proto::registry::v1::{self as pb, watch_response::Kind};
-use switchyard_runtime::{Backoff, SharedClock};
+use switchyard_time::{Backoff, SharedClock};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -12,7 +12,7 @@ use std::{
 };
 
 use switchyard_proto::registry::v1::{self as pb, keep_alive_response::Result as Renewal};
-use switchyard_runtime::Backoff;
+use switchyard_time::Backoff;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;

@@ -12,17 +12,15 @@
 //! - [`advertise`]: which address a service registers.
 //! - [`readiness`]: what `/readyz` waits for; latches once ready.
 //! - [`probe`]: checks a running instance's `/readyz`.
-//! - [`clock`]: the injectable clock for timers.
+//! - [`clock`], [`backoff`]: the injectable clock and reconnect backoff,
+//!   from `switchyard-time` (which the SDK shares without this crate).
 //! - [`grpc`]: a gRPC service served beside health and reflection.
-//! - [`backoff`]: exponential backoff with jitter for reconnect loops.
 //! - [`testing`]: bounded polling and joins for tests of the real servers.
 
 pub mod admin;
 pub mod advertise;
 pub mod auth;
-pub mod backoff;
 pub mod cli;
-pub mod clock;
 pub mod grpc;
 pub mod logging;
 pub mod probe;
@@ -31,7 +29,6 @@ pub mod settings;
 pub mod shutdown;
 pub mod testing;
 
-pub use backoff::Backoff;
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use readiness::Readiness;
 pub use settings::{ConfigError, Settings};
+pub use switchyard_time::{Backoff, Clock, ManualClock, SharedClock, SystemClock, backoff, clock};
