@@ -325,3 +325,74 @@ async fn a_session_tries_every_registry_address() {
     assert_eq!(ids(&r, "hello").await, ["h1"]);
     testing_stop(r).await;
 }
+
+#[tokio::test]
+async fn a_balanced_channel_shares_sequential_calls_among_equal_instances() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for (n, calls, low, high) in [(2usize, 100usize, 35, 65), (3, 300, 20, 100)] {
+        let r = registry().await;
+        let session = Session::start(target(&r), TTL);
+        let service = format!("even-{n}");
+        let mut served = Vec::new();
+        for i in 0..n {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (_reporter, health) = tonic_health::server::health_reporter();
+            let count = Arc::new(AtomicUsize::new(0));
+            let counted = count.clone();
+            served.push(count);
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .layer(tower::util::MapRequestLayer::new(move |req| {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        req
+                    }))
+                    .add_service(health)
+                    .serve_with_incoming(TcpListenerStream::new(listener)),
+            );
+            session.register(instance(
+                &service,
+                &format!("e{i}"),
+                &addr.to_string(),
+                pb::Protocol::Grpc,
+            ));
+        }
+        session
+            .registered(Duration::from_secs(5))
+            .await
+            .expect("registered");
+        let discovery = Discovery::start(
+            target(&r),
+            vec![service.clone()],
+            TTL,
+            ManualClock::new().shared(),
+        );
+        eventually("every instance seen", || async {
+            discovery.routable(&service).len() == n
+        })
+        .await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(
+            channel::balanced_channel(&discovery, &service),
+        );
+        for _ in 0..calls {
+            let req = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            tokio::time::timeout(Duration::from_secs(5), health.check(req))
+                .await
+                .expect("in time")
+                .expect("check");
+        }
+        let counts: Vec<usize> = served.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        println!("{n} instances, {calls} sequential calls: {counts:?}");
+        for c in &counts {
+            let share = c * 100 / calls;
+            assert!(
+                (low..=high).contains(&share),
+                "{share} % of {calls}: {counts:?}"
+            );
+        }
+    }
+}

@@ -45,9 +45,13 @@ fn main() {
     compose.dc(&["down", "--remove-orphans", "-v"]);
     compose.dc(&["up", "-d"]);
     compose.wait_healthy(Duration::from_secs(180));
-    let scenarios: [(&str, Scenario); 10] = [
+    let scenarios: [(&str, Scenario); 11] = [
         ("every replica gets traffic, gRPC works", every_replica),
         ("the seed's Flask sketch calls work as written", seed_api),
+        (
+            "sequential requests are shared, a new replica's within 5 s",
+            sequential_share,
+        ),
         ("a scaled-up replica gets requests", scale_up),
         ("docker kill of one hello and one echo", kill),
         ("docker stop of a replica drains gracefully", stop),
@@ -158,6 +162,98 @@ fn seed_api(c: &Compose, _rt: &tokio::runtime::Runtime) {
     assert!(body.contains("\"removed\":1"), "{body}");
     let listed = switchyard_e2e::compose::get(registry, "/api/services/seed");
     assert!(listed.contains("\"instances\":[]"), "{listed}");
+}
+
+/// The instance ids the registry lists for `hello`.
+fn hello_ids(c: &Compose) -> std::collections::BTreeSet<String> {
+    let body = switchyard_e2e::compose::get(c.registry_http_port, "/api/services/hello");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["instance_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Light traffic, as a newcomer tries it: one request after another is
+/// shared between the two hello replicas (peak EWMA's strict comparison
+/// once sent 39 of 40 to one), and a replica added with `--scale` gets
+/// such requests within 5 s of registering.
+fn sequential_share(c: &Compose, _rt: &tokio::runtime::Runtime) {
+    use switchyard_e2e::compose::request;
+    let path = "/hello/sequential";
+    let instance_of = |body: &str| -> String {
+        serde_json::from_str::<serde_json::Value>(body).unwrap_or_default()["instance"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..100 {
+        let (code, body) = request(c.gateway_port, "GET", path, None, "");
+        assert_eq!(code, 200, "{body}");
+        *counts.entry(instance_of(&body)).or_default() += 1;
+    }
+    println!("    100 sequential GETs: {counts:?}");
+    assert_eq!(counts.len(), 2, "both replicas");
+    assert!(counts.values().all(|n| (35..=65).contains(n)), "{counts:?}");
+
+    let before = hello_ids(c);
+    c.dc(&[
+        "up",
+        "-d",
+        "--no-recreate",
+        "--scale",
+        "hello=3",
+        "--scale",
+        "echo=3",
+        "--scale",
+        "balancer=2",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new = loop {
+        let now = hello_ids(c);
+        if let Some(id) = now.difference(&before).next() {
+            break id.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new replica registers within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let registered = Instant::now();
+    let served = loop {
+        let (_, body) = request(c.gateway_port, "GET", path, None, "");
+        // The instance id is the replica's advertised address.
+        if instance_of(&body) == new {
+            break registered.elapsed();
+        }
+        assert!(
+            registered.elapsed() < Duration::from_secs(30),
+            "{new} never served"
+        );
+    };
+    println!(
+        "    the new replica {new} served a sequential GET {:.2}s after registering",
+        served.as_secs_f64()
+    );
+    c.dc(&[
+        "up",
+        "-d",
+        "--no-recreate",
+        "--scale",
+        "hello=2",
+        "--scale",
+        "echo=3",
+        "--scale",
+        "balancer=2",
+    ]);
+    c.wait_healthy(Duration::from_secs(60));
+    assert!(served < Duration::from_secs(5), "within 5 s");
 }
 
 fn scale_up(c: &Compose, rt: &tokio::runtime::Runtime) {

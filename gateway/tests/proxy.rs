@@ -671,3 +671,35 @@ async fn the_default_rule_calls_registry_services_by_name() {
         assert_eq!(get(&url(path)).await.0, 404, "{why}");
     }
 }
+
+#[tokio::test]
+async fn equal_instances_share_sequential_requests_under_peak_ewma() {
+    for (n, requests, low, high) in [(2usize, 100usize, 35, 65), (3, 300, 20, 100)] {
+        let mut backends = Vec::new();
+        let mut specs = Vec::new();
+        for i in 0..n {
+            let b = Backend::start(&format!("e{i}")).await;
+            specs.push(spec("even", &format!("e{i}"), b.addr, reg::Protocol::Http1));
+            backends.push(b);
+        }
+        // The default policy (peak_ewma), as `deploy/up.sh` runs it.
+        let routes = "[[route]]\nname = \"even\"\nservice = \"even\"\npath_prefix = \"/\"\n";
+        let s = Stack::start(routes, specs).await;
+        let url = format!("{}/x", s.gateway.url());
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for _ in 0..requests {
+            let (code, body) = get(&url).await;
+            assert_eq!(code, 200);
+            *counts.entry(instance_of(&body)).or_default() += 1;
+        }
+        println!("{n} instances, {requests} sequential requests: {counts:?}");
+        assert_eq!(counts.len(), n, "every instance got requests: {counts:?}");
+        for (id, c) in &counts {
+            let share = c * 100 / requests;
+            assert!(
+                (low..=high).contains(&share),
+                "{id}: {share} % of {requests} ({counts:?})"
+            );
+        }
+    }
+}

@@ -17,6 +17,14 @@ use std::{
 /// Decay time constant of the EWMA (linkerd's default).
 pub const DEFAULT_TAU: Duration = Duration::from_secs(10);
 
+/// How much cheaper one member must look to win a peak EWMA comparison;
+/// closer costs are a tie, which the pick breaks at random. Between equal
+/// instances the estimates are each one's recent peaks (a peak replaces the
+/// estimate at once and decays over seconds), which differ by chance: a
+/// strict comparison sent 39 of 40 sequential requests to one of two equal
+/// replicas. A member ten times slower is far outside it.
+pub const TIE: f64 = 1.5;
+
 /// A member's load, shared by every picker that includes it.
 #[derive(Debug)]
 pub struct Load {
@@ -26,6 +34,8 @@ pub struct Load {
     /// epoch for all loads, so that two members' stamps compare directly.
     stamp_ns: AtomicU64,
     seeded: AtomicBool,
+    /// A request to it has completed (a seeded estimate is a guess).
+    observed: AtomicBool,
     /// [`epoch`], the same for every load; the copy spares each observation
     /// the `OnceLock` check.
     base: Instant,
@@ -59,6 +69,7 @@ impl Load {
             ewma_ns: AtomicU64::new(0),
             stamp_ns: AtomicU64::new(0),
             seeded: AtomicBool::new(false),
+            observed: AtomicBool::new(false),
             base: epoch(),
         }
     }
@@ -119,18 +130,36 @@ impl Load {
             prev * decay + rtt * (1.0 - decay)
         };
         self.seeded.store(true, Ordering::Relaxed);
+        self.observed.store(true, Ordering::Relaxed);
         self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
         self.stamp_ns.store(now_ns, Ordering::Relaxed);
     }
 
-    /// Whether this member costs less than `other` under peak EWMA. A
+    /// Whether a pick should take this member over `other` under peak
+    /// EWMA: a member never tried, with nothing in flight, is tried once
+    /// (its seeded estimate is a guess, and a guess above the others'
+    /// observed latency would starve it); otherwise it must cost less by
+    /// more than [`TIE`].
+    pub fn wins_over(&self, other: &Load) -> bool {
+        let untried = |l: &Load| !l.observed.load(Ordering::Relaxed) && l.in_flight() == 0;
+        if untried(self) {
+            return true;
+        }
+        if untried(other) {
+            return false;
+        }
+        self.costs_less_than(other, TIE)
+    }
+
+    /// Whether this member costs less than `other` under peak EWMA, by more
+    /// than a factor `margin` (1: strictly less). A
     /// cost is estimate × e^(−idle/τ) × (in flight + 1): the estimate decays
     /// towards zero while nothing completes (tower's `PeakEwma` does the
     /// same), so an endpoint that was slow once is tried again in time
     /// instead of being starved forever. Both idle times run to the same
     /// instant, which cancels out of the comparison: it needs no clock
     /// reading and one `exp`, where computing both costs took two of each.
-    pub fn costs_less_than(&self, other: &Load) -> bool {
+    pub fn costs_less_than(&self, other: &Load, margin: f64) -> bool {
         let own = self.ewma_ns() * f64::from(self.in_flight() + 1);
         let theirs = other.ewma_ns() * f64::from(other.in_flight() + 1);
         // How much fresher this estimate is, in time constants (bounded so
@@ -138,7 +167,7 @@ impl Load {
         let fresher = (self.stamp_ns.load(Ordering::Relaxed) as f64
             - other.stamp_ns.load(Ordering::Relaxed) as f64)
             / DEFAULT_TAU.as_nanos() as f64;
-        own * fresher.clamp(-700.0, 700.0).exp() < theirs
+        own * fresher.clamp(-700.0, 700.0).exp() * margin < theirs
     }
 }
 

@@ -108,7 +108,7 @@ impl Picker {
             Policy::LeastRequest => self.p2c(&eligible, rng, |b, a| {
                 b.load.in_flight() < a.load.in_flight()
             }),
-            Policy::PeakEwma => self.p2c(&eligible, rng, |b, a| b.load.costs_less_than(&a.load)),
+            Policy::PeakEwma => self.p2c(&eligible, rng, |b, a| b.load.wins_over(&a.load)),
             Policy::RingHash | Policy::Maglev => {
                 let hash = match req.key {
                     Some(key) => hash_key(key),
