@@ -245,13 +245,8 @@ async fn oversized_messages_are_refused() {
         })
         .await
         .expect_err("too large");
-    assert!(
-        matches!(
-            err.code(),
-            Code::OutOfRange | Code::ResourceExhausted | Code::Internal
-        ),
-        "{err:?}"
-    );
+    // gRPC's status table, not tonic's OUT_OF_RANGE.
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(ids_of(&r, "hello").await.is_empty());
     stop(r).await;
 }

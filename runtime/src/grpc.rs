@@ -51,6 +51,7 @@ where
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(keepalive.0))
         .http2_keepalive_timeout(Some(keepalive.1))
+        .layer(tower::util::MapResponseLayer::new(resource_exhausted))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -66,4 +67,26 @@ where
             })
             .await
     }))
+}
+
+/// gRPC's status table gives RESOURCE_EXHAUSTED for a message over the
+/// size limit (grpc-go and grpc-java send it); tonic sends OUT_OF_RANGE.
+/// Our services never send OUT_OF_RANGE themselves, so every one is that
+/// limit's: rewritten in a trailers-only answer (a unary call's request
+/// too large) and in trailers (a stream's message too large).
+fn resource_exhausted(res: http::Response<Body>) -> http::Response<Body> {
+    fn rewrite(h: &mut http::HeaderMap) {
+        if h.get("grpc-status").is_some_and(|v| v == "11") {
+            h.insert("grpc-status", http::HeaderValue::from_static("8"));
+        }
+    }
+    let (mut parts, body) = res.into_parts();
+    rewrite(&mut parts.headers);
+    let body = http_body_util::BodyExt::map_frame(body, |mut frame| {
+        if let Some(trailers) = frame.trailers_mut() {
+            rewrite(trailers);
+        }
+        frame
+    });
+    http::Response::from_parts(parts, Body::new(body))
 }
