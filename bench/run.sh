@@ -38,7 +38,8 @@ BIN=$ROOT/target/x86_64-unknown-linux-gnu/release
 
 # BASELINE=<commit> also runs that commit's gateway in the proxies scenario
 # (as "baseline"), for before/after figures measured in the same run.
-if [ -n "${BASELINE:-}" ]; then
+# Built once per commit: a second run with the same BASELINE reuses it.
+if [ -n "${BASELINE:-}" ] && [ "$(cat "$OUT/gateway-baseline.commit" 2>/dev/null)" != "$(git rev-parse "$BASELINE")" ]; then
   rm -rf "$OUT/baseline-tree"
   git worktree add -f "$OUT/baseline-tree" "$BASELINE" >/dev/null
   (cd "$OUT/baseline-tree" && CARGO_TARGET_DIR=$ROOT/target cargo build --release --locked --bin gateway >/dev/null)
@@ -48,6 +49,7 @@ if [ -n "${BASELINE:-}" ]; then
   cp "$ROOT/target/x86_64-unknown-linux-gnu/profiling/gateway" "$OUT/gateway-baseline-profiling"
   git worktree remove --force "$OUT/baseline-tree"
   cargo build --release --locked --bin gateway >/dev/null # the current one back in place
+  git rev-parse "$BASELINE" > "$OUT/gateway-baseline.commit"
 fi
 
 pids=()

@@ -141,7 +141,7 @@ fn seed_api(c: &Compose, _rt: &tokio::runtime::Runtime) {
         "POST",
         "/api/register",
         Some("dev-register-token"),
-        r#"{"service_name":"seed","instance_id":"s1","address":"172.31.11.250:9000"}"#,
+        r#"{"service_name":"seed","instance_id":"s1","address":"127.0.0.1:9000"}"#,
     );
     println!("    POST /api/register: {code} {body}");
     assert_eq!(code, 200, "{body}");
