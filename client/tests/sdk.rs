@@ -233,22 +233,39 @@ async fn a_view_empties_only_after_authoritative_emptiness_for_one_ttl() {
     testing_stop(r).await;
 }
 
+/// A gRPC server of `grpc.health.v1` on port 0: its address, its task, and
+/// how many calls it has served.
+async fn health_backend() -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(tower::util::MapRequestLayer::new(move |req| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                req
+            }))
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (addr, server, calls)
+}
+
 #[tokio::test]
 async fn a_balanced_channel_follows_the_view() {
     let r = registry().await;
     let mut backends = Vec::new();
     let session = Session::start(target(&r), TTL);
     for id in ["g1", "g2"] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (_reporter, health) = tonic_health::server::health_reporter();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(health)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
+        let (addr, server, _calls) = health_backend().await;
         backends.push(server);
         session.register(instance(
             "grpc-svc",
@@ -328,30 +345,15 @@ async fn a_session_tries_every_registry_address() {
 
 #[tokio::test]
 async fn a_balanced_channel_shares_sequential_calls_among_equal_instances() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     for (n, calls, low, high) in [(2usize, 100usize, 35, 65), (3, 300, 20, 100)] {
         let r = registry().await;
         let session = Session::start(target(&r), TTL);
         let service = format!("even-{n}");
         let mut served = Vec::new();
         for i in 0..n {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let (_reporter, health) = tonic_health::server::health_reporter();
-            let count = Arc::new(AtomicUsize::new(0));
-            let counted = count.clone();
-            served.push(count);
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .layer(tower::util::MapRequestLayer::new(move |req| {
-                        counted.fetch_add(1, Ordering::Relaxed);
-                        req
-                    }))
-                    .add_service(health)
-                    .serve_with_incoming(TcpListenerStream::new(listener)),
-            );
+            let (addr, _server, calls) = health_backend().await;
+            served.push(calls);
             session.register(instance(
                 &service,
                 &format!("e{i}"),

@@ -164,6 +164,23 @@ fn seed_api(c: &Compose, _rt: &tokio::runtime::Runtime) {
     assert!(listed.contains("\"instances\":[]"), "{listed}");
 }
 
+/// `hello` scaled to `n` replicas, the rest as the stack runs them (never
+/// recreating a running container: compose 1.29 breaks on that).
+fn scale_hello(c: &Compose, n: u32) {
+    let hello = format!("hello={n}");
+    c.dc(&[
+        "up",
+        "-d",
+        "--no-recreate",
+        "--scale",
+        &hello,
+        "--scale",
+        "echo=3",
+        "--scale",
+        "balancer=2",
+    ]);
+}
+
 /// The instance ids the registry lists for `hello`.
 fn hello_ids(c: &Compose) -> std::collections::BTreeSet<String> {
     let body = switchyard_e2e::compose::get(c.registry_http_port, "/api/services/hello");
@@ -202,17 +219,7 @@ fn sequential_share(c: &Compose, _rt: &tokio::runtime::Runtime) {
     assert!(counts.values().all(|n| (35..=65).contains(n)), "{counts:?}");
 
     let before = hello_ids(c);
-    c.dc(&[
-        "up",
-        "-d",
-        "--no-recreate",
-        "--scale",
-        "hello=3",
-        "--scale",
-        "echo=3",
-        "--scale",
-        "balancer=2",
-    ]);
+    scale_hello(c, 3);
     let deadline = Instant::now() + Duration::from_secs(60);
     let new = loop {
         let now = hello_ids(c);
@@ -241,17 +248,7 @@ fn sequential_share(c: &Compose, _rt: &tokio::runtime::Runtime) {
         "    the new replica {new} served a sequential GET {:.2}s after registering",
         served.as_secs_f64()
     );
-    c.dc(&[
-        "up",
-        "-d",
-        "--no-recreate",
-        "--scale",
-        "hello=2",
-        "--scale",
-        "echo=3",
-        "--scale",
-        "balancer=2",
-    ]);
+    scale_hello(c, 2);
     c.wait_healthy(Duration::from_secs(60));
     assert!(served < Duration::from_secs(5), "within 5 s");
 }
@@ -266,17 +263,7 @@ fn scale_up(c: &Compose, rt: &tokio::runtime::Runtime) {
         40,
         Duration::from_secs(2),
         || {
-            c.dc(&[
-                "up",
-                "-d",
-                "--no-recreate",
-                "--scale",
-                "hello=3",
-                "--scale",
-                "echo=3",
-                "--scale",
-                "balancer=2",
-            ]);
+            scale_hello(c, 3);
             *scaled.lock().expect("lock") = Some(Instant::now());
         },
     );
@@ -293,17 +280,7 @@ fn scale_up(c: &Compose, rt: &tokio::runtime::Runtime) {
     );
     assert!(delay < Duration::from_secs(30), "within 30 s");
     // Back to two (compose stops the newest one, gracefully).
-    c.dc(&[
-        "up",
-        "-d",
-        "--no-recreate",
-        "--scale",
-        "hello=2",
-        "--scale",
-        "echo=3",
-        "--scale",
-        "balancer=2",
-    ]);
+    scale_hello(c, 2);
 }
 
 fn kill(c: &Compose, rt: &tokio::runtime::Runtime) {
