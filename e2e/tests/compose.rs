@@ -162,6 +162,16 @@ fn seed_api(c: &Compose, _rt: &tokio::runtime::Runtime) {
     assert!(body.contains("\"removed\":1"), "{body}");
     let listed = switchyard_e2e::compose::get(registry, "/api/services/seed");
     assert!(listed.contains("\"instances\":[]"), "{listed}");
+    // The example answers its own name with and without the slash (an empty
+    // 404 from it read as the gateway failing).
+    for path in ["/hello", "/hello/"] {
+        let (code, body) = request(c.gateway_port, "GET", path, None, "");
+        assert_eq!(code, 200, "{path}: {body}");
+        assert!(
+            body.contains(&format!("\"path\":\"{path}\"")),
+            "{path}: {body}"
+        );
+    }
 }
 
 /// `hello` scaled to `n` replicas, the rest as the stack runs them (never
