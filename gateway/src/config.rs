@@ -30,7 +30,7 @@ switchyard_runtime::settings! {
         pub registry_token: String = String::new(),
         /// An operator token, for reporting load to balancers.
         pub balancer_token: String = String::new(),
-        /// Tokens that may call POST /api/reload; empty allows anyone.
+        /// Tokens that may call POST /api/reload; empty allows loopback callers only.
         pub operator_tokens: Vec<String> = Vec::new(),
         /// Whether to register this gateway in the registry.
         pub register_self: bool = true,

@@ -48,7 +48,7 @@ switchyard_runtime::settings! {
         pub brake_max_hold: Duration = Duration::from_secs(120),
         /// Tokens that may Register, KeepAlive and Deregister their own lease's instances.
         pub register_tokens: Vec<String> = Vec::new(),
-        /// Tokens that may also change state and weight and deregister any instance.
+        /// Tokens that may also change state and weight, and take over or deregister any instance.
         pub operator_tokens: Vec<String> = Vec::new(),
         /// Whether reads (GetService, ListServices, Watch, GET /api) need no token.
         pub open_reads: bool = true,
