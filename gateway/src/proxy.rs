@@ -398,7 +398,7 @@ impl Gateway {
         // One authority, decided once: routed by, and forwarded as `Host`.
         // The checked value is a shared handle (a reference count, not a
         // copy), so it outlives the header edits below.
-        let authority = crate::authority::Authority::of(parts, scan.host.as_ref(), scan.hosts)
+        let authority = Authority::of(parts, scan.host.as_ref(), scan.hosts)
             .map_err(|e| GatewayError::BadRequest(e.message()))?;
         let host = authority.as_ref().map_or("", |a| a.host());
         // The path as routes match it, and as the upstream receives it.
@@ -491,7 +491,9 @@ impl Gateway {
         // When the body was at hand already, the request's start stands in
         // for the first pick's clock reading (one reading fewer).
         let mut ready = Some(start);
-        let fault = FaultSlot::default();
+        // Only a body that streams on can break after this point: the slot
+        // (an allocation) is made for those alone.
+        let mut fault = None;
         let body: RequestBody = match body {
             // Read whole by the client connection (its length was declared).
             Inbound::Whole(whole) => Either::Right(whole),
@@ -509,6 +511,7 @@ impl Gateway {
             }
             Inbound::Streamed(body) => {
                 ready = None;
+                let slot = fault.insert(FaultSlot::default());
                 match crate::upstream::take_ready(
                     body,
                     self.limits.replay,
@@ -518,7 +521,7 @@ impl Gateway {
                     } else {
                         Duration::ZERO
                     },
-                    &fault,
+                    slot,
                 )
                 .await
                 {
@@ -548,7 +551,7 @@ impl Gateway {
         served.attempts = attempts;
         // A body that broke while it streamed failed the upstream request
         // (which never saw it whole): the client hears why.
-        match fault.get() {
+        match fault.as_ref().and_then(|f| f.get()) {
             Some(&e) => Err(e.into()),
             None => result,
         }
