@@ -2,9 +2,24 @@
 //! and host ports are the test's own, so a developer's stack is left alone.
 
 use std::{
-    process::Command,
+    io::Read,
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
+
+/// How long one `docker` command may take before it is killed and counted
+/// as failed: a daemon that stops answering fails the run with a message
+/// instead of hanging it.
+const DOCKER_LIMIT: Duration = Duration::from_secs(90);
+
+/// How long one `docker-compose` command may take (`up` of the whole stack
+/// takes about 20 s here).
+const COMPOSE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Set when a command had to be killed: the daemon is not answering, and
+/// every later command fails at once rather than waiting out its limit.
+static STUCK: AtomicBool = AtomicBool::new(false);
 
 /// The stack under test.
 #[derive(Debug, Clone)]
@@ -19,24 +34,69 @@ pub struct Compose {
     pub registry_http_port: u16,
 }
 
-/// Output of a command: success, stdout.
+/// Output of a command: success, stdout. A command still running after
+/// [`DOCKER_LIMIT`] is killed and reported as failed.
 pub fn run(program: &str, args: &[&str]) -> (bool, String) {
-    match Command::new(program).args(args).output() {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if !out.status.success() {
-                eprintln!(
-                    "{program} {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            (out.status.success(), text)
-        }
-        Err(e) => panic!(
-            "cannot run {program}: {e} (Docker and docker-compose are required for these tests)"
-        ),
+    let out = bounded(Command::new(program).args(args), DOCKER_LIMIT).unwrap_or_else(|e| {
+        panic!("cannot run {program}: {e} (Docker and docker-compose are required for these tests)")
+    });
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        eprintln!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    (out.status.success(), text)
+}
+
+/// Runs `cmd` to the end, or kills it after `limit`; its stdout and stderr
+/// are read on threads so a chatty command cannot block on a full pipe.
+/// (`Command::output` has no deadline, and a Docker daemon that stops
+/// answering would hang the run until CI's own limit.)
+fn bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Output> {
+    if STUCK.load(Ordering::Relaxed) {
+        return Err(std::io::Error::other(
+            "not run: an earlier docker command had to be killed",
+        ));
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            STUCK.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other(format!(
+                "still running after {limit:?}, killed (is the Docker daemon answering?)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 // === impl Compose ===
@@ -75,8 +135,11 @@ impl Compose {
                 "SWITCHYARD_REGISTRY_HTTP_PORT",
                 self.registry_http_port.to_string(),
             );
-        let out = cmd.output().unwrap_or_else(|e| {
-            panic!("cannot run docker-compose: {e} (it is required for these tests)")
+        let out = bounded(&mut cmd, COMPOSE_LIMIT).unwrap_or_else(|e| {
+            panic!(
+                "docker-compose {}: {e} (docker-compose is required for these tests)",
+                args.join(" ")
+            )
         });
         assert!(
             out.status.success(),
