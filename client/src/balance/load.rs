@@ -25,6 +25,40 @@ pub const DEFAULT_TAU: Duration = Duration::from_secs(10);
 /// replicas. A member ten times slower is far outside it.
 pub const TIE: f64 = 1.5;
 
+/// Costs closer than this are a tie too, whatever their ratio: below a
+/// millisecond the estimates of equal replicas differ by scheduling noise
+/// (0.6 against 0.3 ms after their first answers on the compose stack, which
+/// sent 99 of 100 sequential requests to one), and sending a request to the
+/// one that looked a fraction of a millisecond slower costs no one anything.
+/// Under load, in-flight requests multiply the costs far apart.
+pub const TIE_WITHIN: Duration = Duration::from_millis(1);
+
+/// The least weight one observation below the estimate has in it. By time
+/// alone, requests a millisecond apart each weigh 1/10,000 (τ = 10 s), and a
+/// member in steady use kept a load phase's peak for seconds after its
+/// answers were back to 0.3 ms; with this floor about 60 observations bring
+/// it down. Peaks still replace the estimate at once, and a member that gets
+/// no requests is not affected.
+pub const MIN_WEIGHT: f64 = 0.05;
+
+/// How long a member that fell behind (a peak put its cost above the
+/// other's) goes without requests before it is probed: one request, whose
+/// latency replaces the estimate instead of decaying into it. Each probe
+/// that does not bring it back doubles the wait, up to [`PROBE_MAX`]; being
+/// picked on cost again resets it. A peak of noise (one slow answer from an
+/// equal replica) costs it this long, not the seconds its estimate takes to
+/// decay; a member that is really slow gets a few probes, then one per
+/// `PROBE_MAX`.
+pub const PROBE_FIRST: Duration = Duration::from_millis(25);
+
+/// The longest wait between probes of a member that stays behind. Without
+/// probes, the peaks of a load phase kept every sequential request on one of
+/// two equal replicas for about 30 s after the load stopped (65 ms against
+/// 23 ms on the compose stack, decaying at the same rate). A member ten times
+/// slower is probed about once per `PROBE_MAX` while the others take the
+/// traffic: one request in 400 at `bench/run.sh balancing`'s rate.
+pub const PROBE_MAX: Duration = Duration::from_secs(1);
+
 /// A member's load, shared by every picker that includes it.
 #[derive(Debug)]
 pub struct Load {
@@ -36,6 +70,11 @@ pub struct Load {
     seeded: AtomicBool,
     /// A request to it has completed (a seeded estimate is a guess).
     observed: AtomicBool,
+    /// How much older than the other choice's its estimate must be for it
+    /// to be probed, in nanoseconds ([`PROBE_FIRST`] to [`PROBE_MAX`]).
+    probe_after_ns: AtomicU64,
+    /// A probe was granted: the next observation replaces the estimate.
+    probing: AtomicBool,
     /// [`epoch`], the same for every load; the copy spares each observation
     /// the `OnceLock` check.
     base: Instant,
@@ -70,6 +109,8 @@ impl Load {
             stamp_ns: AtomicU64::new(0),
             seeded: AtomicBool::new(false),
             observed: AtomicBool::new(false),
+            probe_after_ns: AtomicU64::new(PROBE_FIRST.as_nanos() as u64),
+            probing: AtomicBool::new(false),
             base: epoch(),
         }
     }
@@ -122,11 +163,17 @@ impl Load {
         let rtt = rtt.as_nanos() as f64;
         let now_ns = now.as_nanos() as u64;
         let prev = self.ewma_ns();
-        let next = if !self.has_estimate() || rtt > prev {
+        let age = now_ns.saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
+        // A probe's latency replaces the estimate, which was a past peak. A
+        // seed is decayed into like any estimate: it damps a member's first
+        // answers, which are often slow (a new connection, cold code).
+        let probed = self.probing.swap(false, Ordering::Relaxed);
+        let next = if !self.has_estimate() || rtt > prev || probed {
             rtt
         } else {
-            let elapsed = now_ns.saturating_sub(self.stamp_ns.load(Ordering::Relaxed)) as f64;
-            let decay = (-elapsed / tau.as_nanos() as f64).exp();
+            let decay = (-(age as f64) / tau.as_nanos() as f64)
+                .exp()
+                .min(1.0 - MIN_WEIGHT);
             prev * decay + rtt * (1.0 - decay)
         };
         self.seeded.store(true, Ordering::Relaxed);
@@ -138,28 +185,61 @@ impl Load {
     /// Whether a pick should take this member over `other` under peak
     /// EWMA: a member never tried, with nothing in flight, is tried once
     /// (its seeded estimate is a guess, and a guess above the others'
-    /// observed latency would starve it); otherwise it must cost less by
-    /// more than [`TIE`].
+    /// observed latency would starve it); one whose estimate is older than
+    /// the other's by its probe wait is probed (see [`PROBE_FIRST`]);
+    /// otherwise it must cost less by more than [`TIE`] and [`TIE_WITHIN`].
+    /// Age is measured against the other member's stamp, not a clock: a
+    /// member falls behind while another one is being used, which is when
+    /// its old peak would keep traffic away.
     pub fn wins_over(&self, other: &Load) -> bool {
-        let untried = |l: &Load| !l.observed.load(Ordering::Relaxed) && l.in_flight() == 0;
-        if untried(self) {
+        if self.probe_due(other) {
             return true;
         }
-        if untried(other) {
+        if other.probe_due(self) {
             return false;
         }
-        self.costs_less_than(other, TIE)
+        let wins = self.costs_less_than(other, TIE, TIE_WITHIN);
+        // Picked on cost (a tie goes to `other`, P2C's first choice): it is
+        // in the rotation, and a later fall behind is probed soon again.
+        let picked = if wins { self } else { other };
+        let first = PROBE_FIRST.as_nanos() as u64;
+        if picked.probe_after_ns.load(Ordering::Relaxed) != first {
+            picked.probe_after_ns.store(first, Ordering::Relaxed);
+        }
+        wins
+    }
+
+    /// Whether this member, compared with `than`, is due a probe; grants it
+    /// (the next observation replaces the estimate, and the wait doubles).
+    fn probe_due(&self, than: &Load) -> bool {
+        if self.in_flight() != 0 {
+            return false;
+        }
+        if !self.observed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let wait = self.probe_after_ns.load(Ordering::Relaxed);
+        if than.stamp_ns.load(Ordering::Relaxed) <= self.stamp_ns.load(Ordering::Relaxed) + wait {
+            return false;
+        }
+        self.probing.store(true, Ordering::Relaxed);
+        self.probe_after_ns.store(
+            (wait * 2).min(PROBE_MAX.as_nanos() as u64),
+            Ordering::Relaxed,
+        );
+        true
     }
 
     /// Whether this member costs less than `other` under peak EWMA, by more
-    /// than a factor `margin` (1: strictly less). A
+    /// than a factor `margin` (1: strictly less) and by more than `within`
+    /// (zero: any amount). A
     /// cost is estimate × e^(−idle/τ) × (in flight + 1): the estimate decays
     /// towards zero while nothing completes (tower's `PeakEwma` does the
     /// same), so an endpoint that was slow once is tried again in time
     /// instead of being starved forever. Both idle times run to the same
     /// instant, which cancels out of the comparison: it needs no clock
     /// reading and one `exp`, where computing both costs took two of each.
-    pub fn costs_less_than(&self, other: &Load, margin: f64) -> bool {
+    pub fn costs_less_than(&self, other: &Load, margin: f64, within: Duration) -> bool {
         let own = self.ewma_ns() * f64::from(self.in_flight() + 1);
         let theirs = other.ewma_ns() * f64::from(other.in_flight() + 1);
         // How much fresher this estimate is, in time constants (bounded so
@@ -167,7 +247,8 @@ impl Load {
         let fresher = (self.stamp_ns.load(Ordering::Relaxed) as f64
             - other.stamp_ns.load(Ordering::Relaxed) as f64)
             / DEFAULT_TAU.as_nanos() as f64;
-        own * fresher.clamp(-700.0, 700.0).exp() * margin < theirs
+        let own = own * fresher.clamp(-700.0, 700.0).exp();
+        own * margin < theirs && theirs - own > within.as_nanos() as f64
     }
 }
 

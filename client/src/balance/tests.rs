@@ -237,6 +237,135 @@ fn peak_ewma_keeps_a_ten_times_slower_member_under_five_percent() {
     );
 }
 
+/// The compose stack's case: a load phase left two equal replicas with
+/// peaks of 65 and 23 ms; then sequential requests (1 ms apart, 0.5 ms
+/// each) arrive. Both estimates decay at the same rate, so without probes
+/// the 23 ms one kept every request for about 30 s.
+#[test]
+fn sequential_requests_after_a_load_phase_are_shared_again_at_once() {
+    let p = Picker::new(Policy::PeakEwma, members(&[100.0; 2]));
+    let end_of_load = Duration::from_secs(5);
+    for (m, peak) in p.members().iter().zip([65, 23]) {
+        m.load
+            .observe_at(Duration::from_millis(peak), end_of_load, load::DEFAULT_TAU);
+    }
+    let mut rng = StdRng::seed_from_u64(5);
+    // Per hundred requests, for the first 3 s.
+    let mut counts = vec![[0u32; 2]; 30];
+    for r in 0..3000u32 {
+        let now = end_of_load + Duration::from_millis(u64::from(r));
+        let i = p.pick_with(Pick::default(), all, &mut rng).expect("pick");
+        let guard = p.members()[i].load.start();
+        guard
+            .load()
+            .observe_at(Duration::from_micros(500), now, load::DEFAULT_TAU);
+        counts[r as usize / 100][i] += 1;
+    }
+    eprintln!("each hundred requests per member after the load: {counts:?}");
+    // The 65 ms replica is probed 25 ms in; the 23 ms one's estimate
+    // follows its answers down within tens of requests (`MIN_WEIGHT`).
+    for hundred in &counts[1..] {
+        assert!(
+            hundred.iter().all(|n| (35..=65).contains(n)),
+            "from the second hundred requests after the load each replica has 35-65: {counts:?}"
+        );
+    }
+}
+
+/// Equal replicas whose answers are now and then ten times slower (one in
+/// 30: a scheduler hiccup on a shared host): each such peak puts that
+/// replica behind for one probe wait, not for seconds, so sequential
+/// requests stay shared over every few hundred.
+#[test]
+fn occasional_slow_answers_from_equal_replicas_do_not_skew_sequential_traffic() {
+    let p = Picker::new(Policy::PeakEwma, members(&[100.0; 2]));
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut counts = vec![[0u32; 2]; 20];
+    for r in 0..6000u32 {
+        let now = Duration::from_millis(u64::from(r));
+        let i = p.pick_with(Pick::default(), all, &mut rng).expect("pick");
+        let rtt = if rng.random_range(0..30) == 0 {
+            5_000
+        } else {
+            500
+        };
+        let guard = p.members()[i].load.start();
+        guard
+            .load()
+            .observe_at(Duration::from_micros(rtt), now, load::DEFAULT_TAU);
+        counts[r as usize / 300][i] += 1;
+    }
+    eprintln!("each 300 requests per member: {counts:?}");
+    for span in &counts {
+        assert!(
+            span.iter().all(|n| (105..=195).contains(n)),
+            "each replica has 35-65 % of every 300: {counts:?}"
+        );
+    }
+}
+
+/// Sub-millisecond estimates of equal replicas differ by noise (0.6 and
+/// 0.3 ms after their first answers on the compose stack): a tie, not a
+/// reason to send one replica everything.
+#[test]
+fn estimates_a_fraction_of_a_millisecond_apart_are_a_tie() {
+    // Observed before the picker is made, so no seed damps them.
+    let ms = members(&[100.0; 2]);
+    for (m, micros) in ms.iter().zip([600, 300]) {
+        m.load.observe_at(
+            Duration::from_micros(micros),
+            Duration::ZERO,
+            load::DEFAULT_TAU,
+        );
+    }
+    let p = Picker::new(Policy::PeakEwma, ms);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut counts = [0u32; 2];
+    for r in 0..100u64 {
+        let now = Duration::from_micros(500 * r);
+        let i = p.pick_with(Pick::default(), all, &mut rng).expect("pick");
+        let rtt = Duration::from_micros(if i == 0 { 600 } else { 300 });
+        p.members()[i]
+            .load
+            .start()
+            .load()
+            .observe_at(rtt, now, load::DEFAULT_TAU);
+        counts[i] += 1;
+    }
+    assert!(
+        counts.iter().all(|c| (35..=65).contains(c)),
+        "100 sequential requests: {counts:?}"
+    );
+}
+
+/// A member ten times slower, stale, is probed once and then avoided
+/// again until its estimate is stale once more. (The first seconds are left
+/// out: every member starts at the seeded 10 ms and the fast ones' estimates
+/// decay from it over τ.)
+#[test]
+fn a_stale_slow_member_is_probed_about_once_per_stale_period() {
+    let p = Picker::new(Policy::PeakEwma, members(&[100.0; 3]));
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut slow = 0;
+    let (settle, total) = (20_000u32, 10_000u32);
+    for r in 0..settle + total {
+        let now = Duration::from_millis(u64::from(r));
+        let i = p.pick_with(Pick::default(), all, &mut rng).expect("pick");
+        let rtt = if i == 1 { 10_000 } else { 1_000 };
+        let guard = p.members()[i].load.start();
+        guard
+            .load()
+            .observe_at(Duration::from_micros(rtt), now, load::DEFAULT_TAU);
+        slow += usize::from(i == 1 && r >= settle);
+    }
+    // 10 s of virtual time at 1,000 requests/s: about one probe per second.
+    eprintln!("the slow member got {slow} of {total}");
+    assert!(
+        (5..=15).contains(&slow),
+        "the slow member got {slow} of {total}"
+    );
+}
+
 #[test]
 fn a_new_member_under_peak_ewma_is_not_flooded() {
     let mut ms = members(&[100.0; 3]);
