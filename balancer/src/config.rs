@@ -153,8 +153,9 @@ impl ServicesFile {
             return Ok(Self::default());
         }
         let text = std::fs::read_to_string(Path::new(path))
-            .map_err(|e| ConfigError::new("services_file", e))?;
-        let file: Self = toml::from_str(&text).map_err(|e| ConfigError::new("services_file", e))?;
+            .map_err(|e| ConfigError::new("services_file", format!("cannot read {path}: {e}")))?;
+        let file: Self = toml::from_str(&text)
+            .map_err(|e| ConfigError::new("services_file", format!("{path}: {e}")))?;
         for (name, s) in &file.services {
             s.validate(&format!("services.{name}"))?;
         }

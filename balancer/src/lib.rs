@@ -137,6 +137,7 @@ pub async fn serve(
     });
     let session = session.transpose()?;
 
+    let http_addr = listeners.http.local_addr()?;
     let grpc = grpc_server(balancer.clone(), tokens, listeners.grpc, shutdown.clone())?;
     let router = runtime_admin::router(readiness).merge(admin::router(balancer.clone()));
     let http = tokio::spawn(runtime_admin::serve(
@@ -144,7 +145,7 @@ pub async fn serve(
         router,
         shutdown.clone().cancelled_owned(),
     ));
-    tracing::info!(grpc = %config.grpc_listen, http = %config.http_listen, %advertised, id = %balancer.id(), "balancer serving");
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, %advertised, id = %balancer.id(), "balancer serving");
 
     shutdown.cancelled().await;
     if let Some(s) = session {

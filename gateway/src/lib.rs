@@ -205,6 +205,14 @@ pub async fn serve(
         s
     });
 
+    // The bound addresses, not the configured ones: a port 0 is told.
+    let http_addr = listeners.http.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let https_addr = listeners
+        .https
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let tokens = Arc::new(Tokens::new(&[], &config.operator_tokens, true));
     let admin_stop = CancellationToken::new();
     let admin_router =
@@ -238,7 +246,7 @@ pub async fn serve(
             config.drain_timeout,
         )));
     }
-    tracing::info!(http = %config.http_listen, admin = %config.admin_listen, tls = config.tls(), %advertised, "gateway serving");
+    tracing::info!(http = %http_addr, admin = %admin_addr, https = ?https_addr, %advertised, "gateway serving");
 
     shutdown.cancelled().await;
     tracing::info!(delay = ?config.drain_delay, "draining: DRAINING in the registry, still serving");

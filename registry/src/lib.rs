@@ -133,6 +133,8 @@ pub async fn serve(
     ));
     tokio::spawn(metrics_loop(registry.clone(), shutdown.clone()));
 
+    // The bound addresses, not the configured ones: a port 0 is told.
+    let (grpc_addr, http_addr) = (listeners.grpc.local_addr()?, listeners.http.local_addr()?);
     let grpc = grpc_server(
         &config,
         registry.clone(),
@@ -147,7 +149,7 @@ pub async fn serve(
         router,
         shutdown.clone().cancelled_owned(),
     ));
-    tracing::info!(grpc = %config.grpc_listen, http = %config.http_listen, epoch = %registry.epoch(), "registry serving");
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, epoch = %registry.epoch(), "registry serving");
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: ending watch streams");
