@@ -111,10 +111,7 @@ pub async fn serve(
     let routes_path = PathBuf::from(&config.routes);
     let file = RoutesFile::load(&routes_path).map_err(|e| config_error("routes", e))?;
     let tls = if config.tls() {
-        Some(
-            server::tls_acceptor(&config.tls_cert, &config.tls_key)
-                .map_err(|e| config_error("tls_cert", e))?,
-        )
+        Some(server::tls_acceptor(&config.tls_cert, &config.tls_key)?)
     } else {
         None
     };
@@ -246,7 +243,8 @@ pub async fn serve(
             config.drain_timeout,
         )));
     }
-    tracing::info!(http = %http_addr, admin = %admin_addr, https = ?https_addr, %advertised, "gateway serving");
+    let https = https_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(http = %http_addr, admin = %admin_addr, %https, %advertised, "gateway serving");
 
     shutdown.cancelled().await;
     tracing::info!(delay = ?config.drain_delay, "draining: DRAINING in the registry, still serving");

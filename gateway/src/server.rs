@@ -14,6 +14,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
+use switchyard_runtime::ConfigError;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -129,24 +130,50 @@ pub async fn serve(
     }
 }
 
-/// A TLS acceptor from PEM files, offering h2 and http/1.1 by ALPN.
-pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
+/// A TLS acceptor from PEM files, offering h2 and http/1.1 by ALPN; an
+/// unusable file is a configuration error naming its key and path.
+pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, ConfigError> {
     use tokio_rustls::rustls::{
         ServerConfig,
         pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("tls_cert: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls_cert: {e}"))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls_key: {e}"))?;
+        .and_then(Iterator::collect)
+        .map_err(|e| {
+            ConfigError::new(
+                "tls_cert",
+                format!("{cert}: {}", pem_problem(&e, "CERTIFICATE")),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(
+            "tls_cert",
+            format!("{cert}: no PEM CERTIFICATE in it"),
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        ConfigError::new(
+            "tls_key",
+            format!("{key}: {}", pem_problem(&e, "PRIVATE KEY")),
+        )
+    })?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
+        .map_err(|e| ConfigError::new("tls_cert", e))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("tls_key: {e}"))?;
+        .with_single_cert(certs, key_der)
+        .map_err(|e| ConfigError::new("tls_key", format!("{key} does not fit {cert}: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What is wrong with a PEM file that should hold a `kind`.
+fn pem_problem(e: &tokio_rustls::rustls::pki_types::pem::Error, kind: &str) -> String {
+    use tokio_rustls::rustls::pki_types::pem::Error;
+    match e {
+        Error::NoItemsFound => format!("no PEM {kind} in it"),
+        Error::Io(io) => format!("cannot read it: {io}"),
+        other => format!("not valid PEM: {other:?}"),
+    }
 }

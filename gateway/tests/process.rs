@@ -331,3 +331,80 @@ async fn a_gateway_process_reloads_on_replace_and_sighup_ignores_neighbours_and_
     drop(child);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A routes or TLS file found unusable at start is a bad setting like a bad
+/// flag: one line naming the key and the file, exit 64, nothing served.
+#[test]
+fn unusable_start_up_files_name_key_and_path_and_exit_64() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let dir = temp_dir("bad-files");
+    let (cert, key, routes) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("routes.toml"),
+    );
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    std::fs::write(&routes, ROUTES).expect("write routes");
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_string()]).expect("cert");
+    let other_key = dir.join("other-key.pem");
+    std::fs::write(&other_key, other.signing_key.serialize_pem()).expect("write key");
+    let (cert, key, routes, other_key) = (
+        cert.display().to_string(),
+        key.display().to_string(),
+        routes.display().to_string(),
+        other_key.display().to_string(),
+    );
+    let missing = dir.join("missing.pem").display().to_string();
+    let cases: [(&[&str], &str, &str); 5] = [
+        (&["--routes", &missing], "`routes`", &missing),
+        (
+            &["--tls-cert", &missing, "--tls-key", &key],
+            "`tls_cert`",
+            &missing,
+        ),
+        (&["--tls-cert", &key, "--tls-key", &key], "`tls_cert`", &key),
+        (
+            &["--tls-cert", &cert, "--tls-key", &cert],
+            "`tls_key`",
+            &cert,
+        ),
+        (
+            &["--tls-cert", &cert, "--tls-key", &other_key],
+            "`tls_key`",
+            &other_key,
+        ),
+    ];
+    for (args, named_key, path) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["--routes", &routes])
+            .args(args)
+            .args([
+                "--register-self",
+                "false",
+                "--registry",
+                "http://127.0.0.1:1",
+            ])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gateway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("gateway: error:"))
+            .unwrap_or_else(|| panic!("{args:?}: no error line in {stderr}"));
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {line}");
+        assert!(
+            line.contains(named_key) && line.contains(path),
+            "{args:?}: the line names {named_key} and {path}: {line}"
+        );
+    }
+}

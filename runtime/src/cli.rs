@@ -106,13 +106,15 @@ pub async fn run_probe(addr: SocketAddr) -> ExitCode {
 /// The whole `main` of a binary: parse the command line, run `probe` or
 /// initialise logging and run `serve` on a multi-threaded runtime with a
 /// shutdown token cancelled by SIGTERM/SIGINT (one
-/// worker thread: the current-thread scheduler). A serve error exits 1.
+/// worker thread: the current-thread scheduler). A serve error exits 1, or
+/// 64 when a [`ConfigError`] caused it (a routes or TLS file found unusable
+/// at start is as much a bad setting as a bad flag).
 pub fn main<S, F, Fut, E>(about: About, serve: F) -> ExitCode
 where
     S: Settings + AdminAddr + LogSettings,
     F: FnOnce(S, crate::shutdown::CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
 {
     let command = parse::<S>(about);
     let workers = match &command {
@@ -150,13 +152,30 @@ where
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
+                    let error = error.into();
                     tracing::error!(%error, "fatal");
                     eprintln!("{}: error: {error}", about.name);
-                    ExitCode::FAILURE
+                    if caused_by_config(&*error) {
+                        ExitCode::from(EXIT_CONFIG)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }),
     }
+}
+
+/// Whether a [`ConfigError`] is in the error's chain of sources.
+fn caused_by_config(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<ConfigError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Settings that shape the process: log format, worker threads.
