@@ -65,8 +65,8 @@ impl Listeners {
     /// Binds the addresses of `config`.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         Ok(Self {
-            grpc: TcpListener::bind(config.grpc_listen).await?,
-            http: TcpListener::bind(config.http_listen).await?,
+            grpc: switchyard_runtime::cli::listen("grpc_listen", config.grpc_listen).await?,
+            http: switchyard_runtime::cli::listen("http_listen", config.http_listen).await?,
         })
     }
 }

@@ -85,13 +85,13 @@ impl Listeners {
     /// Binds the addresses of `config`.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         Ok(Self {
-            http: TcpListener::bind(config.http_listen).await?,
+            http: switchyard_runtime::cli::listen("http_listen", config.http_listen).await?,
             https: if config.tls() {
-                Some(TcpListener::bind(config.https_listen).await?)
+                Some(switchyard_runtime::cli::listen("https_listen", config.https_listen).await?)
             } else {
                 None
             },
-            admin: TcpListener::bind(config.admin_listen).await?,
+            admin: switchyard_runtime::cli::listen("admin_listen", config.admin_listen).await?,
         })
     }
 }

@@ -95,7 +95,10 @@ fn rand_suffix() -> u64 {
 #[test]
 fn config_errors_name_the_key_and_exit_64() {
     for (args, key) in [
-        (vec!["--grpc-listen", "nowhere"], "grpc_listen"),
+        (
+            vec!["--grpc-listen", "nowhere"],
+            "`grpc_listen`: `nowhere`:",
+        ),
         (vec!["--default-ttl-secs", "1000"], "default_ttl_secs"),
         (vec!["--no-such-flag", "1"], "--no-such-flag"),
         (vec!["--warm-up", "soon"], "warm_up"),
@@ -106,6 +109,24 @@ fn config_errors_name_the_key_and_exit_64() {
         assert!(stderr.contains(key), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
     }
+    // A port in use is not a bad setting (exit 1), but the line says
+    // which setting and address, where the OS error named neither.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(BIN)
+        .args(["--grpc-listen", &addr, "--http-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("registry: error:"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains(&format!("cannot listen on {addr} (`grpc_listen`)")),
+        "{line}"
+    );
     let help = Command::new(BIN).arg("--help").output().expect("help");
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("SWITCHYARD_DEFAULT_TTL_SECS"));

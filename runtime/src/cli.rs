@@ -166,6 +166,15 @@ where
     }
 }
 
+/// Binds a listener for the setting `key`; a failure names the setting and
+/// the address ("cannot listen on 0.0.0.0:7000 (`grpc_listen`): Address
+/// already in use"), where the bare OS error named neither.
+pub async fn listen(key: &str, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (`{key}`): {e}"))
+    })
+}
+
 /// Whether a [`ConfigError`] is in the error's chain of sources.
 fn caused_by_config(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);

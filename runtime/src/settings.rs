@@ -108,13 +108,23 @@ pub fn load<S: Settings>(sources: &Sources) -> Result<S, ConfigError> {
     for (key, raw) in flags.values {
         merged.insert(key.clone(), typed(&defaults[key.as_str()], &raw));
     }
+    // Kept to quote a refused value back (a start-up cost only).
+    let given = merged.clone();
     let settings: S = serde_path_to_error::deserialize(Value::Object(merged)).map_err(|e| {
         let key = match e.path().to_string() {
             // A key spelled `"" = ...` (found by fuzz/settings_file).
             key if key.is_empty() => "\"\"".to_string(),
             key => key,
         };
-        ConfigError::new(key, e.into_inner())
+        let message = e.into_inner().to_string();
+        // The value as given, unless the message already quotes it:
+        // "`grpc_listen`: `nothost:1`: invalid socket address syntax".
+        match given.get(&key).map(display) {
+            Some(value) if !value.is_empty() && !message.contains(&value) => {
+                ConfigError::new(key, format!("`{value}`: {message}"))
+            }
+            _ => ConfigError::new(key, message),
+        }
     })?;
     settings.validate()?;
     Ok(settings)

@@ -153,8 +153,9 @@ fn main() -> ExitCode {
         summary: "example gRPC service echo.v1.Echo",
     };
     cli::main::<Config, _, _, _>(ABOUT, |c, shutdown| async move {
-        let listener = tokio::net::TcpListener::bind(c.listen).await?;
-        let admin_listener = tokio::net::TcpListener::bind(c.admin_listen).await?;
+        let listener = switchyard_runtime::cli::listen("listen", c.listen).await?;
+        let admin_listener =
+            switchyard_runtime::cli::listen("admin_listen", c.admin_listen).await?;
         let local = listener.local_addr()?;
         let advertised = switchyard_runtime::advertise::choose(
             &c.advertise_addr,

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         summary: "example HTTP service",
     };
     cli::main::<Config, _, _, _>(ABOUT, |c, shutdown| async move {
-        let listener = tokio::net::TcpListener::bind(c.listen).await?;
+        let listener = switchyard_runtime::cli::listen("listen", c.listen).await?;
         let local = listener.local_addr()?;
         let advertised = switchyard_runtime::advertise::choose(
             &c.advertise_addr,
