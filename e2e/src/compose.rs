@@ -35,7 +35,7 @@ pub struct Compose {
 }
 
 /// Output of a command: success, stdout. A command still running after
-/// [`DOCKER_LIMIT`] is killed and reported as failed.
+/// `DOCKER_LIMIT` (90 s) is killed and reported as failed.
 pub fn run(program: &str, args: &[&str]) -> (bool, String) {
     let out = bounded(Command::new(program).args(args), DOCKER_LIMIT).unwrap_or_else(|e| {
         panic!("cannot run {program}: {e} (Docker and docker-compose are required for these tests)")
