@@ -170,3 +170,36 @@ async fn sigkill_of_an_instance_under_load_costs_no_get() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The README's client commands answer `--help` and refuse what they cannot
+/// use with the reason and the usage (exit 64), instead of a transport
+/// error for `--help` taken as a URL.
+#[test]
+fn the_example_clients_explain_their_arguments() {
+    for bin in ["echo-via-gateway", "echo-client"] {
+        let run = |args: &[&str]| {
+            let out = Command::new(binaries::path(bin))
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("run {bin}: {e}"));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.code(), text)
+        };
+        let (code, text) = run(&["--help"]);
+        assert_eq!(code, Some(0), "{bin} --help: {text}");
+        assert!(text.starts_with(&format!("Usage: {bin} ")), "{text}");
+        for (args, reason) in [
+            (&["localhost:8080"][..], "is not a URL like http://"),
+            (&["http://127.0.0.1:1", "many"][..], "`many` is not a number"),
+            (&["--verbose"][..], "unknown flag --verbose"),
+        ] {
+            let (code, text) = run(args);
+            assert_eq!(code, Some(64), "{bin} {args:?}: {text}");
+            assert!(
+                text.contains(reason) && text.contains("Usage:"),
+                "{bin} {args:?}: {text}"
+            );
+        }
+    }
+}

@@ -101,3 +101,36 @@ pub fn instance_id(given: &str, address: &str) -> String {
         })
         .collect()
 }
+
+/// The arguments of the small client binaries (`echo-client`,
+/// `echo-via-gateway`): `[URL] [CALLS]`, each with a default. `--help`
+/// prints `usage` and exits 0; another flag, a third argument, a URL
+/// without `http://` or `https://`, or a count that is not a number prints
+/// what is wrong and the usage, and exits 64.
+pub fn client_args(usage: &str, default_url: &str) -> (String, usize) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{usage}");
+        std::process::exit(0);
+    }
+    let refuse = |what: String| -> ! {
+        eprintln!("{what}\n{usage}");
+        std::process::exit(64);
+    };
+    if let Some(flag) = args.iter().find(|a| a.starts_with('-')) {
+        refuse(format!("unknown flag {flag}"));
+    }
+    if args.len() > 2 {
+        refuse(format!("unexpected argument {}", args[2]));
+    }
+    let url = args.first().map_or(default_url, String::as_str).to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        refuse(format!("`{url}` is not a URL like {default_url}"));
+    }
+    let calls = match args.get(1).map(|n| n.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => refuse(format!("`{}` is not a number of calls", args[1])),
+    };
+    (url, calls)
+}

@@ -8,13 +8,11 @@ use std::{collections::BTreeMap, time::Duration};
 use switchyard_client::{Discovery, Target, channel};
 use switchyard_examples::pb::{EchoRequest, echo_client::EchoClient};
 
+const USAGE: &str = "Usage: echo-client [REGISTRY_URL] [CALLS]\n  Finds echo instances in the registry and calls them CALLS times (default 100), balancing\n  with the SDK alone, and prints which instance answered. REGISTRY_URL defaults to http://127.0.0.1:7000.";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let registry = args
-        .next()
-        .unwrap_or_else(|| "http://127.0.0.1:7000".into());
-    let calls: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(100);
+    let (registry, calls) = switchyard_examples::client_args(USAGE, "http://127.0.0.1:7000");
     let discovery = Discovery::start(
         Target::new([registry], None)?,
         vec!["echo".into()],

@@ -8,13 +8,11 @@ use std::collections::BTreeMap;
 use switchyard_examples::pb::{EchoRequest, echo_client::EchoClient};
 use tokio_stream::StreamExt;
 
+const USAGE: &str = "Usage: echo-via-gateway [GATEWAY_URL] [CALLS]\n  Calls echo.v1.Echo through the gateway CALLS times (default 100), then one server stream,\n  and prints which instance answered. GATEWAY_URL defaults to http://127.0.0.1:8080.";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let gateway = args
-        .next()
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-    let calls: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(100);
+    let (gateway, calls) = switchyard_examples::client_args(USAGE, "http://127.0.0.1:8080");
     let mut client = EchoClient::connect(gateway).await?;
     let mut answered_by: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..calls {
