@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -16,24 +16,32 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
-    model::{CheckKind, Health, HealthCheck, InstanceSpec, Key},
-    state::Registry,
-};
+use crate::model::{CheckKind, Health, HealthCheck, InstanceSpec, Key};
+
+/// Where check results go. The checks know nothing of the registry: it
+/// gives them a sink (and tests can give another).
+pub(crate) trait Sink: Send + Sync + std::fmt::Debug {
+    /// Records that the instance at `key`, checked as `spec`, is now
+    /// `health`; false when it no longer has that spec, which ends the check.
+    fn health(&self, key: &Key, spec: &Arc<InstanceSpec>, health: Health, detail: String) -> bool;
+    /// Whether the instance at `key` still has `spec` (asked every round,
+    /// so a check whose instance left ends even if no result changes).
+    fn wanted(&self, key: &Key, spec: &Arc<InstanceSpec>) -> bool;
+}
 
 /// The running checks.
 #[derive(Debug)]
 pub(crate) struct Checks {
-    registry: Weak<Registry>,
+    sink: Arc<dyn Sink>,
     running: Mutex<HashMap<Key, (Arc<InstanceSpec>, AbortHandle)>>,
 }
 
 // === impl Checks ===
 
 impl Checks {
-    pub(crate) fn new(registry: Weak<Registry>) -> Self {
+    pub(crate) fn new(sink: Arc<dyn Sink>) -> Self {
         Self {
-            registry,
+            sink,
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -59,7 +67,7 @@ impl Checks {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let task = rt.spawn(run(self.registry.clone(), key.clone(), spec.clone(), check));
+        let task = rt.spawn(run(self.sink.clone(), key.clone(), spec.clone(), check));
         running.insert(key.clone(), (spec, task.abort_handle()));
     }
 
@@ -72,7 +80,7 @@ impl Checks {
     }
 }
 
-async fn run(registry: Weak<Registry>, key: Key, spec: Arc<InstanceSpec>, check: HealthCheck) {
+async fn run(sink: Arc<dyn Sink>, key: Key, spec: Arc<InstanceSpec>, check: HealthCheck) {
     let mut passes = 0u32;
     let mut failures = 0u32;
     let mut current = Health::Unknown;
@@ -80,6 +88,9 @@ async fn run(registry: Weak<Registry>, key: Key, spec: Arc<InstanceSpec>, check:
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        if !sink.wanted(&key, &spec) {
+            return;
+        }
         let outcome =
             match tokio::time::timeout(check.timeout, once(&spec.address, &check.kind)).await {
                 Ok(result) => result,
@@ -102,10 +113,9 @@ async fn run(registry: Weak<Registry>, key: Key, spec: Arc<InstanceSpec>, check:
         if next != current {
             tracing::info!(instance = %key, health = ?next, %detail, "health changed");
             current = next;
-            let Some(registry) = registry.upgrade() else {
+            if !sink.health(&key, &spec, next, detail) {
                 return;
-            };
-            registry.set_health(&key, &spec, next, detail);
+            }
         }
     }
 }
@@ -145,5 +155,93 @@ async fn once(address: &str, kind: &CheckKind) -> Result<(), String> {
                 other => Err(format!("grpc health: {other:?}")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        sync::atomic::{AtomicBool, Ordering},
+    };
+
+    use super::*;
+    use crate::model::{Protocol, State};
+
+    /// Records results; `wanted` says what a test sets.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        results: Mutex<Vec<Health>>,
+        unwanted: AtomicBool,
+    }
+
+    impl Sink for Recorder {
+        fn health(&self, _: &Key, _: &Arc<InstanceSpec>, health: Health, _: String) -> bool {
+            self.results.lock().expect("lock").push(health);
+            true
+        }
+
+        fn wanted(&self, _: &Key, _: &Arc<InstanceSpec>) -> bool {
+            !self.unwanted.load(Ordering::Relaxed)
+        }
+    }
+
+    fn spec(address: String) -> InstanceSpec {
+        InstanceSpec {
+            service: "s".into(),
+            instance_id: "i".into(),
+            address,
+            protocol: Protocol::Http1,
+            metadata: BTreeMap::new(),
+            tags: Vec::new(),
+            weight: 100,
+            zone: String::new(),
+            version: String::new(),
+            state: State::Serving,
+            health_check: Some(HealthCheck {
+                kind: CheckKind::Tcp,
+                interval: Duration::from_millis(20),
+                timeout: Duration::from_millis(200),
+                unhealthy_threshold: 1,
+                healthy_threshold: 1,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn results_go_to_the_sink_and_a_check_no_longer_wanted_ends() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let spec = spec(listener.local_addr().expect("addr").to_string());
+        let key = Key::of(&spec);
+        let recorder = Arc::new(Recorder::default());
+        let checks = Checks::new(recorder.clone());
+        checks.sync(&key, Some(Arc::new(spec)));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while recorder.results.lock().expect("lock").is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "no result");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            *recorder.results.lock().expect("lock"),
+            vec![Health::Healthy]
+        );
+
+        // The instance leaves without its check being stopped (a sync that
+        // raced it): the check asks, hears no, and ends.
+        recorder.unwanted.store(true, Ordering::Relaxed);
+        let handle = checks
+            .running
+            .lock()
+            .expect("lock")
+            .get(&key)
+            .map(|(_, h)| h.clone())
+            .expect("running");
+        while !handle.is_finished() {
+            assert!(tokio::time::Instant::now() < deadline, "the check goes on");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(listener);
     }
 }

@@ -14,15 +14,23 @@ use tokio::sync::watch;
 use switchyard_runtime::SharedClock;
 
 use crate::{
-    brake::{Brake, BrakeConfig, Engaged},
-    checks::Checks,
+    brake::{Brake, BrakeConfig},
+    checks::{self, Checks},
     error::Error,
-    hub::{Hub, Subscription},
+    hub::Hub,
     model::{
         Change, DeleteReason, Event, Health, Instance, InstanceSpec, Key, Override, Position, State,
     },
     store::Store,
 };
+
+mod leases;
+mod listing;
+mod watching;
+
+pub use leases::{Registered, Renewal};
+pub use listing::{BrakeView, Listing, ServiceView, Summary};
+pub use watching::{SnapshotReason, WatchBody, WatchMessage};
 
 /// Core settings (the subset of `Config` the state needs).
 #[derive(Debug, Clone)]
@@ -70,124 +78,6 @@ struct Lease {
     held: bool,
 }
 
-/// Result of a registration.
-#[derive(Debug, Clone)]
-pub struct Registered {
-    /// The lease.
-    pub lease_id: u64,
-    /// Its TTL in seconds.
-    pub ttl_secs: u32,
-    /// The registry's position after it.
-    pub position: Position,
-}
-
-/// Result of a keep-alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Renewal {
-    /// Renewed for this many seconds.
-    Renewed(u32),
-    /// The lease is unknown: register again.
-    Unknown,
-}
-
-/// One service's instances.
-#[derive(Debug, Clone)]
-pub struct ServiceView {
-    /// Ordered by instance id.
-    pub instances: Vec<Instance>,
-    /// Where the registry was.
-    pub position: Position,
-    /// False during warm-up and while the brake holds.
-    pub authoritative: bool,
-}
-
-/// Counts for one service.
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
-    /// The service.
-    pub service: String,
-    /// Instances by effective state.
-    pub by_state: BTreeMap<&'static str, u32>,
-    /// Instances in total.
-    pub instances: u32,
-    /// Instances whose check fails.
-    pub unhealthy: u32,
-    /// Instances held by the brake.
-    pub expired_held: u32,
-    /// Revision of the last change.
-    pub mod_revision: u64,
-}
-
-/// The brake as ListServices shows it.
-#[derive(Debug, Clone, Default)]
-pub struct BrakeView {
-    /// Engaged details.
-    pub engaged: Option<(SystemTime, SystemTime, String)>,
-    /// Leases held.
-    pub held_leases: u32,
-}
-
-/// Every service.
-#[derive(Debug, Clone)]
-pub struct Listing {
-    /// Per service.
-    pub services: Vec<Summary>,
-    /// The brake.
-    pub brake: BrakeView,
-    /// In warm-up.
-    pub warming_up: bool,
-    /// Live leases.
-    pub leases: u32,
-    /// Where the registry was.
-    pub position: Position,
-    /// False during warm-up and while the brake holds.
-    pub authoritative: bool,
-}
-
-/// Why a snapshot is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotReason {
-    /// A new watch.
-    Initial,
-    /// `since` is from another epoch.
-    OtherEpoch,
-    /// `since` is ahead of the registry.
-    FutureRevision,
-    /// `since` is older than the history.
-    Compacted,
-    /// The watcher's buffer overflowed.
-    SlowWatcher,
-}
-
-/// What a watch message carries.
-#[derive(Debug, Clone)]
-pub enum WatchBody {
-    /// Full state of the watched services.
-    Snapshot {
-        /// The instances.
-        instances: Vec<Instance>,
-        /// Drop what you hold.
-        reset: bool,
-        /// Why.
-        reason: SnapshotReason,
-    },
-    /// Ordered events.
-    Delta(Vec<Arc<Event>>),
-    /// Nothing changed.
-    Progress,
-}
-
-/// One message on a watch stream.
-#[derive(Debug, Clone)]
-pub struct WatchMessage {
-    /// The content.
-    pub body: WatchBody,
-    /// Position after it.
-    pub position: Position,
-    /// Whether empty views may be applied.
-    pub authoritative: bool,
-}
-
 // === impl Registry ===
 
 impl Registry {
@@ -218,7 +108,7 @@ impl Registry {
             epoch,
             warm_until,
             authoritative: watch::Sender::new(!warming),
-            checks: Checks::new(weak.clone()),
+            checks: Checks::new(Arc::new(HealthSink(weak.clone()))),
             cfg,
         }))
     }
@@ -231,85 +121,6 @@ impl Registry {
     /// Follows the authoritative flag.
     pub fn authoritative_changes(&self) -> watch::Receiver<bool> {
         self.authoritative.subscribe()
-    }
-
-    /// Registers `specs` under `lease_id` (0 opens a new lease with `ttl_secs`).
-    /// An instance another live lease holds is taken over only by an
-    /// `operator`; otherwise nothing is registered and the error names it.
-    pub fn register(
-        &self,
-        lease_id: u64,
-        ttl_secs: u32,
-        specs: Vec<InstanceSpec>,
-        operator: bool,
-    ) -> Result<Registered, Error> {
-        let now = self.clock.now();
-        let wall = self.clock.wall();
-        let mut inner = self.lock();
-        if !operator {
-            for (n, spec) in specs.iter().enumerate() {
-                let key = Key::of(spec);
-                if inner.held_by_another(&key, lease_id) {
-                    return Err(Error::Held {
-                        field: format!("instances[{n}]"),
-                        key: key.to_string(),
-                    });
-                }
-            }
-        }
-        let (lease_id, ttl) = if lease_id == 0 {
-            let id = inner.new_lease_id();
-            let ttl = Duration::from_secs(u64::from(ttl_secs));
-            let lease = Lease {
-                ttl,
-                expires_at: now + ttl,
-                instances: BTreeSet::new(),
-                held: false,
-            };
-            inner.leases.insert(id, lease);
-            (id, ttl)
-        } else {
-            match inner.leases.get(&lease_id) {
-                Some(lease) => (lease_id, lease.ttl),
-                None => {
-                    return Err(Error::NotFound {
-                        field: "lease_id",
-                        what: format!("lease {lease_id}"),
-                    });
-                }
-            }
-        };
-        for spec in specs {
-            let checked = spec.health_check.is_some().then(|| spec.clone());
-            let key = Key::of(&spec);
-            inner.put_registration(key.clone(), spec, lease_id, wall, &self.cfg);
-            self.checks.sync(&key, checked.map(Arc::new));
-        }
-        metrics::counter!("switchyard_registry_registrations_total").increment(1);
-        Ok(Registered {
-            lease_id,
-            ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
-            position: inner.position(&self.epoch),
-        })
-    }
-
-    /// Renews `lease_id`. A lease held by the brake comes back whole.
-    pub fn keep_alive(&self, lease_id: u64) -> Renewal {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        let Some(lease) = inner.leases.get_mut(&lease_id) else {
-            return Renewal::Unknown;
-        };
-        lease.expires_at = now + lease.ttl;
-        let ttl = u32::try_from(lease.ttl.as_secs()).unwrap_or(u32::MAX);
-        if lease.held {
-            lease.held = false;
-            let keys: Vec<Key> = lease.instances.iter().cloned().collect();
-            for key in keys {
-                inner.update(&key, &self.cfg, |i| i.expired_held = false);
-            }
-        }
-        Renewal::Renewed(ttl)
     }
 
     /// Removes one instance. With `owner`, only if that lease owns it.
@@ -356,23 +167,6 @@ impl Registry {
         (u32::try_from(keys.len()).unwrap_or(u32::MAX), position)
     }
 
-    /// Ends a lease and removes its instances.
-    pub fn revoke(&self, lease_id: u64) -> Result<(u32, Position), Error> {
-        let mut inner = self.lock();
-        let keys = inner
-            .drop_lease(lease_id, DeleteReason::Revoked, &self.cfg)
-            .ok_or_else(|| Error::NotFound {
-                field: "lease_id",
-                what: format!("lease {lease_id}"),
-            })?;
-        let position = inner.position(&self.epoch);
-        drop(inner);
-        for key in &keys {
-            self.checks.sync(key, None);
-        }
-        Ok((u32::try_from(keys.len()).unwrap_or(u32::MAX), position))
-    }
-
     /// Sets or clears the operator's override. Durable before it is visible.
     pub fn set_state(
         &self,
@@ -408,228 +202,24 @@ impl Registry {
         Ok((instance, inner.position(&self.epoch)))
     }
 
-    /// Records an active check's result (from `checks`).
-    pub(crate) fn set_health(
+    /// Records an active check's result (from `checks`), if the instance
+    /// still has the spec the check was started for; whether it had.
+    fn set_health(
         &self,
         key: &Key,
         spec: &Arc<InstanceSpec>,
         health: Health,
         detail: String,
-    ) {
+    ) -> bool {
         let mut inner = self.lock();
-        // Only if the instance still has the spec the check was started for.
-        if inner
-            .get(key)
-            .is_some_and(|i| Arc::ptr_eq(&i.spec, spec) || *i.spec == **spec)
-        {
-            inner.update(key, &self.cfg, |i| {
-                i.health = health;
-                i.health_detail = detail;
-            });
+        if !inner.has_spec(key, spec) {
+            return false;
         }
-    }
-
-    /// One service.
-    pub fn service(&self, name: &str) -> ServiceView {
-        let inner = self.lock();
-        let instances = inner
-            .services
-            .get(name)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
-        ServiceView {
-            instances,
-            position: inner.position(&self.epoch),
-            authoritative: inner.authoritative(),
-        }
-    }
-
-    /// Every service, with counts.
-    pub fn list(&self) -> Listing {
-        let inner = self.lock();
-        let services = inner
-            .services
-            .iter()
-            .map(|(name, instances)| summarize(name, instances))
-            .collect();
-        let held = inner.leases.values().filter(|l| l.held).count();
-        let brake = BrakeView {
-            engaged: inner.brake.engaged().map(
-                |Engaged {
-                     at_wall, reason, ..
-                 }| {
-                    (*at_wall, *at_wall + inner.brake.max_hold(), reason.clone())
-                },
-            ),
-            held_leases: u32::try_from(held).unwrap_or(u32::MAX),
-        };
-        Listing {
-            services,
-            brake,
-            warming_up: inner.warming,
-            leases: u32::try_from(inner.leases.len()).unwrap_or(u32::MAX),
-            position: inner.position(&self.epoch),
-            authoritative: inner.authoritative(),
-        }
-    }
-
-    /// The current position.
-    pub fn position(&self) -> Position {
-        self.lock().position(&self.epoch)
-    }
-
-    /// Opens a watch: the first message and the subscription, atomically.
-    pub fn subscribe(
-        &self,
-        services: Option<BTreeSet<String>>,
-        since: Option<Position>,
-    ) -> (WatchMessage, Subscription) {
-        let mut inner = self.lock();
-        let sub = inner.hub.add(services.clone(), self.cfg.watch_buffer);
-        let body = match since {
-            None => inner.snapshot(&sub, false, SnapshotReason::Initial),
-            Some(since) => inner.resume(&sub, &since, &self.epoch),
-        };
-        let message = WatchMessage {
-            body,
-            position: inner.position(&self.epoch),
-            authoritative: inner.authoritative(),
-        };
-        (message, sub)
-    }
-
-    /// A reset snapshot for a watcher whose buffer overflowed.
-    pub fn resync(&self, sub: &mut Subscription) -> WatchMessage {
-        let inner = self.lock();
-        sub.reset();
-        WatchMessage {
-            body: inner.snapshot(sub, true, SnapshotReason::SlowWatcher),
-            position: inner.position(&self.epoch),
-            authoritative: inner.authoritative(),
-        }
-    }
-
-    /// A progress message, only when the watcher has nothing buffered: its
-    /// position is the registry's, so a resume from it must not skip events.
-    pub fn progress(&self, sub: &Subscription) -> Option<WatchMessage> {
-        let inner = self.lock();
-        if !sub.rx.is_empty() || sub.overflowed() {
-            return None;
-        }
-        Some(WatchMessage {
-            body: WatchBody::Progress,
-            position: inner.position(&self.epoch),
-            authoritative: inner.authoritative(),
-        })
-    }
-
-    /// A delta message for `events` (taken from a subscription).
-    pub fn delta(&self, events: Vec<Arc<Event>>) -> WatchMessage {
-        let last = events.last().map_or(0, |e| e.revision);
-        let inner = self.lock();
-        WatchMessage {
-            body: WatchBody::Delta(events),
-            position: Position {
-                epoch: self.epoch.clone(),
-                revision: last,
-            },
-            authoritative: inner.authoritative(),
-        }
-    }
-
-    /// Removes a watcher.
-    pub fn unsubscribe(&self, id: u64) {
-        self.lock().hub.remove(id);
-    }
-
-    /// Watchers connected.
-    pub fn watchers(&self) -> usize {
-        self.lock().hub.len()
-    }
-
-    /// The next time `tick` has work, at most `cap` away.
-    pub fn next_deadline(&self, cap: Duration) -> Instant {
-        let now = self.clock.now();
-        let inner = self.lock();
-        let mut next = now + cap;
-        if inner.warming {
-            next = next.min(self.warm_until);
-        }
-        for lease in inner.leases.values().filter(|l| !l.held) {
-            next = next.min(lease.expires_at);
-        }
-        next
-    }
-
-    /// Expires lapsed leases (or holds them behind the brake), ends warm-up,
-    /// and lets the brake go when its time is up.
-    pub fn tick(&self) {
-        let now = self.clock.now();
-        let wall = self.clock.wall();
-        let mut inner = self.lock();
-        let was = inner.authoritative();
-        if inner.warming && now >= self.warm_until {
-            inner.warming = false;
-            tracing::info!("warm-up over; snapshots are authoritative");
-        }
-        let mut expired = Vec::new();
-        let due = inner.due_leases(now);
-        if !due.is_empty() {
-            let recent = inner.brake.recent(now);
-            let late = inner
-                .leases
-                .values()
-                .filter(|l| !l.held && l.expires_at <= now + l.ttl / 3)
-                .count();
-            let population = inner.leases.values().filter(|l| !l.held).count() + recent;
-            if inner.brake.evaluate(now, wall, recent + late, population) {
-                let reason = inner
-                    .brake
-                    .engaged()
-                    .map(|e| e.reason.clone())
-                    .unwrap_or_default();
-                tracing::warn!(%reason, "mass-expiry brake engaged: holding lapsed leases");
-                metrics::counter!("switchyard_registry_brake_engagements_total").increment(1);
-            }
-            inner.brake.record(now, due.len());
-            for id in due {
-                if inner.brake.engaged().is_some() {
-                    inner.hold_lease(id, &self.cfg);
-                } else if let Some(keys) = inner.drop_lease(id, DeleteReason::Expired, &self.cfg) {
-                    metrics::counter!("switchyard_registry_lease_expirations_total").increment(1);
-                    expired.extend(keys);
-                }
-            }
-        }
-        let held = inner.leases.values().filter(|l| l.held).count();
-        if inner.brake.should_release(now, held) {
-            let ids: Vec<u64> = inner
-                .leases
-                .iter()
-                .filter(|(_, l)| l.held)
-                .map(|(id, _)| *id)
-                .collect();
-            tracing::warn!(
-                held = ids.len(),
-                "mass-expiry brake released; expiring what it held"
-            );
-            inner.brake.release();
-            for id in ids {
-                expired.extend(
-                    inner
-                        .drop_lease(id, DeleteReason::Expired, &self.cfg)
-                        .unwrap_or_default(),
-                );
-            }
-        }
-        let is = inner.authoritative();
-        drop(inner);
-        for key in &expired {
-            self.checks.sync(key, None);
-        }
-        if was != is {
-            self.authoritative.send_replace(is);
-        }
+        inner.update(key, &self.cfg, |i| {
+            i.health = health;
+            i.health_detail = detail;
+        });
+        true
     }
 
     /// Stops every health check (shutdown).
@@ -644,26 +234,29 @@ impl Registry {
     }
 }
 
+/// The checks' sink: results go into the registry while it lives.
+#[derive(Debug)]
+struct HealthSink(Weak<Registry>);
+
+impl checks::Sink for HealthSink {
+    fn health(&self, key: &Key, spec: &Arc<InstanceSpec>, health: Health, detail: String) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|r| r.set_health(key, spec, health, detail))
+    }
+
+    fn wanted(&self, key: &Key, spec: &Arc<InstanceSpec>) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|r| r.lock().has_spec(key, spec))
+    }
+}
+
 fn not_found(key: &Key) -> Error {
     Error::NotFound {
         field: "instance_id",
         what: format!("instance {key}"),
     }
-}
-
-fn summarize(name: &str, instances: &BTreeMap<String, Instance>) -> Summary {
-    let mut s = Summary {
-        service: name.to_string(),
-        ..Summary::default()
-    };
-    for i in instances.values() {
-        s.instances += 1;
-        *s.by_state.entry(i.state().as_str()).or_default() += 1;
-        s.unhealthy += u32::from(i.health == Health::Unhealthy);
-        s.expired_held += u32::from(i.expired_held);
-        s.mod_revision = s.mod_revision.max(i.mod_revision);
-    }
-    s
 }
 
 // === impl Inner ===
@@ -680,24 +273,10 @@ impl Inner {
         }
     }
 
-    fn new_lease_id(&self) -> u64 {
-        // Below 2^53 so JSON clients read it exactly; never 0.
-        loop {
-            let id = rand::random::<u64>() >> 11;
-            if id != 0 && !self.leases.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
-    /// Whether `key` is held by a live lease other than `lease_id` (one
-    /// that lapsed, even if the expiry brake keeps it, holds nothing).
-    fn held_by_another(&self, key: &Key, lease_id: u64) -> bool {
-        self.get(key).is_some_and(|i| {
-            i.lease_id != lease_id
-                && !i.expired_held
-                && self.leases.get(&i.lease_id).is_some_and(|l| !l.held)
-        })
+    /// Whether the instance at `key` has `spec` (the same one or an equal).
+    fn has_spec(&self, key: &Key, spec: &Arc<InstanceSpec>) -> bool {
+        self.get(key)
+            .is_some_and(|i| Arc::ptr_eq(&i.spec, spec) || *i.spec == **spec)
     }
 
     fn get(&self, key: &Key) -> Option<&Instance> {
@@ -817,87 +396,5 @@ impl Inner {
             lease.instances.remove(key);
         }
         self.emit(Change::Delete(reason), instance, cfg);
-    }
-
-    fn drop_lease(&mut self, id: u64, reason: DeleteReason, cfg: &CoreConfig) -> Option<Vec<Key>> {
-        let lease = self.leases.remove(&id)?;
-        let keys: Vec<Key> = lease.instances.into_iter().collect();
-        for key in &keys {
-            self.remove(key, reason, cfg);
-        }
-        Some(keys)
-    }
-
-    fn hold_lease(&mut self, id: u64, cfg: &CoreConfig) {
-        let Some(lease) = self.leases.get_mut(&id) else {
-            return;
-        };
-        lease.held = true;
-        let keys: Vec<Key> = lease.instances.iter().cloned().collect();
-        for key in keys {
-            self.update(&key, cfg, |i| i.expired_held = true);
-        }
-    }
-
-    fn due_leases(&self, now: Instant) -> Vec<u64> {
-        let mut due: Vec<(Instant, u64)> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| !l.held && l.expires_at <= now)
-            .map(|(id, l)| (l.expires_at, *id))
-            .collect();
-        due.sort_unstable();
-        due.into_iter().map(|(_, id)| id).collect()
-    }
-
-    fn snapshot(&self, sub: &Subscription, reset: bool, reason: SnapshotReason) -> WatchBody {
-        let instances = match &sub.services {
-            Some(names) => names
-                .iter()
-                .filter_map(|n| self.services.get(n))
-                .flat_map(|m| m.values().cloned())
-                .collect(),
-            None => self
-                .services
-                .values()
-                .flat_map(|m| m.values().cloned())
-                .collect(),
-        };
-        WatchBody::Snapshot {
-            instances,
-            reset,
-            reason,
-        }
-    }
-
-    fn resume(&self, sub: &Subscription, since: &Position, epoch: &Arc<str>) -> WatchBody {
-        let reason = if since.epoch != *epoch {
-            Some(SnapshotReason::OtherEpoch)
-        } else if since.revision > self.revision {
-            Some(SnapshotReason::FutureRevision)
-        } else if since.revision < self.revision
-            && self
-                .history
-                .front()
-                .is_none_or(|e| e.revision > since.revision + 1)
-        {
-            Some(SnapshotReason::Compacted)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return self.snapshot(sub, true, reason);
-        }
-        let events: Vec<Arc<Event>> = self
-            .history
-            .iter()
-            .filter(|e| e.revision > since.revision && sub.follows(&e.instance.spec.service))
-            .cloned()
-            .collect();
-        if events.is_empty() {
-            WatchBody::Progress
-        } else {
-            WatchBody::Delta(events)
-        }
     }
 }
