@@ -12,6 +12,9 @@
 //! - [`watch`]: one watch per prefix with `fragment` on and fragments put
 //!   back together, progress requests, and compaction and cancellation as
 //!   values rather than errors.
+//! - [`follow`]: a prefix followed as a list and then one watch, resumed
+//!   across broken streams and members, relisted after compaction, with
+//!   etcd 3.4.23's duplicated and time-travelling events filtered out.
 //! - [`lease`]: every lease kept alive over one multiplexed stream.
 //! - [`testing`]: real etcd processes on loopback for tests.
 //!
@@ -19,6 +22,7 @@
 //! leader refuses calls and ends streams at once instead of holding them,
 //! so the caller moves on or retries.
 
+pub mod follow;
 pub mod lease;
 pub mod testing;
 pub mod watch;
@@ -36,6 +40,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
+pub use follow::{Follower, ResetReason, Update};
 pub use lease::Keeper;
 pub use watch::{WatchMessage, WatchStream};
 

@@ -352,3 +352,142 @@ async fn a_killed_member_is_skipped_by_reads_writes_watches_and_keep_alives() {
     assert!(client.lease_ttl(lease).await.expect("ttl").is_some());
     renewing.abort();
 }
+
+/// The state a follower's updates build, key -> (value, mod revision).
+type Built = std::collections::BTreeMap<Vec<u8>, (Vec<u8>, i64)>;
+
+fn apply(built: &mut Built, update: &switchyard_etcd::Update, last: &mut i64) {
+    match update {
+        switchyard_etcd::Update::Reset { revision, kvs, .. } => {
+            built.clear();
+            for kv in kvs {
+                built.insert(kv.key.clone(), (kv.value.clone(), kv.mod_revision));
+            }
+            *last = *revision;
+        }
+        switchyard_etcd::Update::Events { revision, events } => {
+            for e in events {
+                let kv = e.kv.as_ref().expect("kv");
+                assert!(
+                    kv.mod_revision > *last
+                        || (kv.mod_revision == *last
+                            && built.get(&kv.key).is_none_or(|v| v.1 < *last)),
+                    "event at {} after {last}: a duplicate or out of order",
+                    kv.mod_revision
+                );
+                *last = kv.mod_revision;
+                if e.r#type == pb::event::EventType::Delete as i32 {
+                    built.remove(&kv.key);
+                } else {
+                    built.insert(kv.key.clone(), (kv.value.clone(), kv.mod_revision));
+                }
+            }
+            assert_eq!(*revision, *last);
+        }
+    }
+}
+
+async fn etcd_state(client: &switchyard_etcd::Client, prefix: &[u8]) -> Built {
+    client
+        .get_prefix(prefix)
+        .await
+        .expect("range")
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, (kv.value, kv.mod_revision)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_follower_keeps_the_exact_state_across_a_killed_member_and_compaction() {
+    use switchyard_etcd::{Follower, ResetReason, Update};
+    let mut etcd = Cluster::start(3, &[]).await;
+    let writer = etcd.client();
+    for i in 0..20 {
+        writer
+            .put(format!("/s/{i}").as_bytes(), b"v0", 0)
+            .await
+            .expect("put");
+    }
+    // The follower's own client, pinned to the first member.
+    let client = switchyard_etcd::Client::new(&etcd.endpoints()).expect("client");
+    let mut follower = Follower::new(client.clone(), b"/s/");
+    let (mut built, mut last) = (Built::new(), 0);
+    let first = follower.next().await.expect("list");
+    assert!(matches!(
+        first,
+        Update::Reset {
+            reason: ResetReason::Start,
+            ..
+        }
+    ));
+    apply(&mut built, &first, &mut last);
+    assert_eq!(built, etcd_state(&writer, b"/s/").await);
+
+    // Writes, deletes and a transaction while the follower reads along.
+    for i in 0..10 {
+        writer
+            .put(format!("/s/{i}").as_bytes(), b"v1", 0)
+            .await
+            .expect("put");
+    }
+    writer.delete(b"/s/19", b"").await.expect("delete");
+    let txn = pb::TxnRequest {
+        success: vec![put_op("/s/a", b"t".to_vec()), put_op("/s/b", b"t".to_vec())],
+        ..Default::default()
+    };
+    let expected_revision = writer
+        .txn(txn)
+        .await
+        .expect("txn")
+        .header
+        .expect("h")
+        .revision;
+    while last < expected_revision {
+        let update = follower.next().await.expect("update");
+        apply(&mut built, &update, &mut last);
+    }
+    assert_eq!(built, etcd_state(&writer, b"/s/").await);
+
+    // The member the follower watches on is SIGKILLed, and while it is
+    // away history it missed is compacted: it must relist.
+    let pinned = client.current_endpoint().to_string();
+    let index = etcd
+        .members
+        .iter()
+        .position(|m| m.client_url == pinned)
+        .expect("ours");
+    etcd.members[index].kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rev = loop {
+        match writer.put(b"/s/after-kill", b"x", 0).await {
+            Ok(r) => break r.header.expect("h").revision,
+            Err(_) => {
+                assert!(Instant::now() < deadline, "no write within 20 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    writer.put(b"/s/0", b"v2", 0).await.expect("put");
+    writer.compact(rev + 1).await.expect("compact");
+    let mut reasons = Vec::new();
+    let target = etcd_state(&writer, b"/s/").await;
+    let target_rev = target.values().map(|v| v.1).max().expect("keys");
+    while last < target_rev {
+        let update = tokio::time::timeout(Duration::from_secs(30), follower.next())
+            .await
+            .expect("an update within 30 s")
+            .expect("update");
+        if let Update::Reset { reason, .. } = &update {
+            reasons.push(*reason);
+        }
+        apply(&mut built, &update, &mut last);
+    }
+    assert_eq!(built, target, "the follower's state is etcd's");
+    assert_eq!(
+        reasons,
+        vec![ResetReason::Compacted],
+        "relisted once, for the compaction"
+    );
+    assert_ne!(client.current_endpoint(), pinned, "moved to another member");
+}
