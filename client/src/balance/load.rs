@@ -33,14 +33,6 @@ pub const TIE: f64 = 1.5;
 /// Under load, in-flight requests multiply the costs far apart.
 pub const TIE_WITHIN: Duration = Duration::from_millis(1);
 
-/// The least weight one observation below the estimate has in it. By time
-/// alone, requests a millisecond apart each weigh 1/10,000 (τ = 10 s), and a
-/// member in steady use kept a load phase's peak for seconds after its
-/// answers were back to 0.3 ms; with this floor about 60 observations bring
-/// it down. Peaks still replace the estimate at once, and a member that gets
-/// no requests is not affected.
-pub const MIN_WEIGHT: f64 = 0.05;
-
 /// How long a member that fell behind (a peak put its cost above the
 /// other's) goes without requests before it is probed: one request, whose
 /// latency replaces the estimate instead of decaying into it. Each probe
@@ -171,9 +163,7 @@ impl Load {
         let next = if !self.has_estimate() || rtt > prev || probed {
             rtt
         } else {
-            let decay = (-(age as f64) / tau.as_nanos() as f64)
-                .exp()
-                .min(1.0 - MIN_WEIGHT);
+            let decay = (-(age as f64) / tau.as_nanos() as f64).exp();
             prev * decay + rtt * (1.0 - decay)
         };
         self.seeded.store(true, Ordering::Relaxed);

@@ -24,7 +24,7 @@ mod routable;
 mod weights;
 
 pub use hash::{MAGLEV_TABLE_SIZE, Maglev, Ring, hash_key};
-pub use load::{DEFAULT_TAU, InFlight, Load, MIN_WEIGHT, PROBE_FIRST, PROBE_MAX, TIE, TIE_WITHIN};
+pub use load::{DEFAULT_TAU, InFlight, Load, PROBE_FIRST, PROBE_MAX, TIE, TIE_WITHIN};
 pub use picker::{Member, Pick, Picker};
 pub use policy::{Policy, UnknownPolicy, from_proto, to_proto};
 pub use routable::{Eligible, Status, eligible};

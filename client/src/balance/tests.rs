@@ -262,8 +262,8 @@ fn sequential_requests_after_a_load_phase_are_shared_again_at_once() {
         counts[r as usize / 100][i] += 1;
     }
     eprintln!("each hundred requests per member after the load: {counts:?}");
-    // The 65 ms replica is probed 25 ms in; the 23 ms one's estimate
-    // follows its answers down within tens of requests (`MIN_WEIGHT`).
+    // The 65 ms replica is probed 25 ms in and its answer replaces its
+    // peak; the 23 ms one, now behind, is probed 25 ms later.
     for hundred in &counts[1..] {
         assert!(
             hundred.iter().all(|n| (35..=65).contains(n)),
