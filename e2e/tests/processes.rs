@@ -191,7 +191,10 @@ fn the_example_clients_explain_their_arguments() {
         assert!(text.starts_with(&format!("Usage: {bin} ")), "{text}");
         for (args, reason) in [
             (&["localhost:8080"][..], "is not a URL like http://"),
-            (&["http://127.0.0.1:1", "many"][..], "`many` is not a number"),
+            (
+                &["http://127.0.0.1:1", "many"][..],
+                "`many` is not a number",
+            ),
             (&["--verbose"][..], "unknown flag --verbose"),
         ] {
             let (code, text) = run(args);
