@@ -1,8 +1,6 @@
 //! Switchyard's benchmarks: `bench/run.sh` runs the side-by-side comparisons;
 //! `cargo bench -p switchyard-bench` runs the micro-benchmarks.
 
-/// A client for the part of etcd's v3 API that `bench-registry` calls.
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
-pub mod etcd {
-    tonic::include_proto!("etcdserverpb");
-}
+/// The generated etcd v3 client that `bench-registry` calls raw (the same
+/// messages the registry's etcd store uses, from `switchyard-etcd`).
+pub use switchyard_etcd::pb as etcd;

@@ -117,6 +117,7 @@ async fn register_one(target: Target, ch: &Channel, i: u64, service: &str) -> Re
                     key: format!("/services/{service}/{id}").into_bytes(),
                     value: value.into_bytes(),
                     lease: granted.id,
+                    ..Default::default()
                 })
                 .await?;
             Ok(granted.id)
@@ -317,6 +318,7 @@ async fn propagate(
                                 key: prefix.into_bytes(),
                                 range_end: end,
                                 start_revision: 0,
+                                ..Default::default()
                             },
                         )),
                     };
