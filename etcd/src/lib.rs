@@ -105,6 +105,22 @@ pub struct Client {
     preferred: Arc<AtomicUsize>,
 }
 
+// === impl Error ===
+
+impl Error {
+    /// Whether the call certainly changed nothing in etcd, so that sending
+    /// it again is safe whatever it was (the connection was never made, or
+    /// a member without a leader refused it). Other failures of a write
+    /// leave its outcome unknown: read before writing again.
+    pub fn retry_safe(&self) -> bool {
+        match self {
+            Error::Status(status) => never_sent(status),
+            Error::Endpoint { .. } | Error::TooManyOps(_) => false,
+            Error::Watch(_) | Error::KeepAliveClosed => true,
+        }
+    }
+}
+
 // === impl Client ===
 
 impl Client {
@@ -174,12 +190,10 @@ impl Client {
             let (i, (_, channel)) = self.current();
             match call(channel.clone()).await {
                 Ok(answer) => return Ok(answer),
-                Err(Error::Status(status))
-                    if attempt + 1 < 2 * n
-                        && status.code() == tonic::Code::Unavailable
-                        && (read || never_sent(&status)) =>
+                Err(e @ Error::Status(_))
+                    if attempt + 1 < 2 * n && (e.retry_safe() || (read && unavailable(&e))) =>
                 {
-                    tracing::debug!(endpoint = %self.endpoints[i % n].0, %status, "etcd endpoint unavailable; trying the next");
+                    tracing::debug!(endpoint = %self.endpoints[i % n].0, error = %e, "etcd endpoint unavailable; trying the next");
                     self.failed(i);
                     attempt += 1;
                     if attempt % n == 0 {
@@ -428,12 +442,21 @@ fn broken_connection(status: &tonic::Status) -> bool {
     false
 }
 
+/// Whether etcd or the transport said the member is unavailable.
+fn unavailable(e: &Error) -> bool {
+    matches!(e, Error::Status(s) if s.code() == tonic::Code::Unavailable)
+}
+
+/// etcd's answer when a member has no leader (it has no code of its own;
+/// etcd's Go client compares this text too, as `rpctypes.ErrGRPCNoLeader`).
+const NO_LEADER: &str = "etcdserver: no leader";
+
 /// Whether the call failed before anything was applied: the connection
-/// could not be made (refused, unreachable, or not made within the connect
+/// could not be made (refused or unreachable, or not within the connect
 /// timeout), or the member refused it for want of a leader (`hasleader`).
 fn never_sent(status: &tonic::Status) -> bool {
     use std::error::Error as _;
-    if status.message().contains("no leader") {
+    if status.code() == tonic::Code::Unavailable && status.message() == NO_LEADER {
         return true;
     }
     let mut next: Option<&(dyn std::error::Error + 'static)> = status.source();
@@ -449,8 +472,9 @@ fn never_sent(status: &tonic::Status) -> bool {
                 return true;
             }
         }
-        // tonic's connect errors (including its connect timeout) say so.
-        if e.to_string().contains("connect") {
+        // The endpoint's connect timeout (a call's own deadline is tonic's
+        // `TimeoutExpired`, after which the outcome is unknown).
+        if e.is::<tower::timeout::error::Elapsed>() {
             return true;
         }
         next = e.source();
@@ -495,7 +519,23 @@ fn unary<T>(message: T) -> Request<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{Client, Error, prefix_end};
+
+    #[tokio::test]
+    async fn only_calls_that_changed_nothing_are_safe_to_send_again() {
+        let no_leader = Error::Status(tonic::Status::unavailable("etcdserver: no leader"));
+        assert!(no_leader.retry_safe());
+        let timed_out = Error::Status(tonic::Status::unavailable("etcdserver: request timed out"));
+        assert!(!timed_out.retry_safe(), "a timed-out write may still apply");
+        assert!(!Error::TooManyOps(129).retry_safe());
+        // A port nobody listens on: the connection is refused, nothing sent.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port");
+        let client = Client::new(&[format!("http://{closed}")]).expect("client");
+        let refused = client.put(b"k", b"v", 0).await.expect_err("refused");
+        assert!(refused.retry_safe(), "{refused:?}");
+    }
 
     #[test]
     fn prefix_ends_follow_etcd_rules() {
