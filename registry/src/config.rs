@@ -16,8 +16,18 @@ switchyard_runtime::settings! {
         pub grpc_listen: SocketAddr = ([0, 0, 0, 0], 7000).into(),
         /// HTTP listen address (JSON API, /healthz, /readyz, /metrics).
         pub http_listen: SocketAddr = ([0, 0, 0, 0], 7001).into(),
-        /// Directory for durable operator state; empty keeps it in memory only.
+        /// Directory for durable operator state; empty keeps it in memory only (store file).
         pub data_dir: String = String::new(),
+        /// Where the registry keeps its state: file (one node, the default) or etcd (replicas).
+        pub store: StoreKind = StoreKind::File,
+        /// etcd members for store etcd, as http://host:port, comma-separated.
+        pub etcd_endpoints: Vec<String> = Vec::new(),
+        /// Key prefix in etcd; replicas with the same prefix serve one registry.
+        pub etcd_prefix: String = "/switchyard/v1/".to_string(),
+        /// TTL of each replica's etcd session, in seconds: a dead replica's clients must renew elsewhere within it.
+        pub etcd_session_ttl_secs: u32 = 15,
+        /// This replica's name in etcd; empty picks the host name plus a random suffix.
+        pub replica_name: String = String::new(),
         /// Log format: text or json.
         pub log_format: LogFormat = LogFormat::Text,
         /// Lease TTL in seconds when a client asks for none.
@@ -64,6 +74,17 @@ switchyard_runtime::settings! {
         #[serde(with = "duration")]
         pub shutdown_timeout: Duration = Duration::from_secs(4),
     }
+}
+
+/// Where the registry keeps its state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In memory, operator overrides in `data_dir`: one node.
+    #[default]
+    File,
+    /// In etcd: any number of replicas serve one registry.
+    Etcd,
 }
 
 /// TTL bounds, as the validation needs them.
@@ -126,6 +147,39 @@ impl Settings for Config {
             if tokens.iter().any(|t| t.len() < 8) {
                 return Err(ConfigError::new(key, "each token must be at least 8 bytes"));
             }
+        }
+        if self.store == StoreKind::Etcd {
+            if self.etcd_endpoints.is_empty() {
+                return Err(ConfigError::new(
+                    "etcd_endpoints",
+                    "store etcd needs at least one endpoint (http://host:2379)",
+                ));
+            }
+            if let Some(bad) = self
+                .etcd_endpoints
+                .iter()
+                .find(|e| !e.starts_with("http://") || e.len() <= "http://".len())
+            {
+                return Err(ConfigError::new(
+                    "etcd_endpoints",
+                    format!("{bad:?} is not http://host:port"),
+                ));
+            }
+            if !self.etcd_prefix.starts_with('/') || !self.etcd_prefix.ends_with('/') {
+                return Err(ConfigError::new(
+                    "etcd_prefix",
+                    "must start and end with '/'",
+                ));
+            }
+            if !(2..=300).contains(&self.etcd_session_ttl_secs) {
+                return Err(ConfigError::new(
+                    "etcd_session_ttl_secs",
+                    "must be 2 to 300",
+                ));
+            }
+        }
+        if self.replica_name.contains('/') {
+            return Err(ConfigError::new("replica_name", "must not contain '/'"));
         }
         if self.register_tokens.is_empty() != self.operator_tokens.is_empty() {
             return Err(ConfigError::new(

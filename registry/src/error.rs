@@ -45,6 +45,11 @@ pub enum Error {
     /// The registry is shutting down.
     #[error("registry is shutting down")]
     ShuttingDown,
+    /// The store cannot take writes now (etcd unreachable, or this replica
+    /// lost its session); nothing was changed, or the outcome is unknown
+    /// when the message says so. Another replica may answer.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 // === impl Error ===
@@ -67,7 +72,7 @@ impl From<Error> for Status {
             Error::Unauthenticated => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Storage(_) => Code::Internal,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
         };
         Status::new(code, e.to_string())
     }

@@ -84,7 +84,8 @@ impl registry_server::Registry for RegistryService {
         let (lease_id, ttl, specs) = convert::register_from_pb(req.into_inner(), &self.limits)?;
         let done = self
             .registry
-            .register(lease_id, ttl, specs, role == Role::Operator)?;
+            .register(lease_id, ttl, specs, role == Role::Operator)
+            .await?;
         Ok(Response::new(pb::RegisterResponse {
             lease_id: done.lease_id,
             ttl_seconds: done.ttl_secs,
@@ -104,18 +105,23 @@ impl registry_server::Registry for RegistryService {
         let shutdown = self.shutdown.clone();
         let answers = req
             .into_inner()
-            .map(move |r| {
-                let r = r?;
-                let (result, ttl) = match registry.keep_alive(r.lease_id) {
-                    Renewal::Renewed(ttl) => (pb::keep_alive_response::Result::Renewed, ttl),
-                    Renewal::Unknown => (pb::keep_alive_response::Result::UnknownLease, 0),
-                };
-                Ok(pb::KeepAliveResponse {
-                    lease_id: r.lease_id,
-                    result: result as i32,
-                    ttl_seconds: ttl,
-                    epoch: epoch.clone(),
-                })
+            .then(move |r| {
+                let (registry, epoch) = (registry.clone(), epoch.clone());
+                async move {
+                    let r = r?;
+                    // A fenced replica (or one that cannot reach etcd to
+                    // adopt the lease) ends the stream: the client moves on.
+                    let (result, ttl) = match registry.keep_alive(r.lease_id).await? {
+                        Renewal::Renewed(ttl) => (pb::keep_alive_response::Result::Renewed, ttl),
+                        Renewal::Unknown => (pb::keep_alive_response::Result::UnknownLease, 0),
+                    };
+                    Ok(pb::KeepAliveResponse {
+                        lease_id: r.lease_id,
+                        result: result as i32,
+                        ttl_seconds: ttl,
+                        epoch,
+                    })
+                }
             })
             // Ends the stream cleanly at shutdown so the server can stop.
             .take_until(shutdown.cancelled_owned());
@@ -142,7 +148,7 @@ impl registry_server::Registry for RegistryService {
             }
             (_, id) => Some(id),
         };
-        let position = self.registry.deregister(&key, owner)?;
+        let position = self.registry.deregister(&key, owner).await?;
         Ok(Response::new(pb::DeregisterResponse {
             position: Some(convert::position_to_pb(&position)),
         }))
@@ -162,7 +168,7 @@ impl registry_server::Registry for RegistryService {
             }
             .into());
         }
-        let (removed, position) = self.registry.revoke(lease_id)?;
+        let (removed, position) = self.registry.revoke(lease_id).await?;
         Ok(Response::new(pb::RevokeLeaseResponse {
             instances_removed: removed,
             position: Some(convert::position_to_pb(&position)),
@@ -195,7 +201,10 @@ impl registry_server::Registry for RegistryService {
             }
             .into());
         }
-        let (instance, position) = self.registry.set_state(&key, state, weight, r.clear)?;
+        let (instance, position) = self
+            .registry
+            .set_state(&key, state, weight, r.clear)
+            .await?;
         tracing::info!(instance = %key, state = ?state, weight = ?weight, clear = r.clear, "operator override");
         Ok(Response::new(pb::SetStateResponse {
             instance: Some(convert::instance_to_pb(&instance)),

@@ -130,7 +130,7 @@ impl From<Error> for ApiError {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ShuttingDown | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self(code, e.to_string())
     }
@@ -238,12 +238,15 @@ async fn register(
         },
     )
     .map_err(strip_body_prefix)?;
-    let done = api.registry.register(
-        b.lease_id.unwrap_or(0),
-        ttl,
-        vec![spec],
-        role == Role::Operator,
-    )?;
+    let done = api
+        .registry
+        .register(
+            b.lease_id.unwrap_or(0),
+            ttl,
+            vec![spec],
+            role == Role::Operator,
+        )
+        .await?;
     Ok(Json(json!({
         "lease_id": done.lease_id,
         "ttl_seconds": done.ttl_secs,
@@ -272,7 +275,7 @@ async fn heartbeat(
 ) -> Result<impl IntoResponse, ApiError> {
     auth(&api, &headers, Role::Register)?;
     let b: HeartbeatBody = parse(&body)?;
-    match api.registry.keep_alive(b.lease_id) {
+    match api.registry.keep_alive(b.lease_id).await? {
         Renewal::Renewed(ttl) => Ok(Json(json!({ "lease_id": b.lease_id, "ttl_seconds": ttl }))),
         Renewal::Unknown => Err(Error::NotFound {
             field: "lease_id",
@@ -311,7 +314,7 @@ async fn deregister(
             }
             .into());
         }
-        let (removed, position) = api.registry.deregister_service(&b.service);
+        let (removed, position) = api.registry.deregister_service(&b.service).await?;
         tracing::info!(service = %b.service, removed, "operator deregistered a whole service");
         return Ok(Json(
             json!({ "removed": removed, "revision": position.revision }),
@@ -319,7 +322,7 @@ async fn deregister(
     };
     let key = convert::key(&b.service, &instance_id)?;
     let owner = owner_for(role, b.lease_id)?;
-    let position = api.registry.deregister(&key, owner)?;
+    let position = api.registry.deregister(&key, owner).await?;
     Ok(Json(json!({ "removed": 1, "revision": position.revision })))
 }
 
@@ -335,7 +338,7 @@ async fn delete_instance(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let owner = owner_for(role, lease)?;
-    let position = api.registry.deregister(&key, owner)?;
+    let position = api.registry.deregister(&key, owner).await?;
     Ok(Json(json!({ "revision": position.revision })))
 }
 
@@ -378,7 +381,10 @@ async fn set_state(
         }
         .into());
     }
-    let (instance, _) = api.registry.set_state(&key, b.state, weight, b.clear)?;
+    let (instance, _) = api
+        .registry
+        .set_state(&key, b.state, weight, b.clear)
+        .await?;
     tracing::info!(instance = %key, state = ?b.state, weight = ?weight, clear = b.clear, "operator override");
     Ok(Json(
         serde_json::to_value(instance_json(&instance, Role::Operator)).unwrap_or_default(),

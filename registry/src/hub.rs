@@ -136,6 +136,14 @@ impl Hub {
         }
     }
 
+    /// The whole state was replaced: every watcher resynchronises (its
+    /// stream sees it as a buffer that overflowed).
+    pub(crate) fn relisted(&mut self) {
+        for slot in self.slots.values() {
+            slot.overflow.store(true, Ordering::Release);
+        }
+    }
+
     /// Watchers connected.
     pub(crate) fn len(&self) -> usize {
         self.slots.len()

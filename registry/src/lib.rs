@@ -39,11 +39,11 @@ use switchyard_runtime::{Readiness, SharedClock, admin, auth::Tokens};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, StoreKind};
 
 use crate::{
     brake::BrakeConfig,
-    state::{CoreConfig, Registry},
+    state::{CoreConfig, EtcdSettings, Registry},
     store::{FileStore, MemoryStore, Store},
 };
 
@@ -95,6 +95,54 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     Ok(Arc::new(store))
 }
 
+/// Joins the registry's replicas on etcd, trying again (with a warning)
+/// until etcd answers; `None` when shut down first.
+async fn join_etcd(
+    config: &Config,
+    core: CoreConfig,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> Option<Arc<Registry>> {
+    let replica = if config.replica_name.is_empty() {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty() && !h.contains('/'))
+            .unwrap_or_else(|| "registry".into());
+        format!("{host}-{:08x}", rand::random::<u32>())
+    } else {
+        config.replica_name.clone()
+    };
+    let settings = EtcdSettings {
+        endpoints: config.etcd_endpoints.clone(),
+        prefix: config.etcd_prefix.clone(),
+        replica,
+        session_ttl: Duration::from_secs(u64::from(config.etcd_session_ttl_secs)),
+    };
+    loop {
+        let joined = Registry::on_etcd(
+            core.clone(),
+            clock.clone(),
+            settings.clone(),
+            shutdown.clone(),
+        );
+        match joined.await {
+            Ok(registry) => {
+                tracing::info!(replica = %settings.replica, endpoints = ?settings.endpoints, "joined the registry on etcd");
+                return Some(registry);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, endpoints = ?settings.endpoints, "etcd: cannot join yet; trying again")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Runs the registry until `shutdown` is cancelled, then stops accepting,
 /// ends watch streams cleanly and returns within `shutdown_timeout`.
 pub async fn serve(
@@ -114,8 +162,14 @@ pub async fn serve(
             max_hold: config.brake_max_hold,
         },
     };
-    let registry = Registry::new(core, clock.clone(), open_store(&config)?)
-        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let registry = match config.store {
+        StoreKind::File => Registry::new(core, clock.clone(), open_store(&config)?)
+            .map_err(|e| ServeError::Store(e.to_string()))?,
+        StoreKind::Etcd => match join_etcd(&config, core, clock.clone(), shutdown.clone()).await {
+            Some(registry) => registry,
+            None => return Ok(()),
+        },
+    };
     let tokens = Arc::new(Tokens::new(
         &config.register_tokens,
         &config.operator_tokens,
@@ -212,7 +266,7 @@ async fn expiry_loop(
         let deadline = registry.next_deadline(Duration::from_secs(1));
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = clock.sleep_until(deadline) => registry.tick(),
+            () = clock.sleep_until(deadline) => registry.tick().await,
         }
     }
 }

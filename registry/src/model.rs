@@ -44,7 +44,7 @@ pub enum Health {
 }
 
 /// What an active health check does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CheckKind {
     /// `grpc.health.v1.Health/Check` for this service name.
     Grpc {
@@ -61,7 +61,7 @@ pub enum CheckKind {
 }
 
 /// An active health check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
     /// What to do.
     pub kind: CheckKind,
@@ -76,7 +76,7 @@ pub struct HealthCheck {
 }
 
 /// What a client registered; validated before it gets here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceSpec {
     /// The service's name.
     pub service: String,

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
@@ -18,19 +18,28 @@ use crate::{
     checks::{self, Checks},
     error::Error,
     hub::Hub,
-    model::{
-        Change, DeleteReason, Event, Health, Instance, InstanceSpec, Key, Override, Position, State,
-    },
+    model::{DeleteReason, Event, Health, Instance, InstanceSpec, Key, Override, Position, State},
     store::Store,
 };
 
+mod etcd;
 mod leases;
 mod listing;
+mod ops;
 mod watching;
 
+pub use etcd::EtcdSettings;
 pub use leases::{Registered, Renewal};
 pub use listing::{BrakeView, Listing, ServiceView, Summary};
 pub use watching::{SnapshotReason, WatchBody, WatchMessage};
+
+use ops::{CheckSync, Ctx, Expect, Op, Plan};
+
+/// Times a write is computed again when the state changed under it.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// Longest a write waits for this replica to see its own commit.
+const CATCH_UP: Duration = Duration::from_secs(5);
 
 /// Core settings (the subset of `Config` the state needs).
 #[derive(Debug, Clone)]
@@ -50,20 +59,52 @@ pub struct CoreConfig {
 pub struct Registry {
     inner: Mutex<Inner>,
     clock: SharedClock,
-    store: Arc<dyn Store>,
+    backend: Backend,
+    /// This replica's name (the owner in lease records).
+    me: Arc<str>,
     cfg: CoreConfig,
     epoch: Arc<str>,
     warm_until: Instant,
     authoritative: watch::Sender<bool>,
+    /// Counts resets of the whole state.
+    resets: watch::Sender<u64>,
+    /// The last store revision applied (etcd).
+    applied: watch::Sender<u64>,
     checks: Checks,
+}
+
+/// Where writes go.
+#[derive(Debug)]
+enum Backend {
+    /// Applied here; overrides kept by the store.
+    Local(Arc<dyn Store>),
+    /// Committed to etcd; applied from its watch.
+    Etcd(etcd::Etcd),
+}
+
+/// Why a commit did not happen.
+#[derive(Debug)]
+enum Failed {
+    /// The state changed since the plan was computed.
+    Conflict,
+    /// Anything else; the caller sees it.
+    Error(Error),
 }
 
 #[derive(Debug)]
 struct Inner {
+    /// The last revision: of the last event (file store), or the last store
+    /// revision applied (etcd).
     revision: u64,
+    /// Every event after this revision is in `history`.
+    floor: u64,
     services: BTreeMap<String, BTreeMap<String, Instance>>,
     leases: HashMap<u64, Lease>,
     overrides: BTreeMap<Key, Override>,
+    /// Store revision of each instance's record, for compare-and-set.
+    stored: HashMap<Key, u64>,
+    /// Record stamps handed out by the file store.
+    stamps: u64,
     history: VecDeque<Arc<Event>>,
     hub: Hub,
     brake: Brake,
@@ -76,12 +117,23 @@ struct Lease {
     expires_at: Instant,
     instances: BTreeSet<Key>,
     held: bool,
+    /// Kept by this replica: only the owner renews and expires it.
+    owned: bool,
+    /// Store revision of its record.
+    stored: u64,
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Self {
+        Self::Error(e)
+    }
 }
 
 // === impl Registry ===
 
 impl Registry {
-    /// A fresh registry with a new random epoch; overrides come from `store`.
+    /// A registry on the file store: a fresh random epoch, overrides from
+    /// `store`, every write applied here at once.
     pub fn new(
         cfg: CoreConfig,
         clock: SharedClock,
@@ -89,28 +141,52 @@ impl Registry {
     ) -> Result<Arc<Self>, Error> {
         let overrides = store.load().map_err(|e| Error::Storage(e.to_string()))?;
         let epoch: Arc<str> = format!("{:016x}", rand::random::<u64>()).into();
+        Ok(Self::with_backend(
+            cfg,
+            clock,
+            Backend::Local(store),
+            epoch,
+            "local".into(),
+            overrides,
+        ))
+    }
+
+    fn with_backend(
+        cfg: CoreConfig,
+        clock: SharedClock,
+        backend: Backend,
+        epoch: Arc<str>,
+        me: Arc<str>,
+        overrides: BTreeMap<Key, Override>,
+    ) -> Arc<Self> {
         let warming = !cfg.warm_up.is_zero();
         let warm_until = clock.now() + cfg.warm_up;
         let inner = Inner {
             revision: 0,
+            floor: 0,
             services: BTreeMap::new(),
             leases: HashMap::new(),
             overrides,
+            stored: HashMap::new(),
+            stamps: 0,
             history: VecDeque::new(),
             hub: Hub::default(),
             brake: Brake::new(cfg.brake),
             warming,
         };
-        Ok(Arc::new_cyclic(|weak: &Weak<Registry>| Self {
+        Arc::new_cyclic(|weak: &Weak<Registry>| Self {
             inner: Mutex::new(inner),
             clock,
-            store,
+            backend,
+            me,
             epoch,
             warm_until,
             authoritative: watch::Sender::new(!warming),
+            resets: watch::Sender::new(0),
+            applied: watch::Sender::new(0),
             checks: Checks::new(Arc::new(HealthSink(weak.clone()))),
             cfg,
-        }))
+        })
     }
 
     /// This run's epoch.
@@ -123,52 +199,56 @@ impl Registry {
         self.authoritative.subscribe()
     }
 
+    /// Ticks once per reset of the whole state (etcd relisted it): every
+    /// watch must resynchronise.
+    pub fn resets(&self) -> watch::Receiver<u64> {
+        self.resets.subscribe()
+    }
+
     /// Removes one instance. With `owner`, only if that lease owns it.
-    pub fn deregister(&self, key: &Key, owner: Option<u64>) -> Result<Position, Error> {
-        let mut inner = self.lock();
-        let lease_id = inner
-            .get(key)
-            .map(|i| i.lease_id)
-            .ok_or_else(|| not_found(key))?;
-        if owner.is_some_and(|o| o != lease_id) {
-            return Err(Error::PermissionDenied(
-                "lease_id: the instance belongs to another lease".into(),
-            ));
-        }
-        inner.remove(key, DeleteReason::Deregistered, &self.cfg);
-        drop(inner);
-        self.checks.sync(key, None);
-        Ok(self.position())
+    pub async fn deregister(&self, key: &Key, owner: Option<u64>) -> Result<Position, Error> {
+        self.write(|inner, plan| {
+            let lease_id = inner
+                .get(key)
+                .map(|i| i.lease_id)
+                .ok_or_else(|| not_found(key))?;
+            if owner.is_some_and(|o| o != lease_id) {
+                return Err(Error::PermissionDenied(
+                    "lease_id: the instance belongs to another lease".into(),
+                ));
+            }
+            inner.plan_remove(plan, key, DeleteReason::Deregistered);
+            Ok(())
+        })
+        .await
+        .map(|((), position)| position)
     }
 
     /// Removes every instance of `service` (an operator's call); how many.
-    pub fn deregister_service(&self, service: &str) -> (u32, Position) {
-        let mut inner = self.lock();
-        let keys: Vec<Key> = inner
-            .services
-            .get(service)
-            .map(|m| {
-                m.keys()
-                    .map(|id| Key {
-                        service: service.into(),
-                        instance_id: id.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        for key in &keys {
-            inner.remove(key, DeleteReason::Deregistered, &self.cfg);
-        }
-        let position = inner.position(&self.epoch);
-        drop(inner);
-        for key in &keys {
-            self.checks.sync(key, None);
-        }
-        (u32::try_from(keys.len()).unwrap_or(u32::MAX), position)
+    pub async fn deregister_service(&self, service: &str) -> Result<(u32, Position), Error> {
+        self.write(|inner, plan| {
+            let keys: Vec<Key> = inner
+                .services
+                .get(service)
+                .map(|m| {
+                    m.keys()
+                        .map(|id| Key {
+                            service: service.into(),
+                            instance_id: id.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for key in &keys {
+                inner.plan_remove(plan, key, DeleteReason::Deregistered);
+            }
+            Ok(u32::try_from(keys.len()).unwrap_or(u32::MAX))
+        })
+        .await
     }
 
     /// Sets or clears the operator's override. Durable before it is visible.
-    pub fn set_state(
+    pub async fn set_state(
         &self,
         key: &Key,
         state: Option<State>,
@@ -176,28 +256,18 @@ impl Registry {
         clear: bool,
     ) -> Result<(Instance, Position), Error> {
         let wall = self.clock.wall();
-        let mut inner = self.lock();
-        let current = inner.get(key).ok_or_else(|| not_found(key))?;
-        let next = if clear {
-            None
-        } else {
-            let base = current.overrides.clone();
-            Some(Override {
-                state: state.or(base.as_ref().and_then(|o| o.state)),
-                weight: weight.or(base.as_ref().and_then(|o| o.weight)),
-                updated_at: wall,
-            })
-        };
-        match &next {
-            Some(o) => self.store.put(key, o),
-            None => self.store.delete(key),
-        }
-        .map_err(|e| Error::Storage(e.to_string()))?;
-        match &next {
-            Some(o) => inner.overrides.insert(key.clone(), o.clone()),
-            None => inner.overrides.remove(key),
-        };
-        inner.update(key, &self.cfg, |i| i.overrides = next.clone());
+        self.write(|inner, plan| {
+            inner.get(key).ok_or_else(|| not_found(key))?;
+            plan.expect(Expect::Instance(key.clone(), inner.instance_stamp(key)));
+            plan.push(if clear {
+                Op::DeleteOverride(key.clone())
+            } else {
+                Op::PutOverride(key.clone(), inner.next_override(key, state, weight, wall))
+            });
+            Ok(())
+        })
+        .await?;
+        let inner = self.lock();
         let instance = inner.get(key).cloned().ok_or_else(|| not_found(key))?;
         Ok((instance, inner.position(&self.epoch)))
     }
@@ -205,7 +275,7 @@ impl Registry {
     /// Records an active check's result (from `checks`), if the instance
     /// still has the spec the check was started for; whether it had.
     fn set_health(
-        &self,
+        self: &Arc<Self>,
         key: &Key,
         spec: &Arc<InstanceSpec>,
         health: Health,
@@ -215,16 +285,148 @@ impl Registry {
         if !inner.has_spec(key, spec) {
             return false;
         }
-        inner.update(key, &self.cfg, |i| {
+        let Some(next) = inner.updated(key, |i| {
             i.health = health;
             i.health_detail = detail;
-        });
-        true
+        }) else {
+            return true;
+        };
+        let plan = Plan {
+            expects: vec![Expect::Instance(key.clone(), inner.instance_stamp(key))],
+            ops: vec![Op::PutInstance(next)],
+        };
+        match &self.backend {
+            Backend::Local(store) => {
+                let checks = self.apply_local(&mut inner, store, plan);
+                drop(inner);
+                if let Err(e) = checks {
+                    tracing::warn!(instance = %key, error = ?e, "health result not recorded");
+                }
+                true
+            }
+            Backend::Etcd(_) => {
+                drop(inner);
+                // Results arrive every interval: one lost to a conflict or
+                // an unreachable etcd is followed by the next.
+                let registry = self.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = registry.commit(plan).await {
+                        tracing::debug!(instance = %key, error = ?e, "health result not recorded");
+                    }
+                });
+                true
+            }
+        }
     }
 
     /// Stops every health check (shutdown).
     pub fn stop_checks(&self) {
         self.checks.stop_all();
+    }
+
+    /// Computes a write with `f` under the lock and commits it, computing
+    /// again (a few times) when the state changed in between: what `f`
+    /// returns and the position after the write.
+    async fn write<T>(
+        &self,
+        mut f: impl FnMut(&Inner, &mut Plan) -> Result<T, Error>,
+    ) -> Result<(T, Position), Error> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut plan = Plan::default();
+            let out = f(&self.lock(), &mut plan)?;
+            match self.commit(plan).await {
+                Ok(()) => return Ok((out, self.position())),
+                Err(Failed::Conflict) => continue,
+                Err(Failed::Error(e)) => return Err(e),
+            }
+        }
+        Err(Error::Unavailable(
+            "the instances kept changing while this write was made; send it again".into(),
+        ))
+    }
+
+    /// Commits `plan`: applied here at once on the file store; on etcd,
+    /// one transaction, returned once this replica has applied it.
+    async fn commit(&self, plan: Plan) -> Result<(), Failed> {
+        if plan.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Local(store) => {
+                let checks = {
+                    let mut inner = self.lock();
+                    if !inner.holds(&plan.expects) {
+                        return Err(Failed::Conflict);
+                    }
+                    self.apply_local(&mut inner, store, plan)?
+                };
+                self.sync_checks(checks);
+                Ok(())
+            }
+            Backend::Etcd(etcd) => {
+                let (revision, succeeded) = etcd.commit(plan).await?;
+                // Even a refused write waits: it is computed again from
+                // the state that refused it.
+                self.caught_up(revision).await?;
+                if succeeded {
+                    Ok(())
+                } else {
+                    Err(Failed::Conflict)
+                }
+            }
+        }
+    }
+
+    /// Applies `plan` on the file store: overrides are written to disk
+    /// first (nothing changes when that fails), each op then takes the next
+    /// revision.
+    fn apply_local(
+        &self,
+        inner: &mut Inner,
+        store: &Arc<dyn Store>,
+        plan: Plan,
+    ) -> Result<Vec<CheckSync>, Failed> {
+        for op in &plan.ops {
+            match op {
+                Op::PutOverride(key, value) => store.put(key, value),
+                Op::DeleteOverride(key) => store.delete(key),
+                _ => Ok(()),
+            }
+            .map_err(|e| Failed::Error(Error::Storage(e.to_string())))?;
+        }
+        let ctx = Ctx {
+            cfg: &self.cfg,
+            me: &self.me,
+            now: self.clock.now(),
+        };
+        let mut checks = Vec::new();
+        for op in plan.ops {
+            inner.stamps += 1;
+            let (revision, stamp) = (inner.revision + 1, inner.stamps);
+            inner.apply(op, revision, stamp, ctx, &mut checks);
+        }
+        Ok(checks)
+    }
+
+    /// Starts and stops checks (outside the lock: results come back
+    /// through it).
+    fn sync_checks(&self, checks: Vec<CheckSync>) {
+        for (key, spec) in checks {
+            self.checks.sync(&key, spec);
+        }
+    }
+
+    /// Waits until this replica has applied `revision` (etcd).
+    async fn caught_up(&self, revision: u64) -> Result<(), Error> {
+        let mut applied = self.applied.subscribe();
+        let wait = applied.wait_for(|r| *r >= revision);
+        match tokio::time::timeout(CATCH_UP, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::Unavailable(format!(
+                "the write was committed at revision {revision} but this replica has not seen it yet"
+            ))),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -281,120 +483,5 @@ impl Inner {
 
     fn get(&self, key: &Key) -> Option<&Instance> {
         self.services.get(&key.service)?.get(&key.instance_id)
-    }
-
-    fn emit(&mut self, change: Change, mut instance: Instance, cfg: &CoreConfig) -> Instance {
-        self.revision += 1;
-        instance.mod_revision = self.revision;
-        let event = Arc::new(Event {
-            revision: self.revision,
-            change,
-            instance: instance.clone(),
-        });
-        self.history.push_back(event.clone());
-        while self.history.len() > cfg.history_limit {
-            self.history.pop_front();
-        }
-        self.hub.publish(&event);
-        instance
-    }
-
-    fn put_registration(
-        &mut self,
-        key: Key,
-        spec: InstanceSpec,
-        lease_id: u64,
-        wall: SystemTime,
-        cfg: &CoreConfig,
-    ) {
-        let previous = self.get(&key).cloned();
-        if let Some(prev) = &previous {
-            if prev.lease_id != lease_id {
-                if let Some(old) = self.leases.get_mut(&prev.lease_id) {
-                    old.instances.remove(&key);
-                }
-            }
-        }
-        if let Some(lease) = self.leases.get_mut(&lease_id) {
-            lease.instances.insert(key.clone());
-        }
-        let next = match previous {
-            Some(prev) => {
-                let same_check = prev.spec.health_check == spec.health_check
-                    && prev.spec.address == spec.address;
-                if *prev.spec == spec && prev.lease_id == lease_id && !prev.expired_held {
-                    return; // idempotent: nothing changed
-                }
-                Instance {
-                    spec: Arc::new(spec),
-                    lease_id,
-                    health: if same_check {
-                        prev.health
-                    } else {
-                        Health::Unknown
-                    },
-                    health_detail: if same_check {
-                        prev.health_detail
-                    } else {
-                        String::new()
-                    },
-                    expired_held: false,
-                    overrides: self.overrides.get(&key).cloned(),
-                    mod_revision: prev.mod_revision,
-                    registered_at: prev.registered_at,
-                }
-            }
-            None => Instance {
-                spec: Arc::new(spec),
-                lease_id,
-                health: Health::Unknown,
-                health_detail: String::new(),
-                expired_held: false,
-                overrides: self.overrides.get(&key).cloned(),
-                mod_revision: 0,
-                registered_at: wall,
-            },
-        };
-        let stored = self.emit(Change::Put, next, cfg);
-        self.services
-            .entry(key.service)
-            .or_default()
-            .insert(key.instance_id, stored);
-    }
-
-    /// Applies `f` to an instance and emits a put if it changed.
-    fn update(&mut self, key: &Key, cfg: &CoreConfig, f: impl FnOnce(&mut Instance)) {
-        let Some(current) = self.get(key) else {
-            return;
-        };
-        let mut next = current.clone();
-        f(&mut next);
-        if next == *current {
-            return;
-        }
-        let stored = self.emit(Change::Put, next, cfg);
-        if let Some(slot) = self
-            .services
-            .get_mut(&key.service)
-            .and_then(|m| m.get_mut(&key.instance_id))
-        {
-            *slot = stored;
-        }
-    }
-
-    fn remove(&mut self, key: &Key, reason: DeleteReason, cfg: &CoreConfig) {
-        let Some(instances) = self.services.get_mut(&key.service) else {
-            return;
-        };
-        let Some(instance) = instances.remove(&key.instance_id) else {
-            return;
-        };
-        if instances.is_empty() {
-            self.services.remove(&key.service);
-        }
-        if let Some(lease) = self.leases.get_mut(&instance.lease_id) {
-            lease.instances.remove(key);
-        }
-        self.emit(Change::Delete(reason), instance, cfg);
     }
 }

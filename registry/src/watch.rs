@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    model::Position,
-    state::{Registry, WatchMessage},
+    model::{Event, Position},
+    state::{Registry, SnapshotReason, WatchMessage},
 };
 
 /// Most events in one delta message.
@@ -45,6 +45,12 @@ pub fn spawn(
         }
         let mut authoritative = registry.authoritative_changes();
         authoritative.borrow_and_update();
+        let mut resets = registry.resets();
+        resets.borrow_and_update();
+        // An event that starts the next message (a message never ends
+        // inside a revision: a resume from its position must not skip the
+        // rest of that revision's events).
+        let mut carried: Option<Arc<Event>> = None;
         let start = tokio::time::Instant::now() + progress_interval;
         let mut ticker = tokio::time::interval_at(start, progress_interval);
         loop {
@@ -52,21 +58,30 @@ pub fn spawn(
                 biased;
                 () = shutdown.cancelled() => return,
                 () = tx.closed() => return,
-                event = sub.rx.recv() => {
+                event = next(&mut carried, &mut sub.rx) => {
                     let Some(event) = event else { return };
                     if sub.overflowed() {
                         tracing::debug!(watcher = sub.id, "watcher fell behind; sending a reset");
-                        registry.resync(&mut sub)
+                        carried = None;
+                        registry.resync(&mut sub, SnapshotReason::SlowWatcher)
                     } else {
                         let mut events = vec![event];
-                        while events.len() < MAX_BATCH {
-                            match sub.rx.try_recv() {
-                                Ok(e) => events.push(e),
-                                Err(_) => break,
+                        while let Ok(e) = sub.rx.try_recv() {
+                            let last = events.last().map_or(0, |l| l.revision);
+                            if events.len() >= MAX_BATCH && e.revision != last {
+                                carried = Some(e);
+                                break;
                             }
+                            events.push(e);
                         }
                         registry.delta(events)
                     }
+                }
+                changed = resets.changed() => {
+                    if changed.is_err() || registry.fenced() { return; }
+                    if !sub.overflowed() { continue; }
+                    carried = None;
+                    registry.resync(&mut sub, SnapshotReason::Compacted)
                 }
                 changed = authoritative.changed() => {
                     if changed.is_err() { return; }
@@ -81,6 +96,17 @@ pub fn spawn(
         }
     });
     rx
+}
+
+/// The carried event if any, else the next one from the buffer.
+async fn next(
+    carried: &mut Option<Arc<Event>>,
+    rx: &mut mpsc::Receiver<Arc<Event>>,
+) -> Option<Arc<Event>> {
+    match carried.take() {
+        Some(e) => Some(e),
+        None => rx.recv().await,
+    }
 }
 
 /// Runs `f` on drop.

@@ -1,13 +1,12 @@
 //! Leases: registering under one, keeping it alive, revoking it, and the
 //! tick that expires lapsed leases (or holds them behind the brake).
 
-use std::{
-    collections::BTreeSet,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use super::{CoreConfig, Inner, Lease, Registry};
+use super::{
+    Failed, Inner, Registry,
+    ops::{Expect, LeaseRecord, Op, Plan},
+};
 use crate::{
     error::Error,
     model::{DeleteReason, InstanceSpec, Key, Position},
@@ -39,63 +38,69 @@ impl Registry {
     /// Registers `specs` under `lease_id` (0 opens a new lease with `ttl_secs`).
     /// An instance another live lease holds is taken over only by an
     /// `operator`; otherwise nothing is registered and the error names it.
-    pub fn register(
+    /// A lease another replica keeps is adopted by this one.
+    pub async fn register(
         &self,
         lease_id: u64,
         ttl_secs: u32,
         specs: Vec<InstanceSpec>,
         operator: bool,
     ) -> Result<Registered, Error> {
-        let now = self.clock.now();
         let wall = self.clock.wall();
-        let mut inner = self.lock();
-        if !operator {
-            for (n, spec) in specs.iter().enumerate() {
-                let key = Key::of(spec);
-                if inner.held_by_another(&key, lease_id) {
-                    return Err(Error::Held {
-                        field: format!("instances[{n}]"),
-                        key: key.to_string(),
-                    });
+        let new_id = (lease_id == 0).then(|| self.lock().new_lease_id());
+        let ((lease_id, ttl), position) = self
+            .write(|inner, plan| {
+                if !operator {
+                    for (n, spec) in specs.iter().enumerate() {
+                        let key = Key::of(spec);
+                        if inner.held_by_another(&key, lease_id) {
+                            return Err(Error::Held {
+                                field: format!("instances[{n}]"),
+                                key: key.to_string(),
+                            });
+                        }
+                    }
                 }
-            }
-        }
-        let (lease_id, ttl) = if lease_id == 0 {
-            let id = inner.new_lease_id();
-            let ttl = Duration::from_secs(u64::from(ttl_secs));
-            let lease = Lease {
-                ttl,
-                expires_at: now + ttl,
-                instances: BTreeSet::new(),
-                held: false,
-            };
-            inner.leases.insert(id, lease);
-            (id, ttl)
-        } else {
-            match inner.leases.get(&lease_id) {
-                Some(lease) => (lease_id, lease.ttl),
-                None => {
-                    return Err(Error::NotFound {
-                        field: "lease_id",
-                        what: format!("lease {lease_id}"),
-                    });
+                let (id, ttl) = match new_id {
+                    Some(id) => {
+                        plan.expect(Expect::Lease(id, 0));
+                        plan.push(Op::PutLease(
+                            id,
+                            LeaseRecord {
+                                ttl_secs: u64::from(ttl_secs),
+                                owner: self.me.to_string(),
+                                held: false,
+                            },
+                        ));
+                        (id, Duration::from_secs(u64::from(ttl_secs)))
+                    }
+                    None => match inner.leases.get(&lease_id) {
+                        Some(lease) => {
+                            if !lease.owned {
+                                inner.plan_own_lease(plan, lease_id, false, &self.me);
+                            } else {
+                                plan.expect(Expect::Lease(lease_id, lease.stored));
+                            }
+                            (lease_id, lease.ttl)
+                        }
+                        None => {
+                            return Err(Error::NotFound {
+                                field: "lease_id",
+                                what: format!("lease {lease_id}"),
+                            });
+                        }
+                    },
+                };
+                for spec in &specs {
+                    let key = Key::of(spec);
+                    plan.expect(Expect::Instance(key.clone(), inner.instance_stamp(&key)));
+                    if let Some(next) = inner.registration(&key, spec.clone(), id, wall) {
+                        plan.push(Op::PutInstance(next));
+                    }
                 }
-            }
-        };
-        let mut checks = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let checked = spec.health_check.is_some().then(|| Arc::new(spec.clone()));
-            let key = Key::of(&spec);
-            inner.put_registration(key.clone(), spec, lease_id, wall, &self.cfg);
-            checks.push((key, checked));
-        }
-        let position = inner.position(&self.epoch);
-        // Checks start and stop outside the lock: their results come back
-        // through it.
-        drop(inner);
-        for (key, checked) in checks {
-            self.checks.sync(&key, checked);
-        }
+                Ok((id, ttl))
+            })
+            .await?;
         metrics::counter!("switchyard_registry_registrations_total").increment(1);
         Ok(Registered {
             lease_id,
@@ -104,40 +109,57 @@ impl Registry {
         })
     }
 
-    /// Renews `lease_id`. A lease held by the brake comes back whole.
-    pub fn keep_alive(&self, lease_id: u64) -> Renewal {
+    /// Renews `lease_id`. A lease held by the brake comes back whole; a
+    /// lease another replica kept is adopted (its instances stay, with no
+    /// delete). Renewing a lease this replica keeps writes nothing.
+    pub async fn keep_alive(&self, lease_id: u64) -> Result<Renewal, Error> {
         let now = self.clock.now();
-        let mut inner = self.lock();
-        let Some(lease) = inner.leases.get_mut(&lease_id) else {
-            return Renewal::Unknown;
-        };
-        lease.expires_at = now + lease.ttl;
-        let ttl = u32::try_from(lease.ttl.as_secs()).unwrap_or(u32::MAX);
-        if lease.held {
-            lease.held = false;
-            let keys: Vec<Key> = lease.instances.iter().cloned().collect();
-            for key in keys {
-                inner.update(&key, &self.cfg, |i| i.expired_held = false);
+        {
+            let mut inner = self.lock();
+            let Some(lease) = inner.leases.get_mut(&lease_id) else {
+                return Ok(Renewal::Unknown);
+            };
+            if lease.owned && !lease.held {
+                self.backend.usable()?;
+                lease.expires_at = now + lease.ttl;
+                return Ok(Renewal::Renewed(secs(lease.ttl)));
             }
         }
-        Renewal::Renewed(ttl)
+        let written = self
+            .write(|inner, plan| {
+                if !inner.leases.contains_key(&lease_id) {
+                    return Ok(false);
+                }
+                inner.plan_own_lease(plan, lease_id, false, &self.me);
+                Ok(true)
+            })
+            .await?;
+        if !written.0 {
+            return Ok(Renewal::Unknown);
+        }
+        let mut inner = self.lock();
+        match inner.leases.get_mut(&lease_id) {
+            Some(lease) if lease.owned => {
+                lease.expires_at = now + lease.ttl;
+                Ok(Renewal::Renewed(secs(lease.ttl)))
+            }
+            _ => Ok(Renewal::Unknown),
+        }
     }
 
     /// Ends a lease and removes its instances.
-    pub fn revoke(&self, lease_id: u64) -> Result<(u32, Position), Error> {
-        let mut inner = self.lock();
-        let keys = inner
-            .drop_lease(lease_id, DeleteReason::Revoked, &self.cfg)
-            .ok_or_else(|| Error::NotFound {
-                field: "lease_id",
-                what: format!("lease {lease_id}"),
-            })?;
-        let position = inner.position(&self.epoch);
-        drop(inner);
-        for key in &keys {
-            self.checks.sync(key, None);
-        }
-        Ok((u32::try_from(keys.len()).unwrap_or(u32::MAX), position))
+    pub async fn revoke(&self, lease_id: u64) -> Result<(u32, Position), Error> {
+        self.write(|inner, plan| {
+            let n = inner.leases.get(&lease_id).map(|l| l.instances.len());
+            if !inner.plan_drop_lease(plan, lease_id, DeleteReason::Revoked) {
+                return Err(Error::NotFound {
+                    field: "lease_id",
+                    what: format!("lease {lease_id}"),
+                });
+            }
+            Ok(u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX))
+        })
+        .await
     }
 
     /// The next time `tick` has work, at most `cap` away.
@@ -148,82 +170,90 @@ impl Registry {
         if inner.warming {
             next = next.min(self.warm_until);
         }
-        for lease in inner.leases.values().filter(|l| !l.held) {
+        for lease in inner.leases.values().filter(|l| l.owned && !l.held) {
             next = next.min(lease.expires_at);
         }
         next
     }
 
-    /// Expires lapsed leases (or holds them behind the brake), ends warm-up,
-    /// and lets the brake go when its time is up.
-    pub fn tick(&self) {
+    /// Expires lapsed leases this replica keeps (or holds them behind the
+    /// brake), ends warm-up, and lets the brake go when its time is up.
+    pub async fn tick(&self) {
         let now = self.clock.now();
         let wall = self.clock.wall();
-        let mut inner = self.lock();
-        let was = inner.authoritative();
-        if inner.warming && now >= self.warm_until {
-            inner.warming = false;
-            tracing::info!("warm-up over; snapshots are authoritative");
-        }
-        let mut expired = Vec::new();
-        let due = inner.due_leases(now);
-        if !due.is_empty() {
-            let recent = inner.brake.recent(now);
-            let late = inner
-                .leases
-                .values()
-                .filter(|l| !l.held && l.expires_at <= now + l.ttl / 3)
-                .count();
-            let population = inner.leases.values().filter(|l| !l.held).count() + recent;
-            if inner.brake.evaluate(now, wall, recent + late, population) {
-                let reason = inner
-                    .brake
-                    .engaged()
-                    .map(|e| e.reason.clone())
-                    .unwrap_or_default();
-                tracing::warn!(%reason, "mass-expiry brake engaged: holding lapsed leases");
-                metrics::counter!("switchyard_registry_brake_engagements_total").increment(1);
+        let (plan, was, is) = {
+            let mut inner = self.lock();
+            let was = inner.authoritative();
+            if inner.warming && now >= self.warm_until {
+                inner.warming = false;
+                tracing::info!("warm-up over; snapshots are authoritative");
             }
-            inner.brake.record(now, due.len());
-            for id in due {
-                if inner.brake.engaged().is_some() {
-                    inner.hold_lease(id, &self.cfg);
-                } else if let Some(keys) = inner.drop_lease(id, DeleteReason::Expired, &self.cfg) {
-                    metrics::counter!("switchyard_registry_lease_expirations_total").increment(1);
-                    expired.extend(keys);
+            let mut plan = Plan::default();
+            // Leases this tick holds (the plan is not applied yet).
+            let mut newly_held = 0;
+            let due = inner.due_leases(now);
+            if !due.is_empty() {
+                let recent = inner.brake.recent(now);
+                let late = inner
+                    .leases
+                    .values()
+                    .filter(|l| l.owned && !l.held && l.expires_at <= now + l.ttl / 3)
+                    .count();
+                let population =
+                    inner.leases.values().filter(|l| l.owned && !l.held).count() + recent;
+                if inner.brake.evaluate(now, wall, recent + late, population) {
+                    let reason = inner
+                        .brake
+                        .engaged()
+                        .map(|e| e.reason.clone())
+                        .unwrap_or_default();
+                    tracing::warn!(%reason, "mass-expiry brake engaged: holding lapsed leases");
+                    metrics::counter!("switchyard_registry_brake_engagements_total").increment(1);
+                }
+                inner.brake.record(now, due.len());
+                for id in due {
+                    if inner.brake.engaged().is_some() {
+                        newly_held += 1;
+                        inner.plan_own_lease(&mut plan, id, true, &self.me);
+                    } else if inner.plan_drop_lease(&mut plan, id, DeleteReason::Expired) {
+                        metrics::counter!("switchyard_registry_lease_expirations_total")
+                            .increment(1);
+                    }
                 }
             }
-        }
-        let held = inner.leases.values().filter(|l| l.held).count();
-        if inner.brake.should_release(now, held) {
-            let ids: Vec<u64> = inner
-                .leases
-                .iter()
-                .filter(|(_, l)| l.held)
-                .map(|(id, _)| *id)
-                .collect();
-            tracing::warn!(
-                held = ids.len(),
-                "mass-expiry brake released; expiring what it held"
-            );
-            inner.brake.release();
-            for id in ids {
-                expired.extend(
-                    inner
-                        .drop_lease(id, DeleteReason::Expired, &self.cfg)
-                        .unwrap_or_default(),
+            let held = inner.leases.values().filter(|l| l.owned && l.held).count();
+            if inner.brake.should_release(now, held + newly_held) {
+                let ids: Vec<u64> = inner
+                    .leases
+                    .iter()
+                    .filter(|(_, l)| l.owned && l.held)
+                    .map(|(id, _)| *id)
+                    .collect();
+                tracing::warn!(
+                    held = ids.len(),
+                    "mass-expiry brake released; expiring what it held"
                 );
+                inner.brake.release();
+                for id in ids {
+                    inner.plan_drop_lease(&mut plan, id, DeleteReason::Expired);
+                }
             }
-        }
-        let is = inner.authoritative();
-        drop(inner);
-        for key in &expired {
-            self.checks.sync(key, None);
+            (plan, was, inner.authoritative())
+        };
+        match self.commit(plan).await {
+            Ok(()) => {}
+            // A lease renewed meanwhile: the next tick sees it as it is.
+            Err(Failed::Conflict) => {}
+            Err(Failed::Error(e)) => tracing::warn!(error = %e, "expiring lapsed leases failed"),
         }
         if was != is {
             self.authoritative.send_replace(is);
         }
     }
+}
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 // === impl Inner ===
@@ -249,31 +279,11 @@ impl Inner {
         })
     }
 
-    fn drop_lease(&mut self, id: u64, reason: DeleteReason, cfg: &CoreConfig) -> Option<Vec<Key>> {
-        let lease = self.leases.remove(&id)?;
-        let keys: Vec<Key> = lease.instances.into_iter().collect();
-        for key in &keys {
-            self.remove(key, reason, cfg);
-        }
-        Some(keys)
-    }
-
-    fn hold_lease(&mut self, id: u64, cfg: &CoreConfig) {
-        let Some(lease) = self.leases.get_mut(&id) else {
-            return;
-        };
-        lease.held = true;
-        let keys: Vec<Key> = lease.instances.iter().cloned().collect();
-        for key in keys {
-            self.update(&key, cfg, |i| i.expired_held = true);
-        }
-    }
-
     fn due_leases(&self, now: Instant) -> Vec<u64> {
         let mut due: Vec<(Instant, u64)> = self
             .leases
             .iter()
-            .filter(|(_, l)| !l.held && l.expires_at <= now)
+            .filter(|(_, l)| l.owned && !l.held && l.expires_at <= now)
             .map(|(id, l)| (l.expires_at, *id))
             .collect();
         due.sort_unstable();

@@ -81,12 +81,13 @@ impl Registry {
         (message, sub)
     }
 
-    /// A reset snapshot for a watcher whose buffer overflowed.
-    pub fn resync(&self, sub: &mut Subscription) -> WatchMessage {
+    /// A reset snapshot for a watcher whose buffer overflowed (`reason`:
+    /// it fell behind, or the whole state was listed again).
+    pub fn resync(&self, sub: &mut Subscription, reason: SnapshotReason) -> WatchMessage {
         let inner = self.lock();
         sub.reset();
         WatchMessage {
-            body: inner.snapshot(sub, true, SnapshotReason::SlowWatcher),
+            body: inner.snapshot(sub, true, reason),
             position: inner.position(&self.epoch),
             authoritative: inner.authoritative(),
         }
@@ -159,12 +160,7 @@ impl Inner {
             Some(SnapshotReason::OtherEpoch)
         } else if since.revision > self.revision {
             Some(SnapshotReason::FutureRevision)
-        } else if since.revision < self.revision
-            && self
-                .history
-                .front()
-                .is_none_or(|e| e.revision > since.revision + 1)
-        {
+        } else if since.revision < self.floor {
             Some(SnapshotReason::Compacted)
         } else {
             None
