@@ -547,11 +547,10 @@ async fn keep_session(registry: Arc<Registry>, shutdown: CancellationToken) {
     let mut renewed = Instant::now();
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => {
-                // Leave cleanly: the records go now, not a TTL later.
-                let _ = etcd.client.lease_revoke(etcd.session.load(Ordering::Acquire)).await;
-                return;
-            }
+            // The session is not revoked at shutdown: that would delete its
+            // clients' instances, which move to another replica instead (a
+            // rolling restart loses nothing).
+            () = shutdown.cancelled() => return,
             () = tokio::time::sleep(etcd.session_ttl / 3) => {}
         }
         let session = etcd.session.load(Ordering::Acquire);
