@@ -398,3 +398,59 @@ async fn a_balanced_channel_shares_sequential_calls_among_equal_instances() {
         }
     }
 }
+
+/// Issue 18: with the registry on etcd, a session whose replica dies moves
+/// to another replica and keeps its lease: no new registration, no delete,
+/// well past the dead replica's etcd session.
+#[tokio::test]
+async fn a_session_moves_to_another_replica_and_keeps_its_lease() {
+    let etcd = switchyard_etcd::testing::Cluster::start(1, &[]).await;
+    let replica = |name: &str| switchyard_registry::Config {
+        store: switchyard_registry::StoreKind::Etcd,
+        etcd_endpoints: etcd.endpoints(),
+        etcd_session_ttl_secs: 5,
+        replica_name: name.into(),
+        ..testing::config()
+    };
+    let a = testing::start(replica("a"), ManualClock::new())
+        .await
+        .expect("a");
+    let b = testing::start(replica("b"), ManualClock::new())
+        .await
+        .expect("b");
+    let target = Target::new([a.url(), b.url()], None).expect("target");
+    let session = Session::start(target, TTL);
+    session.register(instance("hello", "h1", "127.0.0.1:9", pb::Protocol::Http1));
+    session
+        .registered(Duration::from_secs(10))
+        .await
+        .expect("registered on a");
+    let lease = session.status().borrow().lease_id.expect("lease");
+    let mut watch = client(&b)
+        .await
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect("watch on b")
+        .into_inner();
+    watch.message().await.expect("snapshot").expect("open");
+
+    testing_stop(a).await;
+    // Past a's session TTL (5 s) and two of the client's TTLs.
+    let until = tokio::time::Instant::now() + Duration::from_secs(9);
+    while let Ok(m) = tokio::time::timeout_at(until, watch.message()).await {
+        let m = m.expect("watch ok").expect("watch open");
+        if let Some(pb::watch_response::Kind::Delta(d)) = &m.kind {
+            assert!(
+                d.events
+                    .iter()
+                    .all(|e| e.kind != pb::event::Kind::Delete as i32),
+                "no delete while the session moved: {d:?}"
+            );
+        }
+    }
+    assert_eq!(ids(&b, "hello").await, ["h1"]);
+    let status = session.status().borrow().clone();
+    assert_eq!(status.lease_id, Some(lease), "the same lease, adopted by b");
+    assert_eq!(status.registrations, 1, "never registered afresh");
+    testing_stop(b).await;
+}
