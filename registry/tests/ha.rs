@@ -327,3 +327,65 @@ async fn bad_store_settings_name_the_key() {
     };
     assert_eq!(bad.validate().expect_err("no scheme").key, "etcd_endpoints");
 }
+
+#[tokio::test]
+async fn a_replica_that_loses_etcd_is_fenced_then_comes_back() {
+    let mut etcd = etcd().await;
+    let a = start(on(&etcd, "a")).await;
+    let lease = register_on(&a, 0, &["h1"]).await.lease_id;
+    let mut watch = watch_on(&a, None).await;
+    next(&mut watch).await;
+
+    etcd.members[0].kill();
+    // Within half the session TTL (and a renewal period): renewals are
+    // refused so the client moves on, and watch streams end.
+    let mut c = client_of(&a).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        assert!(tokio::time::Instant::now() < until, "fenced within 10 s");
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(pb::KeepAliveRequest { lease_id: lease })
+            .await
+            .expect("send");
+        let mut answers = c
+            .keep_alive(authed(ReceiverStream::new(rx), REG))
+            .await
+            .expect("keepalive")
+            .into_inner();
+        match answers.message().await {
+            Err(status) => break status,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("etcd session"), "{refused:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch stream ended once fenced");
+
+    // etcd back: the session is renewed (or a new one opened) and the
+    // replica takes calls again.
+    etcd.members[0].spawn();
+    eventually("a takes writes again", || async {
+        let mut c = client_of(&a).await;
+        c.register(authed(
+            pb::RegisterRequest {
+                lease_id: 0,
+                ttl_seconds: 10,
+                instances: vec![spec("hello", "h2")],
+            },
+            REG,
+        ))
+        .await
+        .is_ok()
+    })
+    .await;
+    stop(a).await;
+}
