@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 export DOCKER_BUILDKIT=0 # the legacy builder: buildx is not installed here
 # Debian's etcd: the etcd store's tests run real etcd processes (issue 18).
-command -v etcd >/dev/null || { apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null; }
+# The HA stack's etcd image is made of the same binaries.
+{ command -v etcd && command -v etcdctl; } >/dev/null \
+  || { apt-get update -qq && apt-get install -y -qq etcd-server etcd-client >/dev/null; }
 bins=(registry balancer gateway hello echo)
 cargo build --release --locked $(printf -- "--bin %s " "${bins[@]}") --bin echo-client --bin echo-via-gateway
 
@@ -29,3 +31,21 @@ for bin in "${bins[@]}"; do
   size=$(docker image inspect "switchyard/$bin:dev" --format '{{.Size}}')
   echo "built switchyard/$bin:dev ($((size / 1024 / 1024)) MB)"
 done
+
+# etcd for `deploy/up.sh ha`: Debian's binaries and what `ldd` lists.
+ectx=target/docker-context-etcd
+rm -rf "$ectx" && mkdir -p "$ectx/root/usr/bin" "$ectx/data"
+cp -r deploy/rootfs/etc "$ectx/root/etc"
+for bin in /usr/bin/etcd /usr/bin/etcdctl; do
+  cp "$bin" "$ectx/root/usr/bin/"
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+    cp -L --parents "$lib" "$ectx/root/"
+  done
+done
+if ! docker build --quiet -f deploy/etcd.Dockerfile -t switchyard/etcd:dev "$ectx" >"$ectx/build.log" 2>&1; then
+  cat "$ectx/build.log" >&2
+  exit 1
+fi
+size=$(docker image inspect switchyard/etcd:dev --format '{{.Size}}')
+echo "built switchyard/etcd:dev ($((size / 1024 / 1024)) MB)"
+

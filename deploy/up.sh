@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Builds everything, replaces any running stack, starts it, and waits until
-# every container is healthy. Usage: deploy/up.sh
+# every container is healthy. Usage: deploy/up.sh [ha]
+#   (no argument)  the single-node stack, docker-compose.yml
+#   ha             highly available: 3 etcd, 3 registry replicas (docker-compose.ha.yml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v docker-compose >/dev/null || { echo "up.sh: docker-compose is not installed" >&2; exit 1; }
+case "${1:-}" in
+  "") file=docker-compose.yml ;;
+  ha) file=docker-compose.ha.yml ;;
+  *) echo "usage: deploy/up.sh [ha]" >&2; exit 64 ;;
+esac
+compose() { docker-compose -p switchyard -f "$file" "$@"; }
 
 deploy/build.sh
 # Never recreate containers in place (compose 1.29 breaks on it with new engines).
-docker-compose -p switchyard down --remove-orphans
-docker-compose -p switchyard up -d
+compose down --remove-orphans
+compose up -d
 
 deadline=$((SECONDS + 120))
 while :; do
-  ids=$(docker-compose -p switchyard ps -q)
+  ids=$(compose ps -q)
   unhealthy=0
   for id in $ids; do
     state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
@@ -20,19 +28,25 @@ while :; do
   done
   [ "$unhealthy" -eq 0 ] && break
   if [ "$SECONDS" -ge "$deadline" ]; then
-    docker-compose -p switchyard ps
+    compose ps
     echo "up.sh: not healthy after 120 s" >&2
     exit 1
   fi
   sleep 1
 done
-docker-compose -p switchyard ps
-cat <<'MSG'
+compose ps
+if [ "$file" = docker-compose.ha.yml ]; then
+  registry="  registry gRPC      localhost:7000, localhost:7100, localhost:7200 (replicas of one registry)
+  registry HTTP/JSON http://localhost:7001/api/services (and :7101, :7201)"
+else
+  registry="  registry gRPC      localhost:7000
+  registry HTTP/JSON http://localhost:7001/api/services"
+fi
+cat <<MSG
 
 Switchyard is up.
   gateway            http://localhost:8080       (admin http://localhost:8081/api/services)
-  registry gRPC      localhost:7000
-  registry HTTP/JSON http://localhost:7001/api/services
+$registry
 Try:
   curl -s http://localhost:8080/hello/world
   target/x86_64-unknown-linux-gnu/release/echo-via-gateway http://localhost:8080 10
