@@ -30,8 +30,13 @@ pub struct Compose {
     pub gateway_port: u16,
     /// Host port of the gateway's admin.
     pub admin_port: u16,
-    /// Host port of the registry's HTTP API.
+    /// Host port of the registry's HTTP API (the first replica's).
     pub registry_http_port: u16,
+    /// The compose file, relative to the repository.
+    pub file: &'static str,
+    /// Settings for the file's `${...}`: ports and subnets of its own, so a
+    /// developer's stack can run beside it.
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// Output of a command: success, stdout. A command still running after
@@ -104,37 +109,86 @@ fn bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Output> {
 impl Compose {
     /// The test's stack.
     pub fn new() -> Self {
+        let env = [
+            ("SWITCHYARD_REGISTRY_GRPC_PORT", "17000"),
+            ("SWITCHYARD_REGISTRY_HTTP_PORT", "17001"),
+        ];
+        Self::with(
+            "switchyarde2e",
+            "docker-compose.yml",
+            (18080, 18081, 17001),
+            ("172.31.10.0/24", "172.31.11.0/24"),
+            &env,
+        )
+    }
+
+    /// The highly available stack (`docker-compose.ha.yml`): registry
+    /// replicas on host ports 17100/17101, 17200/17201 and 17300/17301, etcd
+    /// members on 127.0.0.1:17379-17381, sessions of `session_ttl` seconds,
+    /// `history` events kept for resumes.
+    pub fn ha(session_ttl: u32, history: usize) -> Self {
+        let ttl = session_ttl.to_string();
+        let history = history.to_string();
+        let env = [
+            ("SWITCHYARD_REGISTRY1_GRPC_PORT", "17100"),
+            ("SWITCHYARD_REGISTRY1_HTTP_PORT", "17101"),
+            ("SWITCHYARD_REGISTRY2_GRPC_PORT", "17200"),
+            ("SWITCHYARD_REGISTRY2_HTTP_PORT", "17201"),
+            ("SWITCHYARD_REGISTRY3_GRPC_PORT", "17300"),
+            ("SWITCHYARD_REGISTRY3_HTTP_PORT", "17301"),
+            ("SWITCHYARD_ETCD1_PORT", "17379"),
+            ("SWITCHYARD_ETCD2_PORT", "17380"),
+            ("SWITCHYARD_ETCD3_PORT", "17381"),
+            ("SWITCHYARD_ETCD_SESSION_TTL_SECS", ttl.as_str()),
+            ("SWITCHYARD_HISTORY_LIMIT", history.as_str()),
+        ];
+        Self::with(
+            "switchyarde2eha",
+            "docker-compose.ha.yml",
+            (18180, 18181, 17101),
+            ("172.31.12.0/24", "172.31.13.0/24"),
+            &env,
+        )
+    }
+
+    fn with(
+        project: &str,
+        file: &'static str,
+        (gateway_port, admin_port, registry_http_port): (u16, u16, u16),
+        (control, data): (&str, &str),
+        env: &[(&'static str, &str)],
+    ) -> Self {
+        let mut all: Vec<(&'static str, String)> = vec![
+            ("SWITCHYARD_GATEWAY_PORT", gateway_port.to_string()),
+            ("SWITCHYARD_GATEWAY_ADMIN_PORT", admin_port.to_string()),
+            ("SWITCHYARD_CONTROL_SUBNET", control.to_string()),
+            ("SWITCHYARD_DATA_SUBNET", data.to_string()),
+        ];
+        all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
         Self {
-            project: "switchyarde2e".into(),
-            gateway_port: 18080,
-            admin_port: 18081,
-            registry_http_port: 17001,
+            project: project.into(),
+            gateway_port,
+            admin_port,
+            registry_http_port,
+            file,
+            env: all,
         }
     }
 
     /// Runs docker-compose for this project; panics on failure.
     pub fn dc(&self, args: &[&str]) -> String {
         let root = crate::binaries::root();
-        let file = root.join("docker-compose.yml");
+        let file = root.join(self.file);
         let mut cmd = Command::new("docker-compose");
         cmd.current_dir(&root)
             .args([
                 "-p",
                 &self.project,
                 "-f",
-                file.to_str().unwrap_or("docker-compose.yml"),
+                file.to_str().unwrap_or(self.file),
             ])
             .args(args)
-            .env("SWITCHYARD_GATEWAY_PORT", self.gateway_port.to_string())
-            .env("SWITCHYARD_GATEWAY_ADMIN_PORT", self.admin_port.to_string())
-            .env("SWITCHYARD_REGISTRY_GRPC_PORT", "17000")
-            // Subnets of its own, so a developer's stack can run beside it.
-            .env("SWITCHYARD_CONTROL_SUBNET", "172.31.10.0/24")
-            .env("SWITCHYARD_DATA_SUBNET", "172.31.11.0/24")
-            .env(
-                "SWITCHYARD_REGISTRY_HTTP_PORT",
-                self.registry_http_port.to_string(),
-            );
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
         let out = bounded(&mut cmd, COMPOSE_LIMIT).unwrap_or_else(|e| {
             panic!(
                 "docker-compose {}: {e} (docker-compose is required for these tests)",

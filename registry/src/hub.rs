@@ -43,6 +43,8 @@ pub struct Subscription {
     pub services: Option<BTreeSet<String>>,
     /// Events, in revision order.
     pub rx: mpsc::Receiver<Arc<Event>>,
+    /// An event taken from `rx` that starts the next message.
+    pending: Option<Arc<Event>>,
     overflow: Arc<AtomicBool>,
 }
 
@@ -79,6 +81,7 @@ impl Hub {
             id,
             services,
             rx,
+            pending: None,
             overflow,
         }
     }
@@ -161,8 +164,44 @@ impl Subscription {
     /// Empties the buffer and clears the flag. Called under the registry's
     /// lock together with taking a snapshot, so nothing falls in between.
     pub(crate) fn reset(&mut self) {
+        self.pending = None;
         while self.rx.try_recv().is_ok() {}
         self.overflow.store(false, Ordering::Release);
+    }
+
+    /// The next event (waiting for one).
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        match self.pending.take() {
+            Some(e) => Some(e),
+            None => self.rx.recv().await,
+        }
+    }
+
+    /// Whether events wait to be sent.
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some() || !self.rx.is_empty()
+    }
+
+    /// The next event if one is ready.
+    pub fn try_next(&mut self) -> Option<Arc<Event>> {
+        self.pending.take().or_else(|| self.rx.try_recv().ok())
+    }
+
+    /// Takes the rest of the revision of `events`' last event, which is
+    /// all in the buffer when the registry's lock is held (events of one
+    /// write are published under it together); an event of a later
+    /// revision is kept for the next message.
+    pub(crate) fn complete_revision(&mut self, events: &mut Vec<Arc<Event>>) {
+        let Some(last) = events.last().map(|e| e.revision) else {
+            return;
+        };
+        while let Some(e) = self.try_next() {
+            if e.revision != last {
+                self.pending = Some(e);
+                return;
+            }
+            events.push(e);
+        }
     }
 
     /// Whether this watcher follows `service`.

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    model::{Event, Position},
+    model::Position,
     state::{Registry, SnapshotReason, WatchMessage},
 };
 
@@ -47,10 +47,6 @@ pub fn spawn(
         authoritative.borrow_and_update();
         let mut resets = registry.resets();
         resets.borrow_and_update();
-        // An event that starts the next message (a message never ends
-        // inside a revision: a resume from its position must not skip the
-        // rest of that revision's events).
-        let mut carried: Option<Arc<Event>> = None;
         let start = tokio::time::Instant::now() + progress_interval;
         let mut ticker = tokio::time::interval_at(start, progress_interval);
         loop {
@@ -58,29 +54,25 @@ pub fn spawn(
                 biased;
                 () = shutdown.cancelled() => return,
                 () = tx.closed() => return,
-                event = next(&mut carried, &mut sub.rx) => {
+                event = sub.next() => {
                     let Some(event) = event else { return };
                     if sub.overflowed() {
                         tracing::debug!(watcher = sub.id, "watcher fell behind; sending a reset");
-                        carried = None;
                         registry.resync(&mut sub, SnapshotReason::SlowWatcher)
                     } else {
                         let mut events = vec![event];
-                        while let Ok(e) = sub.rx.try_recv() {
-                            let last = events.last().map_or(0, |l| l.revision);
-                            if events.len() >= MAX_BATCH && e.revision != last {
-                                carried = Some(e);
-                                break;
+                        while events.len() < MAX_BATCH {
+                            match sub.try_next() {
+                                Some(e) => events.push(e),
+                                None => break,
                             }
-                            events.push(e);
                         }
-                        registry.delta(events)
+                        registry.delta(&mut sub, events)
                     }
                 }
                 changed = resets.changed() => {
                     if changed.is_err() || registry.fenced() { return; }
                     if !sub.overflowed() { continue; }
-                    carried = None;
                     registry.resync(&mut sub, SnapshotReason::Compacted)
                 }
                 changed = authoritative.changed() => {
@@ -96,17 +88,6 @@ pub fn spawn(
         }
     });
     rx
-}
-
-/// The carried event if any, else the next one from the buffer.
-async fn next(
-    carried: &mut Option<Arc<Event>>,
-    rx: &mut mpsc::Receiver<Arc<Event>>,
-) -> Option<Arc<Event>> {
-    match carried.take() {
-        Some(e) => Some(e),
-        None => rx.recv().await,
-    }
 }
 
 /// Runs `f` on drop.

@@ -97,7 +97,7 @@ impl Registry {
     /// position is the registry's, so a resume from it must not skip events.
     pub fn progress(&self, sub: &Subscription) -> Option<WatchMessage> {
         let inner = self.lock();
-        if !sub.rx.is_empty() || sub.overflowed() {
+        if sub.has_pending() || sub.overflowed() {
             return None;
         }
         Some(WatchMessage {
@@ -107,10 +107,14 @@ impl Registry {
         })
     }
 
-    /// A delta message for `events` (taken from a subscription).
-    pub fn delta(&self, events: Vec<Arc<Event>>) -> WatchMessage {
-        let last = events.last().map_or(0, |e| e.revision);
+    /// A delta message for `events` (taken from `sub`), completed with the
+    /// rest of its last revision: a message never ends inside a revision,
+    /// so a resume from its position skips nothing (with etcd, one write's
+    /// events share a revision and may be taken while still published).
+    pub fn delta(&self, sub: &mut Subscription, mut events: Vec<Arc<Event>>) -> WatchMessage {
         let inner = self.lock();
+        sub.complete_revision(&mut events);
+        let last = events.last().map_or(0, |e| e.revision);
         WatchMessage {
             body: WatchBody::Delta(events),
             position: Position {
