@@ -4,7 +4,7 @@
 #
 #   bench/run.sh            everything
 #   bench/run.sh proxies    one scenario (or several): proxies | concurrent | h2 | balancing | failover |
-#                           registry | instructions
+#                           registry | registry-ha | instructions
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
 # HAProxy nbthread 1, gateway --worker-threads 1); the load generator and the
@@ -19,8 +19,8 @@ mkdir -p "$OUT"
 scenarios=("${@:-all}")
 for only in "${scenarios[@]}"; do
   case $only in
-    all | proxies | concurrent | h2 | balancing | failover | registry | instructions) ;;
-    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, h2, balancing, failover, registry, instructions)" >&2; exit 64 ;;
+    all | proxies | concurrent | h2 | balancing | failover | registry | registry-ha | instructions) ;;
+    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, h2, balancing, failover, registry, registry-ha, instructions)" >&2; exit 64 ;;
   esac
 done
 
@@ -30,6 +30,7 @@ need haproxy haproxy
 need taskset util-linux
 need python3 python3
 need etcd etcd-server
+need etcdctl etcd-client
 need h2load nghttp2-client
 
 cargo build --release --locked -p switchyard-bench --bin bench-backend --bin bench-load --bin bench-registry >/dev/null
@@ -618,8 +619,56 @@ registry() {
   rm -rf /dev/shm/switchyard-bench-etcd "$OUT/etcd-data"
 }
 
+# Three etcd members on tmpfs, on loopback, as one cluster (CPU 1, with the
+# registry replicas when there are any): ETCD_URLS lists them.
+start_etcd_cluster() {
+  local i cluster="" dir
+  for i in 0 1 2; do cluster+="${cluster:+,}m$i=http://127.0.0.1:$((2380 + 100 * i))"; done
+  for i in 0 1 2; do
+    dir=/dev/shm/switchyard-bench-etcd-$i
+    rm -rf "$dir"
+    taskset -c 1 etcd --name "m$i" --data-dir "$dir" \
+      --listen-client-urls "http://127.0.0.1:$((2379 + 100 * i))" --advertise-client-urls "http://127.0.0.1:$((2379 + 100 * i))" \
+      --listen-peer-urls "http://127.0.0.1:$((2380 + 100 * i))" --initial-advertise-peer-urls "http://127.0.0.1:$((2380 + 100 * i))" \
+      --initial-cluster "$cluster" --initial-cluster-state new --heartbeat-interval 250 --election-timeout 2500 \
+      --log-level error >/dev/null 2>&1 & pids+=($!)
+  done
+  ETCD_URLS=http://127.0.0.1:2379,http://127.0.0.1:2479,http://127.0.0.1:2579
+  for _ in $(seq 1 100); do ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URLS" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+}
+
+# Issue 18: the registry on etcd (three replicas) against etcd itself doing
+# the same work on the same three members.
+registry_ha() {
+  : > "$OUT/registry-ha.txt"
+  for store in switchyard-ha etcd-cluster; do
+    for run in $(seq 1 "$RUNS"); do
+      start_etcd_cluster
+      url=$ETCD_URLS kind=etcd
+      if [ "$store" = switchyard-ha ]; then
+        url=""
+        for i in 0 1 2; do
+          taskset -c 1 "$BIN/registry" --store etcd --etcd-endpoints "$ETCD_URLS" --replica-name "r$i" \
+            --grpc-listen "127.0.0.1:$((17300 + 10 * i))" --http-listen "127.0.0.1:$((17301 + 10 * i))" \
+            --warm-up 0s --max-ttl-secs 3600 >/dev/null 2>&1 & pids+=($!)
+          url+="${url:+,}http://127.0.0.1:$((17300 + 10 * i))"
+        done
+        for i in 0 1 2; do wait_ready $((17301 + 10 * i)) 100; done
+        kind=switchyard
+      fi
+      reg=$(taskset -c 0 "$BIN/bench-registry" "$kind" "$url" register "${REG_N:-20000}" 64 | json per_sec)
+      renew=$(taskset -c 0 "$BIN/bench-registry" "$kind" "$url" renew 1000 "${RENEW_ROUNDS:-300}" | json per_sec)
+      prop=$(taskset -c 0 "$BIN/bench-registry" "$kind" "$url" propagate 1000 "${PROP_WRITES:-100}")
+      echo "registry-ha $store run $run register_per_sec $reg renew_per_sec $renew propagate $(echo "$prop" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('p50_us', r['p50_us'], 'p99_us', r['p99_us'], 'missed', r['missed'])")" | tee -a "$OUT/registry-ha.txt"
+      cleanup; pids=()
+      rm -rf /dev/shm/switchyard-bench-etcd-*
+    done
+  done
+}
+
 for only in "${scenarios[@]}"; do
 case $only in
+  registry-ha) registry_ha ;;
   proxies) proxies ;;
   balancing) balancing ;;
   failover) failover ;;
@@ -627,8 +676,8 @@ case $only in
   h2) h2 ;;
   concurrent) concurrent ;;
   instructions) instructions ;;
-  all) proxies; concurrent; h2; balancing; failover; registry; instructions ;;
-  *) echo "usage: bench/run.sh [proxies|concurrent|h2|balancing|failover|registry|instructions]..." >&2; exit 64 ;;
+  all) proxies; concurrent; h2; balancing; failover; registry; registry_ha; instructions ;;
+  *) echo "usage: bench/run.sh [proxies|concurrent|h2|balancing|failover|registry|registry-ha|instructions]..." >&2; exit 64 ;;
 esac
 done
 

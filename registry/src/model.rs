@@ -87,18 +87,23 @@ pub struct InstanceSpec {
     /// How it speaks.
     pub protocol: Protocol,
     /// Free-form metadata (`lb.policy`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
     /// Free-form tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// Relative weight, 1 to 10000.
     pub weight: u32,
     /// Locality.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub zone: String,
     /// Software version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
     /// The state the client asks for.
     pub state: State,
     /// Optional active check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
 }
 

@@ -83,7 +83,7 @@ enum Backend {
 }
 
 /// Why a commit did not happen.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Failed {
     /// The state changed since the plan was computed.
     Conflict,
@@ -291,10 +291,9 @@ impl Registry {
         }) else {
             return true;
         };
-        let plan = Plan {
-            expects: vec![Expect::Instance(key.clone(), inner.instance_stamp(key))],
-            ops: vec![Op::PutInstance(next)],
-        };
+        let mut plan = Plan::default();
+        plan.expect(Expect::Instance(key.clone(), inner.instance_stamp(key)));
+        plan.push(Op::PutInstance(next));
         match &self.backend {
             Backend::Local(store) => {
                 let checks = self.apply_local(&mut inner, store, plan);

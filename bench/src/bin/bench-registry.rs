@@ -9,7 +9,8 @@
 //! bench-registry switchyard|etcd URL propagate WATCHERS WRITES
 //! ```
 //!
-//! Every run spreads its calls over 10 HTTP/2 connections. `register` also
+//! Every run spreads its calls over 10 HTTP/2 connections (over the servers
+//! URL lists, comma-separated, for replicas or cluster members). `register` also
 //! serves to fill a server for the memory figure (leases of 300 s).
 //! `propagate` opens WATCHERS watch streams (one per watcher, as a client per
 //! process would), then writes one instance at a time and times, for each
@@ -57,11 +58,15 @@ async fn main() -> Result<(), Error> {
             .parse::<u64>()
             .map_err(|_| format!("{usage}: {}", args[i]))
     };
+    // URL may list several servers (replicas, or members), comma-separated:
+    // connection c goes to the (c mod n)-th, so a lease is renewed where it
+    // was registered, as a client does.
+    let urls: Vec<String> = args[1].split(',').map(str::to_string).collect();
     let mut channels = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for c in 0..CONNECTIONS {
         // One Endpoint::connect per channel: each is its own HTTP/2 connection.
         channels.push(
-            Endpoint::from_shared(args[1].clone())?
+            Endpoint::from_shared(urls[c % urls.len()].clone())?
                 .tcp_nodelay(true)
                 .connect()
                 .await?,

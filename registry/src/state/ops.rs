@@ -51,7 +51,7 @@ pub(crate) struct LeaseRecord {
 
 /// What the state looked like when the ops were computed; the commit fails
 /// (and the caller computes again) when it no longer does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Expect {
     /// The instance's record is at this store revision (0: absent).
     Instance(Key, u64),
@@ -64,6 +64,9 @@ pub(crate) enum Expect {
 pub(crate) struct Plan {
     pub ops: Vec<Op>,
     pub expects: Vec<Expect>,
+    /// Where each record's op is in `ops`.
+    index: std::collections::HashMap<Target, usize>,
+    expected: std::collections::HashSet<Expect>,
 }
 
 /// A health check to start, restart or stop once the lock is released.
@@ -78,17 +81,52 @@ pub(crate) struct Ctx<'a> {
     pub now: Instant,
 }
 
+/// The record an op writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Instance(Key),
+    Lease(u64),
+    Override(Key),
+}
+
+// === impl Op ===
+
+impl Op {
+    /// The record it writes.
+    pub(crate) fn target(&self) -> Target {
+        match self {
+            Op::PutInstance(i) => Target::Instance(i.key()),
+            Op::DeleteInstance(key, _) => Target::Instance(key.clone()),
+            Op::PutLease(id, _) | Op::DeleteLease(id) => Target::Lease(*id),
+            Op::PutOverride(key, _) | Op::DeleteOverride(key) => Target::Override(key.clone()),
+        }
+    }
+}
+
 // === impl Plan ===
 
 impl Plan {
+    /// Adds `op`; one already there for the same record is replaced (etcd
+    /// refuses a transaction that writes one key twice).
     pub(crate) fn push(&mut self, op: Op) {
-        self.ops.push(op);
+        match self.index.entry(op.target()) {
+            std::collections::hash_map::Entry::Occupied(at) => self.ops[*at.get()] = op,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(self.ops.len());
+                self.ops.push(op);
+            }
+        }
     }
 
     pub(crate) fn expect(&mut self, e: Expect) {
-        if !self.expects.contains(&e) {
+        if self.expected.insert(e.clone()) {
             self.expects.push(e);
         }
+    }
+
+    /// The records it writes.
+    pub(crate) fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.index.keys()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
