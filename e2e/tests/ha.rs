@@ -279,6 +279,9 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
         sleep(Duration::from_millis(100)).await;
     }
 
+    // Item 6: an operator's override made before the faults must hold after.
+    set_durable_override().await;
+
     let deadline = Instant::now() + length;
     let gets = tokio::spawn(load::run(
         Call::Get(format!("{}/hello/ha", compose.gateway())),
@@ -324,6 +327,7 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
     }
     recorder_stop.notify_one();
     let _ = recorder.await;
+    let durable = durable_override_holds().await;
 
     let truth = lock(&truth);
     let acks = lock(&acks).clone();
@@ -349,6 +353,9 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
                 "write of {id} acknowledged at revision {revision} is not in etcd's history"
             )),
         }
+    }
+    if let Err(e) = durable {
+        violations.push(e);
     }
     if gets.failed > 0 {
         violations.push(format!(
@@ -526,6 +533,102 @@ fn last_position(history: &[Session]) -> Option<(String, u64)> {
         .flat_map(|s| s.messages.iter().rev())
         .next()
         .map(|m| (m.epoch.clone(), m.revision))
+}
+
+// --- durability of an operator's override ---
+
+const DURABLE: &str = "durable";
+/// Its own service: an override's change is a registry event with no etcd
+/// instance record behind it, which the watchers' checks would count.
+const DURABLE_SERVICE: &str = "ha-durable";
+
+fn operator<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Ok(v) = "Bearer dev-operator-token".parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
+fn durable_spec() -> pb::InstanceSpec {
+    pb::InstanceSpec {
+        service: DURABLE_SERVICE.into(),
+        instance_id: DURABLE.into(),
+        address: "10.9.9.9:80".into(),
+        protocol: pb::Protocol::Http1 as i32,
+        ..Default::default()
+    }
+}
+
+/// Registers the instance `durable` and takes it out of service.
+async fn set_durable_override() {
+    let mut c = connect(REPLICAS[0].1).await.expect("registry1 answers");
+    c.register(authed(pb::RegisterRequest {
+        lease_id: 0,
+        ttl_seconds: 300,
+        instances: vec![durable_spec()],
+    }))
+    .await
+    .expect("register durable");
+    c.set_state(operator(pb::SetStateRequest {
+        service: DURABLE_SERVICE.into(),
+        instance_id: DURABLE.into(),
+        state: pb::State::OutOfService as i32,
+        ..Default::default()
+    }))
+    .await
+    .expect("set_state durable");
+}
+
+/// After every fault: `durable` (registered again if its lease went with
+/// a replica) is still out of service, on every replica.
+async fn durable_override_holds() -> Result<(), String> {
+    let mut c = connect(REPLICAS[1].1)
+        .await
+        .ok_or("registry2 does not answer after the run")?;
+    let listed = c
+        .get_service(pb::GetServiceRequest {
+            service: DURABLE_SERVICE.into(),
+        })
+        .await
+        .map_err(|e| format!("get_service: {e}"))?
+        .into_inner();
+    if !listed
+        .instances
+        .iter()
+        .any(|i| i.spec.as_ref().is_some_and(|s| s.instance_id == DURABLE))
+    {
+        c.register(authed(pb::RegisterRequest {
+            lease_id: 0,
+            ttl_seconds: 300,
+            instances: vec![durable_spec()],
+        }))
+        .await
+        .map_err(|e| format!("registering durable again: {e}"))?;
+    }
+    for (name, port) in REPLICAS {
+        let mut c = connect(port)
+            .await
+            .ok_or(format!("{name} does not answer"))?;
+        let got = c
+            .get_service(pb::GetServiceRequest {
+                service: DURABLE_SERVICE.into(),
+            })
+            .await
+            .map_err(|e| format!("{name}: get_service: {e}"))?
+            .into_inner();
+        let state = got
+            .instances
+            .iter()
+            .find(|i| i.spec.as_ref().is_some_and(|s| s.instance_id == DURABLE))
+            .map(|i| i.state());
+        if state != Some(pb::State::OutOfService) {
+            return Err(format!(
+                "the operator's override did not survive the faults: durable is {state:?} on {name}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 // --- the actors ---
