@@ -536,7 +536,7 @@ async fn group_commit(
         let mut batch = Batch::default();
         batch.add(first);
         while let Ok(job) = jobs.try_recv() {
-            if let Err(job) = batch.try_add(job) {
+            if let Some(job) = batch.try_add(job) {
                 held = Some(job);
                 break;
             }
@@ -575,7 +575,7 @@ impl Batch {
     }
 
     /// Adds `job` if it fits; gives it back otherwise.
-    fn try_add(&mut self, job: Job) -> Result<(), Job> {
+    fn try_add(&mut self, job: Job) -> Option<Job> {
         let plan = &job.plan;
         let reason = Self::reason(plan);
         let fits = self.ops + plan.ops.len() < MAX_TXN_OPS
@@ -584,9 +584,9 @@ impl Batch {
             && plan.targets().all(|t| !self.targets.contains(t));
         if fits {
             self.add(job);
-            Ok(())
+            None
         } else {
-            Err(job)
+            Some(job)
         }
     }
 }
