@@ -277,6 +277,17 @@ if fo:
     print()
 
 # --- registry vs etcd --------------------------------------------------------------
+def store_medians(rows):
+    """Medians of one store's registry runs (registrations, renewals, propagation)."""
+    return dict(
+        reg=statistics.median(field(f, "register_per_sec") for f in rows),
+        renew=statistics.median(field(f, "renew_per_sec") for f in rows),
+        p50=statistics.median(field(f, "p50_us") for f in rows),
+        p99=statistics.median(field(f, "p99_us") for f in rows),
+        missed=sum(field(f, "missed", int) for f in rows),
+        runs=len(rows),
+    )
+
 reg = lines("registry.txt")
 if reg:
     stores = ["switchyard", "etcd-nofsync", "etcd-fsync"]
@@ -287,11 +298,7 @@ if reg:
         if not rows:
             continue
         agg[s] = dict(
-            reg=statistics.median(field(f, "register_per_sec") for f in rows),
-            renew=statistics.median(field(f, "renew_per_sec") for f in rows),
-            p50=statistics.median(field(f, "p50_us") for f in rows),
-            p99=statistics.median(field(f, "p99_us") for f in rows),
-            missed=sum(field(f, "missed", int) for f in rows),
+            store_medians(rows),
             n=field(mem, "instances", int) if mem else 0,
             mem=(field(mem, "rss_after_kb") - field(mem, "rss_before_kb")) * 1024 / field(mem, "instances") if mem else 0,
         )
@@ -331,14 +338,7 @@ if ha:
     for s in ["switchyard-ha", "etcd-cluster"]:
         rows = [f for f in ha if f[0] == "registry-ha" and f[1] == s]
         if rows:
-            agg[s] = dict(
-                reg=statistics.median(field(f, "register_per_sec") for f in rows),
-                renew=statistics.median(field(f, "renew_per_sec") for f in rows),
-                p50=statistics.median(field(f, "p50_us") for f in rows),
-                p99=statistics.median(field(f, "p99_us") for f in rows),
-                missed=sum(field(f, "missed", int) for f in rows),
-                runs=len(rows),
-            )
+            agg[s] = store_medians(rows)
     print("## The registry on etcd vs etcd itself (three members)\n")
     print("`bench/run.sh registry-ha`: three etcd 3.4 members on tmpfs on loopback, pinned with the three registry")
     print("replicas (`--store etcd`) to CPU 1; `bench-registry` on CPU 0 spreads its 10 HTTP/2 connections over the three")

@@ -56,6 +56,26 @@ pub fn run(program: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Panics, saying what to do, unless the Docker engine answers and every
+/// `switchyard/<image>:dev` exists.
+pub fn require_images(images: &[&str]) {
+    let (docker_ok, _) = run("docker", &["info", "--format", "{{.ServerVersion}}"]);
+    assert!(
+        docker_ok,
+        "the Docker engine is not reachable: these end-to-end tests need it"
+    );
+    for image in images {
+        let (ok, _) = run(
+            "docker",
+            &["image", "inspect", &format!("switchyard/{image}:dev")],
+        );
+        assert!(
+            ok,
+            "image switchyard/{image}:dev is missing: run deploy/build.sh first (the README's test command does)"
+        );
+    }
+}
+
 /// Runs `cmd` to the end, or kills it after `limit`; its stdout and stderr
 /// are read on threads so a chatty command cannot block on a full pipe.
 /// (`Command::output` has no deadline, and a Docker daemon that stops

@@ -22,21 +22,7 @@ const RATE: u32 = 200;
 
 fn main() {
     let compose = Compose::new();
-    let (docker_ok, _) = run("docker", &["info", "--format", "{{.ServerVersion}}"]);
-    assert!(
-        docker_ok,
-        "the Docker engine is not reachable: these end-to-end tests need it"
-    );
-    for image in ["registry", "balancer", "gateway", "hello", "echo"] {
-        let (ok, _) = run(
-            "docker",
-            &["image", "inspect", &format!("switchyard/{image}:dev")],
-        );
-        assert!(
-            ok,
-            "image switchyard/{image}:dev is missing: run deploy/build.sh first (the README's test command does)"
-        );
-    }
+    switchyard_e2e::compose::require_images(&["registry", "balancer", "gateway", "hello", "echo"]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -58,21 +58,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(90);
     let compose = Compose::ha(SESSION_TTL, HISTORY);
-    let (docker_ok, _) = run("docker", &["info", "--format", "{{.ServerVersion}}"]);
-    assert!(
-        docker_ok,
-        "the Docker engine is not reachable: this test needs it"
-    );
-    for image in ["registry", "balancer", "gateway", "hello", "echo", "etcd"] {
-        let (ok, _) = run(
-            "docker",
-            &["image", "inspect", &format!("switchyard/{image}:dev")],
-        );
-        assert!(
-            ok,
-            "image switchyard/{image}:dev is missing: run deploy/build.sh first (the README's test command does)"
-        );
-    }
+    switchyard_e2e::compose::require_images(&[
+        "registry", "balancer", "gateway", "hello", "echo", "etcd",
+    ]);
     println!("bringing the HA stack up (project {})", compose.project);
     compose.dc(&["down", "--remove-orphans", "-v"]);
     compose.dc(&["up", "-d"]);
@@ -839,29 +827,14 @@ async fn faults(compose: &Compose, etcd: &Client, length: Duration) -> Vec<Strin
     for (i, kind) in kinds.iter().enumerate() {
         sleep(step / 2).await;
         let what = match i {
-            0 => {
-                let leader = leader().await;
-                let name = leader.unwrap_or("etcd1");
-                blocking_fault(
-                    compose,
-                    name,
-                    &["kill", "-s", "KILL"],
-                    &["start"],
-                    Duration::from_secs(5),
-                )
-                .await;
-                format!("{kind} ({name})")
-            }
-            1 => {
-                let (name, _) = *REPLICAS.choose(&mut rand::rng()).unwrap_or(&REPLICAS[0]);
-                blocking_fault(
-                    compose,
-                    name,
-                    &["kill", "-s", "KILL"],
-                    &["start"],
-                    Duration::from_secs(5),
-                )
-                .await;
+            0 | 1 => {
+                let name = if i == 0 {
+                    leader().await.unwrap_or("etcd1")
+                } else {
+                    REPLICAS.choose(&mut rand::rng()).unwrap_or(&REPLICAS[0]).0
+                };
+                let (kill, start): (&[&str], &[&str]) = (&["kill", "-s", "KILL"], &["start"]);
+                blocking_fault(compose, name, kill, start, Duration::from_secs(5)).await;
                 format!("{kind} ({name})")
             }
             2 => {
