@@ -9,7 +9,8 @@
 //! - GETs go through the gateway all the while;
 //! - faults every ~15 s: the etcd leader killed, a registry replica SIGKILLed,
 //!   a replica paused past its session TTL, an etcd member cut off its
-//!   network, a compaction while watchers are away.
+//!   network, a replica cut off etcd while etcd compacts past it (and
+//!   watchers are away): it must list etcd again (its log says so).
 //!
 //! Then, offline: per watcher, one epoch; revisions never going back; no
 //! event twice; between resets, the deltas are exactly etcd's changes in that
@@ -283,7 +284,7 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
     let watchers: Vec<_> = (0..WATCHERS)
         .map(|n| tokio::spawn(watcher(deadline, n < 3)))
         .collect();
-    let faults = faults(compose, &etcd, length).await;
+    let (faults, relisting) = faults(compose, &etcd, length).await;
 
     let mut histories = Vec::new();
     for w in watchers {
@@ -344,6 +345,16 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
     }
     if let Err(e) = durable {
         violations.push(e);
+    }
+    for name in relisting {
+        // The follower's relist after compaction (and the reset of every
+        // watch it implies) really ran, on the replica that was away.
+        let log = compose.dc(&["logs", "--no-color", name]);
+        if !log.contains("etcd listed again") {
+            violations.push(format!(
+                "{name} was cut off while etcd compacted past it but never listed etcd again"
+            ));
+        }
     }
     if gets.failed > 0 {
         violations.push(format!(
@@ -814,15 +825,22 @@ async fn finish(since: Option<(String, u64)>, head: u64) -> Session {
 
 /// Runs the faults in turn, one every `length / 6`, each healed before the
 /// next; what was done.
-async fn faults(compose: &Compose, etcd: &Client, length: Duration) -> Vec<String> {
+/// Injects the faults; returns what was done and the replicas that must
+/// have listed etcd again (cut off while etcd compacted past them).
+async fn faults(
+    compose: &Compose,
+    etcd: &Client,
+    length: Duration,
+) -> (Vec<String>, Vec<&'static str>) {
     let step = length / 6;
     let mut done = Vec::new();
+    let mut relisting = Vec::new();
     let kinds = [
         "kill the etcd leader",
         "SIGKILL a registry replica",
         "pause a registry replica past its session TTL",
         "cut an etcd member off the network",
-        "compact etcd while watchers are away",
+        "cut a registry replica off etcd and compact while it and watchers are away",
     ];
     for (i, kind) in kinds.iter().enumerate() {
         sleep(step / 2).await;
@@ -845,25 +863,19 @@ async fn faults(compose: &Compose, etcd: &Client, length: Duration) -> Vec<Strin
             }
             3 => {
                 let (name, _) = *ETCD.choose(&mut rand::rng()).unwrap_or(&ETCD[0]);
-                let network = compose.network("control");
-                let id = container(compose, name);
-                let (n, id2) = (network.clone(), id.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    run("docker", &["network", "disconnect", &n, &id2])
-                })
-                .await;
+                let cut = Cut::start(compose, name).await;
                 sleep(Duration::from_secs(5)).await;
-                let alias = name.to_string();
-                let _ = tokio::task::spawn_blocking(move || {
-                    let _ = run(
-                        "docker",
-                        &["network", "connect", "--alias", &alias, &network, &id],
-                    );
-                })
-                .await;
+                cut.heal().await;
                 format!("{kind} ({name})")
             }
             _ => {
+                // Away long enough to be fenced (half its session TTL), so
+                // it watches again from its last revision after etcd
+                // compacted past it: it must list again and reset its
+                // watchers (checked in its log after the run).
+                let (name, _) = *REPLICAS.choose(&mut rand::rng()).unwrap_or(&REPLICAS[0]);
+                let cut = Cut::start(compose, name).await;
+                sleep(Duration::from_secs(u64::from(SESSION_TTL) / 2 + 2)).await;
                 let head = etcd
                     .status()
                     .await
@@ -871,14 +883,60 @@ async fn faults(compose: &Compose, etcd: &Client, length: Duration) -> Vec<Strin
                     .and_then(|s| s.header)
                     .map_or(0, |h| h.revision);
                 let ok = etcd.compact(head).await.is_ok();
-                format!("{kind} (at {head}{})", if ok { "" } else { ", refused" })
+                sleep(Duration::from_secs(1)).await;
+                cut.heal().await;
+                relisting.push(name);
+                format!(
+                    "{kind} ({name}, at {head}{})",
+                    if ok { "" } else { ", refused" }
+                )
             }
         };
         println!("fault: {what}");
         done.push(what);
         sleep(step / 2).await;
     }
-    done
+    (done, relisting)
+}
+
+/// A container cut off the control network (where etcd and the replicas
+/// talk) until [`heal`](Cut::heal) connects it again under its name.
+struct Cut {
+    network: String,
+    id: String,
+    alias: String,
+}
+
+impl Cut {
+    async fn start(compose: &Compose, service: &str) -> Self {
+        let cut = Self {
+            network: compose.network("control"),
+            id: container(compose, service),
+            alias: service.to_string(),
+        };
+        let (n, id) = (cut.network.clone(), cut.id.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || run("docker", &["network", "disconnect", &n, &id]))
+                .await;
+        cut
+    }
+
+    async fn heal(self) {
+        let _ = tokio::task::spawn_blocking(move || {
+            run(
+                "docker",
+                &[
+                    "network",
+                    "connect",
+                    "--alias",
+                    &self.alias,
+                    &self.network,
+                    &self.id,
+                ],
+            )
+        })
+        .await;
+    }
 }
 
 /// The member that is the leader now.

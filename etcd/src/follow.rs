@@ -172,6 +172,14 @@ impl Follower {
         fresh
     }
 
+    /// Drops the watch: the next [`next`](Self::next) watches again from
+    /// the revision after the last reported (for a caller that suspects the
+    /// stream is a dead connection). [`next`](Self::next) may be cancelled
+    /// for this: what it reported is recorded before it returns.
+    pub fn rewatch(&mut self) {
+        self.watch = None;
+    }
+
     /// Whether `header` is older than a header already seen (and so the
     /// member answering is behind the state already reported); records it.
     fn went_back(&mut self, header: i64) -> bool {

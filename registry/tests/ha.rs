@@ -389,3 +389,122 @@ async fn a_replica_that_loses_etcd_is_fenced_then_comes_back() {
     .await;
     stop(a).await;
 }
+
+/// The `registry` binary as a replica on `etcd`, on the real clock.
+struct Replica {
+    child: std::process::Child,
+    grpc: std::net::SocketAddr,
+}
+
+impl Replica {
+    async fn start(etcd: &Cluster, name: &str) -> Self {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+        };
+        let (grpc, http) = (free(), free());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args(["--grpc-listen", &grpc.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .env("SWITCHYARD_STORE", "etcd")
+            .env("SWITCHYARD_ETCD_ENDPOINTS", etcd.endpoints().join(","))
+            .env("SWITCHYARD_ETCD_SESSION_TTL_SECS", "5")
+            .env("SWITCHYARD_REPLICA_NAME", name)
+            .env("SWITCHYARD_REGISTER_TOKENS", REG)
+            .env("SWITCHYARD_OPERATOR_TOKENS", OP)
+            .env("SWITCHYARD_WARM_UP", "0s")
+            .env("SWITCHYARD_DATA_DIR", std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn registry");
+        eventually("the replica answers /readyz", || async {
+            switchyard_runtime::probe::probe(http, "/readyz", Duration::from_secs(1))
+                .await
+                .is_ok()
+        })
+        .await;
+        Self { child, grpc }
+    }
+
+    async fn client(&self) -> pb::registry_client::RegistryClient<tonic::transport::Channel> {
+        pb::registry_client::RegistryClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Item 2 on the real clock: a client registers on one replica, renews on
+/// the other (which adopts its lease) and dies. The first replica's
+/// watcher sees the DELETE one TTL after the last renewal, within a second.
+#[tokio::test]
+async fn a_dead_clients_instances_expire_within_a_second_of_its_ttl_whichever_replica_kept_it() {
+    const TTL: Duration = Duration::from_secs(3);
+    let etcd = etcd().await;
+    let a = Replica::start(&etcd, "a").await;
+    let b = Replica::start(&etcd, "b").await;
+    let mut on_a = a.client().await;
+    let lease = on_a
+        .register(authed(
+            pb::RegisterRequest {
+                lease_id: 0,
+                ttl_seconds: TTL.as_secs() as u32,
+                instances: vec![spec("hello", "h1")],
+            },
+            REG,
+        ))
+        .await
+        .expect("register on a")
+        .into_inner()
+        .lease_id;
+    let mut watch = on_a
+        .watch(pb::WatchRequest {
+            services: vec!["hello".into()],
+            since: None,
+        })
+        .await
+        .expect("watch on a")
+        .into_inner();
+    assert_eq!(snapshot(&next(&mut watch).await).instances.len(), 1);
+
+    // The last renewal, on b: b adopts the lease and keeps its clock.
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(pb::KeepAliveRequest { lease_id: lease })
+        .await
+        .expect("send");
+    let mut answers = b
+        .client()
+        .await
+        .keep_alive(authed(ReceiverStream::new(rx), REG))
+        .await
+        .expect("keepalive on b")
+        .into_inner();
+    let answer = answers.message().await.expect("answer").expect("open");
+    assert_eq!(answer.result(), pb::keep_alive_response::Result::Renewed);
+    let renewed = std::time::Instant::now();
+    drop(tx); // the client dies
+
+    let deleted = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("the delete within 10 s")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(pb::watch_response::Kind::Delta(d)) = &m.kind {
+            assert_eq!(ids(&d.events), [(DELETE, "h1".to_string())]);
+            break renewed.elapsed();
+        }
+    };
+    assert!(
+        deleted >= TTL - Duration::from_millis(100) && deleted <= TTL + Duration::from_secs(1),
+        "deleted {deleted:?} after the last renewal; the TTL is {TTL:?}"
+    );
+}

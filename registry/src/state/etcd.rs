@@ -36,7 +36,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use switchyard_etcd::{Client, Follower, MAX_TXN_OPS, ResetReason, Update, pb};
 use switchyard_runtime::SharedClock;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -87,6 +87,10 @@ pub(super) struct Etcd {
     fenced: AtomicBool,
     /// Writes waiting for the group commit.
     queue: mpsc::Sender<Job>,
+    /// Told when the replica is fenced: the follower's watch may be a dead
+    /// connection, so it watches again from its revision (and relists, if
+    /// etcd compacted past it meanwhile).
+    rewatch: Notify,
 }
 
 /// A write waiting for the group commit.
@@ -132,6 +136,7 @@ impl Registry {
             session: AtomicI64::new(0),
             fenced: AtomicBool::new(true),
             queue,
+            rewatch: Notify::new(),
         };
         etcd.open_session().await?;
         let registry = Self::with_backend(
@@ -695,9 +700,16 @@ fn unavailable(e: switchyard_etcd::Error) -> Error {
 
 /// Applies the follower's updates until shutdown.
 async fn follow(registry: Arc<Registry>, mut follower: Follower, shutdown: CancellationToken) {
+    let Backend::Etcd(etcd) = &registry.backend else {
+        return;
+    };
     loop {
         let update = tokio::select! {
             () = shutdown.cancelled() => return,
+            () = etcd.rewatch.notified() => {
+                follower.rewatch();
+                continue;
+            }
             u = follower.next() => u,
         };
         match update {
@@ -761,6 +773,7 @@ fn fence(registry: &Registry, etcd: &Etcd, why: &str) {
             "fenced: refusing writes and renewals, ending watch streams"
         );
         registry.resets.send_modify(|n| *n += 1);
+        etcd.rewatch.notify_one();
     }
 }
 

@@ -1,20 +1,69 @@
 //! Test support: the real registry in-process on port 0 with a manual clock,
 //! and as a process.
+//!
+//! In the `on_etcd` test binary (or with `SWITCHYARD_TEST_STORE=etcd`)
+//! every registry these suites start runs on its own real etcd (`--store
+//! etcd`, one member) instead of the file store: the same tests on the
+//! second backend, in every `cargo test`.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, ops::Deref, time::Duration};
 
+use switchyard_etcd::testing::Cluster;
 use switchyard_proto::registry::v1::{self as pb, registry_client::RegistryClient};
-use switchyard_registry::Config;
+use switchyard_registry::{Config, StoreKind};
 use switchyard_runtime::ManualClock;
 use tonic::transport::Channel;
 
-pub use switchyard_registry::testing::{Running, config};
+pub use switchyard_registry::testing::config;
 
-pub async fn start(config: Config) -> Running {
-    switchyard_registry::testing::start(config, ManualClock::new())
+/// A registry started by these suites, with the etcd it stores in when
+/// `SWITCHYARD_TEST_STORE=etcd`.
+pub struct Running {
+    inner: switchyard_registry::testing::Running,
+    _etcd: Option<Cluster>,
+}
+
+impl Deref for Running {
+    type Target = switchyard_registry::testing::Running;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+/// Whether these suites run on etcd: in the `on_etcd` test binary (which
+/// holds every suite again), or with `SWITCHYARD_TEST_STORE=etcd`; any
+/// other value than `file` or `etcd` is a mistake worth stopping for.
+pub fn on_etcd() -> bool {
+    let binary = std::env::current_exe().ok();
+    let name = binary
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    match std::env::var("SWITCHYARD_TEST_STORE").as_deref() {
+        Err(_) | Ok("") => name.starts_with("on_etcd"),
+        Ok("file") => false,
+        Ok("etcd") => true,
+        Ok(other) => panic!("SWITCHYARD_TEST_STORE={other}: expected file or etcd"),
+    }
+}
+
+pub async fn start(mut config: Config) -> Running {
+    let etcd = if on_etcd() && config.store == StoreKind::File {
+        let etcd = Cluster::start(1, &[]).await;
+        config.store = StoreKind::Etcd;
+        config.etcd_endpoints = etcd.endpoints();
+        config.replica_name = "r0".into();
+        Some(etcd)
+    } else {
+        None
+    };
+    let inner = switchyard_registry::testing::start(config, ManualClock::new())
         .await
-        .expect("start registry")
+        .expect("start registry");
+    Running { inner, _etcd: etcd }
 }
 
 /// `msg` with `Bearer token` as its `authorization`.
@@ -49,7 +98,10 @@ pub async fn ids_of(r: &Running, service: &str) -> Vec<String> {
 
 /// Stops a registry; it must stop cleanly within 5 s.
 pub async fn stop(r: Running) {
-    r.stop().await.expect("registry stops cleanly within 5 s");
+    r.inner
+        .stop()
+        .await
+        .expect("registry stops cleanly within 5 s");
 }
 
 pub fn spec(service: &str, id: &str) -> pb::InstanceSpec {
