@@ -346,11 +346,14 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
     if let Err(e) = durable {
         violations.push(e);
     }
+    let mut relisted = Vec::new();
     for name in relisting {
         // The follower's relist after compaction (and the reset of every
         // watch it implies) really ran, on the replica that was away.
         let log = compose.dc(&["logs", "--no-color", name]);
-        if !log.contains("etcd listed again") {
+        if log.contains("etcd listed again") {
+            relisted.push(name);
+        } else {
             violations.push(format!(
                 "{name} was cut off while etcd compacted past it but never listed etcd again"
             ));
@@ -365,13 +368,14 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
     println!(
         "{:.0} s: {} writes acknowledged ({write_errors} refused or unanswered, retried elsewhere), \
          {} changes in etcd up to revision {}, {WATCHERS} watchers: {sessions} sessions, {messages} messages, \
-         {resets} reset snapshots; faults: {}; recorder: {} lists, {} duplicate events from etcd dropped; \
-         GETs {} sent, {} failed",
+         {resets} reset snapshots; faults: {}; listed etcd again after compaction: {}; recorder: {} lists, \
+         {} duplicate events from etcd dropped; GETs {} sent, {} failed",
         length.as_secs_f64(),
         acks.len(),
         truth.changes.len(),
         truth.revision,
         faults.join(", "),
+        relisted.join(", "),
         truth.resets.len(),
         truth.duplicates,
         gets.sent,

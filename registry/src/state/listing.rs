@@ -80,6 +80,11 @@ impl Registry {
         }
     }
 
+    /// Whether the warm-up after start is still on (cheap: no listing).
+    pub fn warming_up(&self) -> bool {
+        self.lock().warming
+    }
+
     /// Every service, with counts.
     pub fn list(&self) -> Listing {
         let inner = self.lock();
