@@ -440,8 +440,12 @@ impl ServiceState {
             load: Arc::new(Load::new()),
             breaker: Breaker::default(),
             stats: Stats::default(),
+            // Labelled by service, not endpoint: endpoints come and go with
+            // every deploy, and a series per endpoint grows without bound
+            // (Envoy and Linkerd label by cluster/service too); each
+            // endpoint's figures are on the admin API (`/api/services`).
             attempts: Outcome::ALL.map(|o| {
-                metrics::counter!("switchyard_gateway_upstream_attempts_total", "service" => self.name.to_string(), "endpoint" => id.to_string(), "outcome" => o.name())
+                metrics::counter!("switchyard_gateway_upstream_attempts_total", "service" => self.name.to_string(), "outcome" => o.name())
             }),
         });
         inputs.endpoints.insert(id.to_string(), e.clone());
@@ -560,24 +564,17 @@ impl ServiceState {
     /// This interval's load, for the balancers; resets the counters.
     pub fn report(&self, now: Instant) -> Vec<pb::EndpointLoad> {
         let snap = self.snapshot.load();
-        snap.endpoints
+        let (mut ejected_now, mut in_flight) = (0u32, 0u32);
+        let loads = snap
+            .endpoints
             .iter()
             .zip(&snap.base)
             .map(|(e, b)| {
                 let (requests, failures) = e.stats.take();
                 let ejected = e.breaker.state(now) != BreakerState::Closed
                     || b.balancer_ejected_until.is_some_and(|t| t > now);
-                let labels = [
-                    ("service", self.name.to_string()),
-                    ("endpoint", e.id.to_string()),
-                ];
-                metrics::gauge!("switchyard_gateway_endpoint_ejected", &labels).set(if ejected {
-                    1.0
-                } else {
-                    0.0
-                });
-                metrics::gauge!("switchyard_gateway_endpoint_in_flight", &labels)
-                    .set(f64::from(e.load.in_flight()));
+                ejected_now += u32::from(ejected);
+                in_flight = in_flight.saturating_add(e.load.in_flight());
                 let ejection_remaining = b
                     .balancer_ejected_until
                     .filter(|t| *t > now)
@@ -596,7 +593,16 @@ impl ServiceState {
                     times_ejected: b.times_ejected,
                 }
             })
-            .collect()
+            .collect();
+        // Per service (see `attempts` above for why not per endpoint).
+        let service = self.name.to_string();
+        metrics::gauge!("switchyard_gateway_endpoints", "service" => service.clone())
+            .set(snap.endpoints.len() as f64);
+        metrics::gauge!("switchyard_gateway_endpoints_ejected", "service" => service.clone())
+            .set(f64::from(ejected_now));
+        metrics::gauge!("switchyard_gateway_upstream_in_flight", "service" => service)
+            .set(f64::from(in_flight));
+        loads
     }
 
     /// For the admin page.

@@ -108,6 +108,10 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    // The recorder first: routes keep their metric handles from compile
+    // time, and a handle taken before a recorder exists records nothing
+    // (every route's requests_total was missing from /metrics until this).
+    let _ = runtime_admin::metrics_handle();
     let routes_path = PathBuf::from(&config.routes);
     let file = RoutesFile::load(&routes_path).map_err(|e| config_error("routes", e))?;
     let tls = if config.tls() {

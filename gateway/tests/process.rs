@@ -271,6 +271,25 @@ async fn a_gateway_process_reloads_on_replace_and_sighup_ignores_neighbours_and_
         .expect("response");
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-request-id"], "reload-test-1");
+    // Prometheus series by route and service, never by endpoint (those come
+    // and go with every deploy; their figures are on the admin API).
+    let has = |metrics: &str, name: &str, label: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+    };
+    eventually("the request is counted by route and service", || async {
+        let (_, m) = get(&format!("http://{admin}/metrics")).await;
+        has(&m, "switchyard_gateway_requests_total", "route=\"hello\"")
+            && has(
+                &m,
+                "switchyard_gateway_upstream_attempts_total",
+                "service=\"hello\",outcome=\"success\"} 1",
+            )
+    })
+    .await;
+    let (_, metrics) = get(&format!("http://{admin}/metrics")).await;
+    assert!(!metrics.contains("endpoint=\""), "{metrics}");
     let start = reloads(admin).await;
 
     // Files beside the routes file (the log itself grows here) are not routes.
