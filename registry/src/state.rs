@@ -417,6 +417,22 @@ impl Registry {
     }
 
     /// Waits until this replica has applied `revision` (etcd).
+    /// Before answering that `lease_id` is unknown: waits until this
+    /// replica has applied everything etcd had when asked, so the answer
+    /// is not a lagging follower's (a client that moves here right after
+    /// registering elsewhere would otherwise lose its lease). The file
+    /// store has nothing to wait for.
+    async fn settle_unknown_lease(&self, lease_id: u64) -> Result<(), Error> {
+        let Backend::Etcd(etcd) = &self.backend else {
+            return Ok(());
+        };
+        if self.lock().leases.contains_key(&lease_id) {
+            return Ok(());
+        }
+        let revision = etcd.head(lease_id).await?;
+        self.caught_up(revision).await
+    }
+
     async fn caught_up(&self, revision: u64) -> Result<(), Error> {
         let mut applied = self.applied.subscribe();
         let wait = applied.wait_for(|r| *r >= revision);

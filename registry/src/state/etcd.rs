@@ -487,6 +487,16 @@ impl Etcd {
         Ok((revision, true))
     }
 
+    /// etcd's revision now, read linearizably (one key, `lease_id`'s).
+    pub(super) async fn head(&self, lease_id: u64) -> Result<u64, Error> {
+        let res = self
+            .client
+            .range(&self.lease_key(lease_id), &[], 0)
+            .await
+            .map_err(unavailable)?;
+        Ok(res.header.map_or(0, |h| as_revision(h.revision)))
+    }
+
     fn request(&self, op: Op, session: i64) -> Result<pb::RequestOp, Failed> {
         Ok(match op {
             Op::PutInstance(i) => {

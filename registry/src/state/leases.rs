@@ -46,6 +46,9 @@ impl Registry {
         specs: Vec<InstanceSpec>,
         operator: bool,
     ) -> Result<Registered, Error> {
+        if lease_id != 0 {
+            self.settle_unknown_lease(lease_id).await?;
+        }
         let wall = self.clock.wall();
         let new_id = (lease_id == 0).then(|| self.lock().new_lease_id());
         let ((lease_id, ttl), position) = self
@@ -113,6 +116,7 @@ impl Registry {
     /// lease another replica kept is adopted (its instances stay, with no
     /// delete). Renewing a lease this replica keeps writes nothing.
     pub async fn keep_alive(&self, lease_id: u64) -> Result<Renewal, Error> {
+        self.settle_unknown_lease(lease_id).await?;
         let now = self.clock.now();
         {
             let mut inner = self.lock();
