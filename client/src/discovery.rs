@@ -18,7 +18,7 @@ use switchyard_time::{Backoff, SharedClock};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::connect::Target;
+use crate::{balance::Status, connect::Target};
 
 /// What the cache shows.
 #[derive(Debug, Clone, Default)]
@@ -88,8 +88,7 @@ impl Discovery {
             .unwrap_or_else(|| Arc::new([]))
     }
 
-    /// The instances to send traffic to: SERVING ones, and the brake's
-    /// held ones only when nothing else is.
+    /// The instances to send traffic to (see [`routable`]).
     pub fn routable(&self, service: &str) -> Vec<pb::Instance> {
         routable(&self.instances(service))
     }
@@ -109,20 +108,25 @@ impl Drop for Discovery {
     }
 }
 
-/// SERVING instances not held by the brake; the held ones if that is all.
+/// The share of SERVING instances below which every SERVING one is
+/// routable (panic mode), in percent: the gateway's and the balancer's
+/// default.
+pub const PANIC_THRESHOLD: u32 = 50;
+
+/// The instances to send traffic to, by the rule the balancer and the
+/// gateway use ([`crate::balance::eligible`]): SERVING, not failing their
+/// active health check, not held by the brake; the held ones only when
+/// nothing else is; every SERVING one when fewer than
+/// [`PANIC_THRESHOLD`] percent are routable.
 pub fn routable(instances: &[pb::Instance]) -> Vec<pb::Instance> {
-    let serving = |i: &&pb::Instance| i.state() == pb::State::Serving;
-    let live: Vec<_> = instances
+    let statuses: Vec<Status> = instances.iter().map(Status::of).collect();
+    let eligible = crate::balance::eligible(&statuses, PANIC_THRESHOLD);
+    instances
         .iter()
-        .filter(serving)
-        .filter(|i| !i.expired_held)
-        .cloned()
-        .collect();
-    if live.is_empty() {
-        instances.iter().filter(serving).cloned().collect()
-    } else {
-        live
-    }
+        .zip(eligible.members)
+        .filter(|(_, ok)| *ok)
+        .map(|(i, _)| i.clone())
+        .collect()
 }
 
 // === impl Cache ===
@@ -253,5 +257,70 @@ async fn run(target: Target, mut cache: Cache, clock: SharedClock, stop: Cancell
             () = stop.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, state: pb::State, health: pb::Health, held: bool) -> pb::Instance {
+        pb::Instance {
+            spec: Some(pb::InstanceSpec {
+                instance_id: id.into(),
+                state: state as i32,
+                ..Default::default()
+            }),
+            state: state as i32,
+            health: health as i32,
+            expired_held: held,
+            ..Default::default()
+        }
+    }
+
+    fn ids(instances: &[pb::Instance]) -> Vec<String> {
+        instances
+            .iter()
+            .filter_map(|i| i.spec.as_ref().map(|s| s.instance_id.clone()))
+            .collect()
+    }
+
+    use pb::{Health::*, State::*};
+
+    #[test]
+    fn an_instance_failing_its_active_check_is_not_routable() {
+        let all = [
+            instance("a", Serving, Healthy, false),
+            instance("b", Serving, Unhealthy, false),
+            instance("c", Serving, Unknown, false),
+            instance("d", Draining, Healthy, false),
+        ];
+        assert_eq!(ids(&routable(&all)), ["a", "c"]);
+    }
+
+    #[test]
+    fn below_half_routable_every_serving_instance_is_panic_mode() {
+        let all = [
+            instance("a", Serving, Unhealthy, false),
+            instance("b", Serving, Unhealthy, false),
+            instance("c", Serving, Healthy, false),
+            instance("d", OutOfService, Healthy, false),
+        ];
+        assert_eq!(ids(&routable(&all)), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn held_instances_only_when_nothing_else_is() {
+        let some = [
+            instance("a", Serving, Healthy, true),
+            instance("b", Serving, Healthy, false),
+            instance("c", Serving, Healthy, false),
+        ];
+        assert_eq!(ids(&routable(&some)), ["b", "c"]);
+        let held = [
+            instance("a", Serving, Healthy, true),
+            instance("b", Serving, Healthy, true),
+        ];
+        assert_eq!(ids(&routable(&held)), ["a", "b"]);
     }
 }

@@ -20,6 +20,19 @@ pub struct Status {
     pub held: bool,
 }
 
+impl Status {
+    /// What the registry says of an instance (nothing here ejects it).
+    pub fn of(instance: &switchyard_proto::registry::v1::Instance) -> Self {
+        use switchyard_proto::registry::v1::{Health, State};
+        Self {
+            serving: instance.state() == State::Serving,
+            ejected: false,
+            unhealthy: instance.health() == Health::Unhealthy,
+            held: instance.expired_held,
+        }
+    }
+}
+
 /// The members that may be picked, and whether that is panic mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eligible {
