@@ -7,9 +7,10 @@
 //! revision) followed by [`Update::Events`], each event newer than
 //! everything before it:
 //!
-//! - a stream that breaks is watched again from the revision after the
-//!   last one applied (or the last progress notification), on whichever
-//!   member answers;
+//! - a stream that breaks is watched again from the last revision applied
+//!   (or the last progress notification), on whichever member answers (from
+//!   that revision itself, so that a compaction right after it is reported;
+//!   see `open`);
 //! - compaction past that revision, or a header revision going backwards
 //!   (a member that restored an older snapshot: etcd #15271), lists the
 //!   prefix again and reports a reset;
@@ -69,6 +70,9 @@ pub struct Follower {
     failures: u32,
     /// Duplicated events dropped so far.
     dropped: u64,
+    /// The revision the current watch started at: already reported, so
+    /// its events come again by design (see `open`).
+    replayed: i64,
 }
 
 // === impl Follower ===
@@ -86,6 +90,7 @@ impl Follower {
             pending: None,
             failures: 0,
             dropped: 0,
+            replayed: 0,
         }
     }
 
@@ -163,7 +168,9 @@ impl Follower {
             let rev = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
             // Events of one revision (a transaction) share it.
             if rev < last || (rev == last && rev <= self.revision) {
-                self.dropped += 1;
+                if rev != self.replayed {
+                    self.dropped += 1;
+                }
                 continue;
             }
             last = rev;
@@ -222,21 +229,26 @@ impl Follower {
         }
     }
 
-    /// Opens the watch from the revision after the last reported, with
-    /// backoff after failures (100 ms doubling to 2 s).
+    /// Opens the watch from the last reported revision itself, not the one
+    /// after, with backoff after failures (100 ms doubling to 2 s).
+    ///
+    /// Why not the one after: compacting at revision C removes the
+    /// deletions made at C, yet a watch from C is not told it was
+    /// compacted (only one from below C is). A follower at C - 1 watching
+    /// from C would silently miss those deletes (the HA checker caught a
+    /// replica that kept deleted instances this way). From C - 1 it is
+    /// told, and relists; the events of the reported revision that come
+    /// again are dropped (not counted as etcd's duplicates).
     async fn open(&mut self) -> Result<(), Error> {
         if self.failures > 0 {
             let wait =
                 Duration::from_millis(100 << self.failures.min(5)).min(Duration::from_secs(2));
             tokio::time::sleep(wait).await;
         }
-        match self
-            .client
-            .watch_prefix(&self.prefix, self.revision + 1)
-            .await
-        {
+        match self.client.watch_prefix(&self.prefix, self.revision).await {
             Ok(watch) => {
                 self.failures = 0;
+                self.replayed = self.revision;
                 self.watch = Some(watch);
                 Ok(())
             }

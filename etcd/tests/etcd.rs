@@ -491,3 +491,53 @@ async fn a_follower_keeps_the_exact_state_across_a_killed_member_and_compaction(
     );
     assert_ne!(client.current_endpoint(), pinned, "moved to another member");
 }
+
+/// Compacting at revision C removes the deletes made at C, and a watch from
+/// C is not told about the compaction. A follower at C - 1 whose stream
+/// breaks must still find out (relist), not resume without those deletes.
+#[tokio::test]
+async fn a_follower_behind_a_compaction_of_the_very_next_revision_relists() {
+    use switchyard_etcd::{Follower, ResetReason, Update};
+    let etcd = Cluster::start(1, &[]).await;
+    let writer = etcd.client();
+    for i in 0..3 {
+        writer
+            .put(format!("/s/{i}").as_bytes(), b"v", 0)
+            .await
+            .expect("put");
+    }
+    let mut follower = Follower::new(etcd.client(), b"/s/");
+    let (mut built, mut last) = (Built::new(), 0);
+    let first = follower.next().await.expect("list");
+    apply(&mut built, &first, &mut last);
+
+    // The follower is away (its stream dropped) while /s/0 is deleted at
+    // C = last + 1 and etcd compacts at C.
+    follower.rewatch();
+    let deleted = writer.delete(b"/s/0", b"").await.expect("delete");
+    let c = deleted.header.expect("h").revision;
+    assert_eq!(c, last + 1);
+    writer.compact(c).await.expect("compact");
+    writer.put(b"/s/after", b"x", 0).await.expect("put");
+
+    let target = etcd_state(&writer, b"/s/").await;
+    let target_rev = target.values().map(|v| v.1).max().expect("keys");
+    let mut reasons = Vec::new();
+    while last < target_rev {
+        let update = tokio::time::timeout(Duration::from_secs(10), follower.next())
+            .await
+            .expect("an update within 10 s")
+            .expect("update");
+        if let Update::Reset { reason, .. } = &update {
+            reasons.push(*reason);
+        }
+        apply(&mut built, &update, &mut last);
+    }
+    assert_eq!(built, target, "the follower's state is etcd's: /s/0 gone");
+    assert_eq!(reasons, vec![ResetReason::Compacted]);
+    assert_eq!(
+        follower.dropped(),
+        0,
+        "replaying its own revision is no duplicate"
+    );
+}
