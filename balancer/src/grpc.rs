@@ -11,10 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    config::ServiceConfig,
-    outlier::OutlierConfig,
-    service::{policy_from_pb, proto_duration},
-    state::Balancer,
+    config::ServiceConfig, outlier::OutlierConfig, service::policy_from_pb, state::Balancer,
 };
 
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -282,7 +279,7 @@ impl balancer_server::Balancer for BalancerService {
             .map(|(id, zone, age)| pb::Reporter {
                 reporter_id: id,
                 zone,
-                last_report_age: Some(proto_duration(age)),
+                last_report_age: Some(switchyard_proto::duration(age)),
             })
             .collect();
         Ok(Response::new(pb::GetStatsResponse {

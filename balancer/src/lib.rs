@@ -94,11 +94,7 @@ pub async fn serve(
         grpc_addr,
     )
     .map_err(|e| switchyard_runtime::ConfigError::new("advertise_addr", e))?;
-    let id = if config.instance_id.is_empty() {
-        advertised.clone()
-    } else {
-        config.instance_id.clone()
-    };
+    let id = switchyard_client::instance_id(&config.instance_id, &advertised);
     let balancer = Balancer::new(id.clone(), file, config.report_interval, clock.clone());
     let tokens = Arc::new(Tokens::new(&[], &config.operator_tokens, true));
     if tokens.disabled() {
@@ -129,7 +125,7 @@ pub async fn serve(
         let s = Session::start(target, config.lease_ttl);
         s.register(instance(
             "switchyard-balancer",
-            &sanitize(&id),
+            &id,
             &advertised,
             Protocol::Grpc,
         ));
@@ -162,19 +158,6 @@ pub async fn serve(
             Ok(())
         }
     }
-}
-
-/// Instance ids allow `[A-Za-z0-9._:-]`; an address like `[::1]:7010` does not fit.
-fn sanitize(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || ".-_:".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }
 
 async fn follow_registry(

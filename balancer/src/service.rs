@@ -209,7 +209,9 @@ impl Service {
                         }
                         Reason::SuccessRate => pb::EjectionReason::SuccessRate,
                     } as i32,
-                    remaining: Some(proto_duration(e.until.saturating_duration_since(now))),
+                    remaining: Some(switchyard_proto::duration(
+                        e.until.saturating_duration_since(now),
+                    )),
                     times_ejected: self.detector.times_ejected(&spec.instance_id),
                 });
             endpoints.push(pb::Endpoint {
@@ -274,18 +276,18 @@ impl Service {
             policy: policy_to_pb(self.policy()) as i32,
             outlier_detection: Some(pb::OutlierDetection {
                 consecutive_failures: o.consecutive_failures,
-                base_ejection_time: Some(proto_duration(o.base_ejection_time)),
-                max_ejection_time: Some(proto_duration(o.max_ejection_time)),
+                base_ejection_time: Some(switchyard_proto::duration(o.base_ejection_time)),
+                max_ejection_time: Some(switchyard_proto::duration(o.max_ejection_time)),
                 max_ejection_percent: o.max_ejection_percent,
                 success_rate_minimum_hosts: o.success_rate_minimum_hosts,
                 success_rate_request_volume: u32::try_from(o.success_rate_request_volume)
                     .unwrap_or(u32::MAX),
                 success_rate_stdev_factor: (o.success_rate_stdev_factor * 1000.0) as u32,
-                interval: Some(proto_duration(o.interval)),
+                interval: Some(switchyard_proto::duration(o.interval)),
                 healthy_panic_threshold: o.healthy_panic_threshold,
             }),
             slow_start: Some(pb::SlowStart {
-                window: Some(proto_duration(c.slow_start.window)),
+                window: Some(switchyard_proto::duration(c.slow_start.window)),
                 min_weight_percent: c.slow_start.min_weight_percent,
             }),
             hash_key: c.hash_key.clone(),
@@ -345,14 +347,6 @@ fn comparable(a: &pb::Assignment) -> pb::Assignment {
         }
     }
     a
-}
-
-/// A duration on the wire.
-pub fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
 }
 
 /// A policy on the wire.

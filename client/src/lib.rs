@@ -40,6 +40,25 @@ pub mod pb {
     pub use switchyard_proto::registry::v1::*;
 }
 
+/// The instance id to register: `given`, or, when it is empty, one made
+/// from `address` (ids allow `[A-Za-z0-9._:-]`, and an address such as
+/// `[::1]:7010` does not fit: it becomes `--1-:7010`).
+pub fn instance_id(given: &str, address: &str) -> String {
+    if !given.is_empty() {
+        return given.to_string();
+    }
+    address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_:".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// An instance to register, SERVING, with default weight.
 pub fn instance(
     service: &str,

@@ -7,7 +7,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -167,10 +167,7 @@ impl Session {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Owned> {
-        self.shared
-            .owned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        switchyard_time::sync::lock(&self.shared.owned)
     }
 }
 
@@ -265,7 +262,7 @@ async fn sync(
     lease_id: &mut u64,
 ) -> Result<(), tonic::Status> {
     let (specs, removed, version) = {
-        let mut owned = shared.owned.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut owned = switchyard_time::sync::lock(&shared.owned);
         let removed = std::mem::take(&mut owned.removed);
         (
             owned.specs.values().cloned().collect::<Vec<_>>(),

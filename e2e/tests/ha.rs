@@ -26,6 +26,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use switchyard_time::sync::lock;
 
 use rand::{Rng, seq::IndexedRandom};
 use switchyard_e2e::{
@@ -1016,7 +1017,3 @@ fn heal(compose: &Compose) {
 }
 
 // --- small things ---
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}

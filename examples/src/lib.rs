@@ -85,23 +85,6 @@ pub fn register(
     Ok(Some(session))
 }
 
-/// The instance id to use: the given one, or one made from the address.
-pub fn instance_id(given: &str, address: &str) -> String {
-    if !given.is_empty() {
-        return given.to_string();
-    }
-    address
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || ".-_:".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
 /// The arguments of the small client binaries (`echo-client`,
 /// `echo-via-gateway`): `[URL] [CALLS]`, each with a default. `--help`
 /// prints `usage` and exits 0; another flag, a third argument, a URL

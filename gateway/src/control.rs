@@ -240,10 +240,7 @@ async fn report_loop(gw: Arc<Gateway>, cfg: ControlConfig, shutdown: Cancellatio
             services.iter().flat_map(|s| s.report(now)).collect();
         let report = pb::LoadReport {
             reporter_id: cfg.id.clone(),
-            interval: Some(prost_types::Duration {
-                seconds: cfg.interval.as_secs() as i64,
-                nanos: cfg.interval.subsec_nanos() as i32,
-            }),
+            interval: Some(switchyard_proto::duration(cfg.interval)),
             endpoints,
             zone: cfg.zone.clone(),
         };

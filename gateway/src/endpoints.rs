@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -578,7 +578,7 @@ impl ServiceState {
                 let ejection_remaining = b
                     .balancer_ejected_until
                     .filter(|t| *t > now)
-                    .map(|t| duration_pb(t - now));
+                    .map(|t| switchyard_proto::duration(t - now));
                 pb::EndpointLoad {
                     service: self.name.to_string(),
                     instance_id: e.id.to_string(),
@@ -586,7 +586,9 @@ impl ServiceState {
                     failures: Some(failures),
                     consecutive_failures: e.breaker.consecutive(),
                     in_flight: e.load.in_flight(),
-                    latency_ewma: Some(duration_pb(Duration::from_nanos(e.load.ewma_ns() as u64))),
+                    latency_ewma: Some(switchyard_proto::duration(Duration::from_nanos(
+                        e.load.ewma_ns() as u64,
+                    ))),
                     latency_p50: None,
                     latency_p99: None,
                     ejection_remaining,
@@ -649,13 +651,6 @@ impl ServiceState {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inputs> {
-        self.inputs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-fn duration_pb(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        switchyard_time::sync::lock(&self.inputs)
     }
 }

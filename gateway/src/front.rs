@@ -305,14 +305,11 @@ fn parse(
             // A streamed body, an upgrade or a wait for 100 Continue.
             return Parsed::Handoff;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive |= version == Version::HTTP_10;
-                }
-            }
+            crate::headers::connection_keep_alive(
+                h.value,
+                version == Version::HTTP_10,
+                &mut keep_alive,
+            );
         } else if name.eq_ignore_ascii_case(b"te") {
             trailers |= h
                 .value

@@ -500,14 +500,11 @@ fn parse_head(
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
             );
         } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive |= version == Version::HTTP_10;
-                }
-            }
+            crate::headers::connection_keep_alive(
+                value.as_bytes(),
+                version == Version::HTTP_10,
+                &mut keep_alive,
+            );
         }
         headers.append(name, value);
     }
@@ -568,21 +565,10 @@ fn raw_plan(
 
 /// Whether an answer's field is one the gateway takes out or replaces
 /// (hop-by-hop fields, and `x-request-id`), so that its head cannot pass as
-/// it came. By length first: most names are ruled out with no byte
-/// compared (nine case-blind comparisons per field were ~130 instructions
-/// per answer).
+/// it came.
 fn taken_out(name: &[u8]) -> bool {
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-    match name.len() {
-        2 => is(b"te"),
-        7 => is(b"trailer") || is(b"upgrade"),
-        10 => is(b"connection") || is(b"keep-alive"),
-        12 => is(b"x-request-id"),
-        16 => is(b"proxy-connection"),
-        17 => is(b"transfer-encoding"),
-        19 => is(b"proxy-authorization"),
-        _ => false,
-    }
+    crate::headers::is_hop_by_hop_name(name)
+        || (name.len() == 12 && name.eq_ignore_ascii_case(b"x-request-id"))
 }
 
 /// The answer with its header lines kept as they came; its head is split

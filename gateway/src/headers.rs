@@ -127,14 +127,41 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 fn is_hop_by_hop(n: &HeaderName) -> bool {
-    n == header::CONNECTION
-        || n == header::UPGRADE
-        || n == header::TE
-        || n == header::TRAILER
-        || n == header::TRANSFER_ENCODING
-        || n == header::PROXY_AUTHORIZATION
-        || n == KEEP_ALIVE
-        || n == PROXY_CONNECTION
+    is_hop_by_hop_name(n.as_str().as_bytes())
+}
+
+/// Whether a field name (any case) is hop-by-hop: `Connection`, `Upgrade`,
+/// `TE`, `Trailer`, `Transfer-Encoding`, `Proxy-Authorization`, `Keep-Alive`
+/// and `Proxy-Connection`; the one list for the header map and for the raw
+/// header lines of [`crate::h1`]. By length first: most names are ruled out
+/// with no byte compared (nine case-blind comparisons per field were ~130
+/// instructions per answer).
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
+}
+
+/// Reads a `Connection` value's tokens into whether the connection stays
+/// open after this message: `close` ends it, `keep-alive` keeps an
+/// HTTP/1.0 one (HTTP/1.1 stays open unless told). Client and upstream
+/// heads are read by the same rule.
+pub fn connection_keep_alive(value: &[u8], http10: bool, keep_alive: &mut bool) {
+    for token in value.split(|b| *b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            *keep_alive = false;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            *keep_alive |= http10;
+        }
+    }
 }
 
 /// The headers the gateway sets on every request it forwards:

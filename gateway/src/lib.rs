@@ -155,20 +155,7 @@ pub async fn serve(
         http_addr,
     )
     .map_err(|e| config_error("advertise_addr", e))?;
-    let id = if config.instance_id.is_empty() {
-        advertised
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || ".-_:".contains(c) {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect()
-    } else {
-        config.instance_id.clone()
-    };
+    let id = switchyard_client::instance_id(&config.instance_id, &advertised);
     let token = (!config.registry_token.is_empty()).then_some(config.registry_token.as_str());
     let target = Target::new(&config.registry, token).map_err(|e| config_error("registry", e))?;
     let balancer_token = if config.balancer_token.is_empty() {

@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -69,7 +69,7 @@ impl RateLimiter {
     /// long until one is available.
     pub fn acquire(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let key = if self.per_client { key } else { "" };
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = switchyard_time::sync::lock(&self.buckets);
         if buckets.len() >= MAX_CLIENT_BUCKETS && !buckets.contains_key(key) {
             let oldest = buckets
                 .iter()

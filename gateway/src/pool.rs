@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hash, Hasher},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -29,6 +29,7 @@ use crate::{
     h1,
     upstream::{Reach, UpstreamBody},
 };
+use switchyard_time::sync::lock;
 
 /// Idle connections kept per address; more are closed when given back.
 const MAX_IDLE_PER_ADDRESS: usize = 1024;
@@ -325,7 +326,7 @@ impl H1Pool {
     /// endpoint once per report interval).
     pub fn sweep_direct(&self, key: &PoolKey) {
         let now = Instant::now();
-        lock_direct(&key.direct).retain_mut(|p| !p.expired(now) && p.conn.is_reusable());
+        lock(&key.direct.0).retain_mut(|p| !p.expired(now) && p.conn.is_reusable());
     }
 
     /// Idle hyper connections per address.
@@ -340,16 +341,8 @@ impl H1Pool {
     /// Idle direct connections per address.
     #[cfg(test)]
     fn idle_direct(&self, key: &PoolKey) -> usize {
-        lock_direct(&key.direct).len()
+        lock(&key.direct.0).len()
     }
-}
-
-fn lock(idle: &Mutex<Idle>) -> std::sync::MutexGuard<'_, Idle> {
-    idle.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock_direct(idle: &DirectIdle) -> std::sync::MutexGuard<'_, Vec<Parked<h1::Conn>>> {
-    idle.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // === impl Idle ===
@@ -379,7 +372,7 @@ impl<C> Parked<C> {
 impl h1::Reuse for ParkDirect {
     fn reuse(self, conn: h1::Conn) {
         let now = self.sent;
-        let mut idle = lock_direct(&self.idle);
+        let mut idle = lock(&self.idle.0);
         // The oldest are at the bottom: those past the idle timeout go.
         let expired = idle.iter().take_while(|p| p.expired(now)).count();
         idle.drain(..expired);
@@ -414,7 +407,7 @@ impl Inner {
 
     /// The newest idle direct connection that is still open and fresh.
     fn checkout_direct(&self, key: &PoolKey, now: Instant) -> Option<h1::Conn> {
-        let mut idle = lock_direct(&key.direct);
+        let mut idle = lock(&key.direct.0);
         while let Some(mut p) = idle.pop() {
             if p.expired(now) {
                 // The rest are older still.

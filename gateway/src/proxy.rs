@@ -112,7 +112,7 @@ struct Served {
 /// Metric handles for requests no route matched.
 fn unmatched() -> &'static crate::routes::RouteMetrics {
     static UNMATCHED: std::sync::OnceLock<crate::routes::RouteMetrics> = std::sync::OnceLock::new();
-    UNMATCHED.get_or_init(|| crate::routes::RouteMetrics::new("none"))
+    UNMATCHED.get_or_init(|| crate::routes::RouteMetrics::new(crate::routes::UNMATCHED))
 }
 
 /// Who is on the other end of a connection.
@@ -257,18 +257,10 @@ impl Gateway {
 
     /// The service's state, created (and announced) on first use.
     pub fn service(&self, name: &str) -> Arc<ServiceState> {
-        if let Some(s) = self
-            .services
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-        {
+        if let Some(s) = switchyard_time::sync::read(&self.services).get(name) {
             return s.clone();
         }
-        let mut map = self
-            .services
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = switchyard_time::sync::write(&self.services);
         let s = map
             .entry(Arc::from(name))
             .or_insert_with(|| {
@@ -287,9 +279,7 @@ impl Gateway {
 
     /// Every service in use.
     pub fn services(&self) -> Vec<Arc<ServiceState>> {
-        self.services
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        switchyard_time::sync::read(&self.services)
             .values()
             .cloned()
             .collect()
@@ -416,7 +406,7 @@ impl Gateway {
         if parts.method == Method::TRACE && !m.route.spec.allow_trace {
             return fail(GatewayError::MethodNotAllowed);
         }
-        let default_rule = Arc::ptr_eq(&m.route, &table.default_route);
+        let default_rule = m.default_rule;
         if default_rule && !self.known_default_service(&m.service, table.default_rule_max_services)
         {
             return fail(GatewayError::UnknownService);
@@ -567,10 +557,7 @@ impl Gateway {
         if !known {
             return false;
         }
-        let map = self
-            .services
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = switchyard_time::sync::read(&self.services);
         map.contains_key(service) || map.len() < cap + self.routes.load().routes.len()
     }
 
@@ -1069,6 +1056,9 @@ fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
     let half = ceiling / 2;
     half + rand::rng().random_range(Duration::ZERO..=half)
 }
+
+#[cfg(test)]
+mod admission;
 
 #[cfg(test)]
 mod tests {

@@ -253,8 +253,11 @@ pub struct RouteTable {
 /// What matched a request.
 #[derive(Debug, Clone)]
 pub struct Matched {
-    /// The route.
+    /// The route (for the default rule, its shared state).
     pub route: Arc<Route>,
+    /// Whether the default rule matched, not a route of the file (a route
+    /// of the file is never taken for it, whatever its name).
+    pub default_rule: bool,
     /// The service (for the default rule, from the path).
     pub service: Arc<str>,
     /// Bytes of the path the route's prefix matched (for strip and rewrite).
@@ -311,11 +314,24 @@ impl RoutesFile {
             if !names.insert(r.name.clone()) {
                 return Err(format!("{at}.name: appears twice"));
             }
+            if r.name.starts_with('<') {
+                return Err(format!(
+                    "{at}.name: may not start with '<' (kept for {DEFAULT_RULE} and {UNMATCHED})"
+                ));
+            }
             check(r).map_err(|e| format!("{at}.{e}"))?;
         }
         Ok(file)
     }
 }
+
+/// The route name of the default rule in metrics, logs and the admin API.
+/// No route of the file can share it (names starting with `<` are
+/// refused), so a route the user named `default` keeps series of its own.
+pub const DEFAULT_RULE: &str = "<default rule>";
+
+/// The route name of requests no route matched, likewise kept apart.
+pub const UNMATCHED: &str = "<none>";
 
 /// The longest `timeout` and `per_try_timeout` a route may have.
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -547,7 +563,7 @@ impl RouteTable {
             })
             .collect();
         let default_spec = RouteSpec {
-            name: "default".into(),
+            name: DEFAULT_RULE.into(),
             service: "default".into(),
             strip_prefix: true,
             timeout: Duration::from_secs(15),
@@ -583,6 +599,7 @@ impl RouteTable {
         for route in &self.routes {
             if let Some(prefix_len) = route.matches(method, host, path, headers) {
                 return Some(Matched {
+                    default_rule: false,
                     service: route.service.clone(),
                     route: route.clone(),
                     prefix_len,
@@ -598,6 +615,7 @@ impl RouteTable {
         // never reached this way: only a route can name them.
         let own = service.starts_with("switchyard-");
         (valid_service(service) && !own).then(|| Matched {
+            default_rule: true,
             route: self.default_route.clone(),
             service: Arc::from(service),
             prefix_len: self.default_rule_prefix.len() + service.len(),

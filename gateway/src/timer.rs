@@ -14,13 +14,14 @@
 use std::{
     pin::Pin,
     sync::{
-        Arc, Mutex, PoisonError, Weak,
+        Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
+use switchyard_time::sync::lock;
 use tokio::sync::Notify;
 
 /// How late a deadline may fire.
@@ -111,10 +112,6 @@ impl hyper::rt::Timer for Coarse {
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         Box::pin(Coarse::sleep_until(self, deadline))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // === impl Inner ===

@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -48,7 +48,7 @@ impl Checks {
 
     /// Starts, restarts or stops the check of `key` to match `spec`.
     pub(crate) fn sync(&self, key: &Key, spec: Option<Arc<InstanceSpec>>) {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = switchyard_time::sync::lock(&self.running);
         if let (Some((current, _)), Some(next)) = (running.get(key), &spec) {
             if current.address == next.address && current.health_check == next.health_check {
                 return;
@@ -73,7 +73,7 @@ impl Checks {
 
     /// Stops every check.
     pub(crate) fn stop_all(&self) {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = switchyard_time::sync::lock(&self.running);
         for (_, (_, handle)) in running.drain() {
             handle.abort();
         }

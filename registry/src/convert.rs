@@ -232,13 +232,6 @@ fn health_to_pb(h: Health) -> pb::Health {
     }
 }
 
-fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn check_to_pb(h: &HealthCheck) -> pb::HealthCheck {
     let kind = match &h.kind {
         CheckKind::Grpc { service } => pb::health_check::Kind::Grpc(pb::GrpcHealthCheck {
@@ -251,8 +244,8 @@ fn check_to_pb(h: &HealthCheck) -> pb::HealthCheck {
     };
     pb::HealthCheck {
         kind: Some(kind),
-        interval: Some(proto_duration(h.interval)),
-        timeout: Some(proto_duration(h.timeout)),
+        interval: Some(switchyard_proto::duration(h.interval)),
+        timeout: Some(switchyard_proto::duration(h.timeout)),
         unhealthy_threshold: h.unhealthy_threshold,
         healthy_threshold: h.healthy_threshold,
     }

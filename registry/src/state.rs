@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    sync::{Arc, Mutex, MutexGuard, Weak},
     time::{Duration, Instant},
 };
 
@@ -447,7 +447,7 @@ impl Registry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every mutation completes before the guard drops; a panic in one
         // would be a bug, and the maps stay consistent enough to serve reads.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        switchyard_time::sync::lock(&self.inner)
     }
 }
 

@@ -14,6 +14,7 @@ use std::{
 };
 
 use crate::model::{Key, Override};
+use switchyard_time::sync::lock;
 
 /// Where operator overrides live.
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -150,10 +151,6 @@ impl Store for FileStore {
         }
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeSet,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
 };
 
 /// Shared readiness state; clones share it. The default waits for nothing
@@ -68,7 +68,7 @@ impl Readiness {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is two plain fields; a panic elsewhere cannot leave it torn.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        switchyard_time::sync::lock(&self.inner)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::{
     cell::RefCell,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
 };
@@ -122,7 +122,7 @@ impl Picker {
     /// nginx's smooth weighted round robin: every eligible member gains its
     /// weight, the richest is picked and pays the total.
     fn smooth_wrr(&self, eligible: &impl Fn(usize) -> bool) -> Option<usize> {
-        let mut current = self.smooth.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = switchyard_time::sync::lock(&self.smooth);
         let mut total = 0.0;
         let mut best: Option<usize> = None;
         for (i, m) in self.members.iter().enumerate() {

@@ -163,7 +163,7 @@ fn main() -> ExitCode {
             local.port(),
             local,
         )?;
-        let instance = switchyard_examples::instance_id(&c.instance_id, &advertised);
+        let instance = switchyard_client::instance_id(&c.instance_id, &advertised);
         let faults = Arc::new(Faults::new(
             c.latency,
             c.latency_jitter,

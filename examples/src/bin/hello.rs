@@ -123,7 +123,7 @@ fn main() -> ExitCode {
             local.port(),
             local,
         )?;
-        let instance = switchyard_examples::instance_id(&c.instance_id, &advertised);
+        let instance = switchyard_client::instance_id(&c.instance_id, &advertised);
         let app = Arc::new(App {
             instance: instance.clone(),
             faults: Faults::new(c.latency, c.latency_jitter, c.fail_rate, c.exit_after),

@@ -142,6 +142,23 @@ fn first_match_in_file_order_with_every_matcher() {
 }
 
 #[test]
+fn a_route_named_default_is_a_route_of_the_file() {
+    let t = table(
+        "default_rule = true\n[[route]]\nname = \"default\"\nservice = \"a\"\npath_prefix = \"/a/\"\n",
+    );
+    let m = t
+        .find(&Method::GET, "h", "/a/x", &HeaderMap::new())
+        .expect("the route");
+    assert!(!m.default_rule);
+    assert_eq!((&*m.route.name, &*m.service), ("default", "a"));
+    let m = t
+        .find(&Method::GET, "h", "/b/x", &HeaderMap::new())
+        .expect("the default rule");
+    assert!(m.default_rule);
+    assert_eq!((&*m.route.name, &*m.service), (DEFAULT_RULE, "b"));
+}
+
+#[test]
 fn strip_and_rewrite_prefixes() {
     let t = table(
         r#"
@@ -236,6 +253,10 @@ fn bad_files_are_refused_with_the_route_and_key() {
         (
             "[[route]]\nname = \"x\"\nservice = \"a\"\n[[route]]\nname = \"x\"\nservice = \"b\"\n",
             "twice",
+        ),
+        (
+            "[[route]]\nname = \"<default rule>\"\nservice = \"a\"\n",
+            "route[0] (<default rule>).name: may not start with '<'",
         ),
     ] {
         let err = RoutesFile::parse(text).expect_err(text);
