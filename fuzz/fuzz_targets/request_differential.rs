@@ -1,5 +1,5 @@
 //! Where does a request end? The gateway's own HTTP/1.1 path
-//! (`front::read_head`, request after request) against hyper's server (as
+//! (`http1::server::read_head`, request after request) against hyper's server (as
 //! the gateway runs it after a hand-off, and as most Rust backends do) on
 //! the same bytes. Wherever both take a request, they must agree on its
 //! method, target, fields and body, request for request: a disagreement
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use libfuzzer_sys::fuzz_target;
-use switchyard_gateway::front::{HeadRead, read_head};
+use switchyard_gateway::http1::server::{HeadRead, read_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: usize = 64 * 1024;

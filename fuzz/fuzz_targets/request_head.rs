@@ -1,5 +1,5 @@
 //! The gateway's HTTP/1.1 request head parser and body framing
-//! (`front::read_head`), then the authority and path every request is
+//! (`http1::server::read_head`), then the authority and path every request is
 //! routed by. Checks: no panic; a request's framing is the one RFC 9112
 //! gives its fields (a streamed body, upgrade or HTTP/2 is never taken as
 //! a request of this path); the authority is `host [":" port]`; the path's
@@ -9,17 +9,17 @@
 
 use http::header;
 use libfuzzer_sys::fuzz_target;
-use switchyard_gateway::{authority::Authority, front, path};
+use switchyard_gateway::{authority::Authority, http1::server, path};
 
 const LIMIT: usize = 64 * 1024;
 
 fuzz_target!(|bytes: &[u8]| {
-    let front::HeadRead::Request {
+    let server::HeadRead::Request {
         head,
         body,
         keep_alive: _,
         parts,
-    } = front::read_head(bytes, LIMIT, LIMIT)
+    } = server::read_head(bytes, LIMIT, LIMIT)
     else {
         return;
     };

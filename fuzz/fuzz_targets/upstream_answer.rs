@@ -1,5 +1,5 @@
 //! The gateway's upstream HTTP/1.1 answer parser and body decoder
-//! (`h1::Conn`), over a real loopback connection whose far end sends the
+//! (`http1::client::Conn`), over a real loopback connection whose far end sends the
 //! fuzz input and closes. Checks: no panic; a body never holds more bytes
 //! than were sent; a connection is offered for reuse only after an answer
 //! that ended on its framing (length or last chunk) with nothing after it.
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, uri::Authority, uri::PathAndQuery};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use switchyard_gateway::h1::{Conn, RequestHead, Reuse};
+use switchyard_gateway::http1::client::{Conn, RequestHead, Reuse};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,

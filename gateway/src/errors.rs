@@ -39,11 +39,11 @@ pub enum GatewayError {
 
 // === impl GatewayError ===
 
-impl From<crate::upstream::BodyFault> for GatewayError {
-    fn from(fault: crate::upstream::BodyFault) -> Self {
+impl From<crate::body::BodyFault> for GatewayError {
+    fn from(fault: crate::body::BodyFault) -> Self {
         match fault {
-            crate::upstream::BodyFault::TooLarge => Self::BodyTooLarge,
-            crate::upstream::BodyFault::Malformed => {
+            crate::body::BodyFault::TooLarge => Self::BodyTooLarge,
+            crate::body::BodyFault::Malformed => {
                 Self::BadRequest("malformed or incomplete request body")
             }
         }

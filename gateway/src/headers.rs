@@ -77,7 +77,8 @@ impl Scan {
             }
         }
         s.grpc = content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        s.content_length = content_length.and_then(|v| crate::h1::content_length(v.as_bytes()));
+        s.content_length =
+            content_length.and_then(|v| crate::http1::codec::content_length(v.as_bytes()));
         s
     }
 }
@@ -133,7 +134,7 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 /// Whether a field name (any case) is hop-by-hop: `Connection`, `Upgrade`,
 /// `TE`, `Trailer`, `Transfer-Encoding`, `Proxy-Authorization`, `Keep-Alive`
 /// and `Proxy-Connection`; the one list for the header map and for the raw
-/// header lines of [`crate::h1`]. By length first: most names are ruled out
+/// header lines of [`crate::http1::client`]. By length first: most names are ruled out
 /// with no byte compared (nine case-blind comparisons per field were ~130
 /// instructions per answer).
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
@@ -149,27 +150,12 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
     }
 }
 
-/// Reads a `Connection` value's tokens into whether the connection stays
-/// open after this message: `close` ends it, `keep-alive` keeps an
-/// HTTP/1.0 one (HTTP/1.1 stays open unless told). Client and upstream
-/// heads are read by the same rule.
-pub fn connection_keep_alive(value: &[u8], http10: bool, keep_alive: &mut bool) {
-    for token in value.split(|b| *b == b',') {
-        let token = token.trim_ascii();
-        if token.eq_ignore_ascii_case(b"close") {
-            *keep_alive = false;
-        } else if token.eq_ignore_ascii_case(b"keep-alive") {
-            *keep_alive |= http10;
-        }
-    }
-}
-
 /// The headers the gateway sets on every request it forwards:
 /// `X-Forwarded-For` (the client appended), `-Proto`, `-Host` (the client's
 /// if it sent one), the request id and `traceparent` (kept if valid, else a
 /// new trace). Worked out in one pass over the client's headers and kept
 /// apart from them: the direct HTTP/1.1 path writes them straight into the
-/// request head ([`crate::h1`]), and only hyper's path inserts them into a
+/// request head ([`crate::http1::client`]), and only hyper's path inserts them into a
 /// header map ([`Added::apply`]). Hashed map lookups and inserts of these
 /// five custom names were a tenth of the gateway's CPU per request.
 #[derive(Debug, Clone)]

@@ -17,22 +17,22 @@
 
 pub mod admin;
 pub mod authority;
+pub mod body;
 pub mod breaker;
 pub mod config;
 pub mod control;
 pub mod cors;
 pub mod endpoints;
 pub mod errors;
-pub mod front;
-pub mod h1;
 pub mod headers;
+pub mod http1;
 pub mod limits;
+pub mod listener;
 pub mod path;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod routes;
-pub mod server;
 pub mod testing;
 pub mod timer;
 pub mod upstream;
@@ -51,9 +51,9 @@ use crate::{
     breaker::BreakerConfig,
     control::ControlConfig,
     endpoints::ServiceSettings,
+    http1::server::ConnSettings,
     proxy::{Gateway, Limits},
     routes::{RouteTable, RoutesFile},
-    server::ConnSettings,
     upstream::Upstream,
 };
 
@@ -115,7 +115,7 @@ pub async fn serve(
     let routes_path = PathBuf::from(&config.routes);
     let file = RoutesFile::load(&routes_path).map_err(|e| config_error("routes", e))?;
     let tls = if config.tls() {
-        Some(server::tls_acceptor(&config.tls_cert, &config.tls_key)?)
+        Some(listener::tls_acceptor(&config.tls_cert, &config.tls_key)?)
     } else {
         None
     };
@@ -216,7 +216,7 @@ pub async fn serve(
         max_header_bytes: config.max_header_bytes,
     };
     let accept_stop = CancellationToken::new();
-    let mut servers = vec![tokio::spawn(server::serve(
+    let mut servers = vec![tokio::spawn(listener::serve(
         gw.clone(),
         listeners.http,
         None,
@@ -225,7 +225,7 @@ pub async fn serve(
         config.drain_timeout,
     ))];
     if let Some(https) = listeners.https {
-        servers.push(tokio::spawn(server::serve(
+        servers.push(tokio::spawn(listener::serve(
             gw.clone(),
             https,
             tls,

@@ -13,7 +13,7 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::routes::RateLimitSpec;
+use crate::routes::file::RateLimitSpec;
 
 /// Most client buckets kept per route; the idlest go first beyond it.
 const MAX_CLIENT_BUCKETS: usize = 10_000;

@@ -25,11 +25,19 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 
-use crate::{
-    h1,
-    upstream::{Reach, UpstreamBody},
-};
+use crate::{body::UpstreamBody, http1::client};
 use switchyard_time::sync::lock;
+
+/// Whether a failed attempt provably never reached the upstream, so that
+/// retrying it is safe whatever the method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Connect error or timeout, refused stream, or a pooled connection that
+    /// closed before the request was written.
+    Never,
+    /// It may have reached the upstream.
+    Maybe,
+}
 
 /// Idle connections kept per address; more are closed when given back.
 const MAX_IDLE_PER_ADDRESS: usize = 1024;
@@ -74,7 +82,7 @@ pub struct PoolKey {
 /// endpoint leaves the view, or when found closed or expired at a checkout,
 /// a park or a sweep ([`H1Pool::sweep_direct`]).
 #[derive(Debug, Default)]
-struct DirectIdle(Mutex<Vec<Parked<h1::Conn>>>);
+struct DirectIdle(Mutex<Vec<Parked<client::Conn>>>);
 
 /// Passes a [`PoolKey`]'s stored hash through.
 #[derive(Debug, Default)]
@@ -89,7 +97,7 @@ struct Parked<C> {
 }
 
 /// Parks a direct connection again once its response body has been read
-/// (see [`h1::Reuse`]).
+/// (see [`client::Reuse`]).
 #[derive(Debug)]
 pub struct ParkDirect {
     idle: Arc<DirectIdle>,
@@ -101,7 +109,7 @@ pub struct ParkDirect {
 }
 
 /// A response read over a direct connection.
-pub type DirectResponse = Response<h1::ResponseBody<ParkDirect>>;
+pub type DirectResponse = Response<client::ResponseBody<ParkDirect>>;
 
 /// A connection lent for one request: [`GiveBack::complete`] parks it for
 /// the next one; dropping it instead closes the connection (a response
@@ -135,7 +143,7 @@ pub enum SendError {
     },
     /// A direct connection failed, or its answer was not HTTP/1.1.
     #[error("{0}")]
-    Direct(h1::RequestError),
+    Direct(client::RequestError),
 }
 
 // === impl PoolKey ===
@@ -291,7 +299,7 @@ impl H1Pool {
     pub async fn send_direct(
         &self,
         key: &PoolKey,
-        head: h1::RequestHead<'_>,
+        head: client::RequestHead<'_>,
         body: &Bytes,
         now: Instant,
     ) -> Result<DirectResponse, SendError> {
@@ -301,7 +309,7 @@ impl H1Pool {
                 Some(c) => c,
                 None => {
                     reused = false;
-                    h1::Conn::new(self.inner.tcp(&key.authority).await?)
+                    client::Conn::new(self.inner.tcp(&key.authority).await?)
                 }
             };
             let park = ParkDirect {
@@ -369,8 +377,8 @@ impl<C> Parked<C> {
     }
 }
 
-impl h1::Reuse for ParkDirect {
-    fn reuse(self, conn: h1::Conn) {
+impl client::Reuse for ParkDirect {
+    fn reuse(self, conn: client::Conn) {
         let now = self.sent;
         let mut idle = lock(&self.idle.0);
         // The oldest are at the bottom: those past the idle timeout go.
@@ -406,7 +414,7 @@ impl Inner {
     }
 
     /// The newest idle direct connection that is still open and fresh.
-    fn checkout_direct(&self, key: &PoolKey, now: Instant) -> Option<h1::Conn> {
+    fn checkout_direct(&self, key: &PoolKey, now: Instant) -> Option<client::Conn> {
         let mut idle = lock(&key.direct.0);
         while let Some(mut p) = idle.pop() {
             if p.expired(now) {
@@ -446,7 +454,7 @@ impl Inner {
         // Answer heads are bounded as on the direct path: hyper refuses a
         // head that does not fit its read buffer.
         let (sender, conn) = http1::Builder::new()
-            .max_buf_size(h1::MAX_HEAD)
+            .max_buf_size(crate::http1::codec::MAX_HEAD)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Connect {
@@ -689,11 +697,11 @@ mod tests {
         }
     }
 
-    fn direct_head(key: &PoolKey) -> h1::RequestHead<'_> {
+    fn direct_head(key: &PoolKey) -> client::RequestHead<'_> {
         static HEADERS: std::sync::LazyLock<http::HeaderMap> =
             std::sync::LazyLock::new(http::HeaderMap::new);
         static PATH: http::uri::PathAndQuery = http::uri::PathAndQuery::from_static("/");
-        h1::RequestHead {
+        client::RequestHead {
             method: &http::Method::GET,
             path: &PATH,
             headers: &HEADERS,

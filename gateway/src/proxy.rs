@@ -26,15 +26,16 @@ use tokio::sync::Notify;
 
 use crate::{
     authority::Authority,
+    body::{BodyFault, FaultSlot, RequestBody, UpstreamBody, upstream_body},
     endpoints::{Endpoint, Outcome, ServiceSettings, ServiceState},
     errors::GatewayError,
-    h1, headers,
+    headers,
+    http1::client,
+    pool::Reach,
     pool::{GiveBack, ParkDirect},
     routes::{HashKey, Matched, RouteTable, upstream_path},
     timer::Sleep,
-    upstream::{
-        BodyFault, FaultSlot, Reach, RequestBody, Upstream, UpstreamBody, reach, upstream_body,
-    },
+    upstream::{Upstream, reach},
 };
 
 /// A response body: an upstream's (counted in flight until it ends) or ours.
@@ -57,7 +58,7 @@ enum Upstreamed {
     Hyper(Incoming, Option<GiveBack>),
     /// Read by this task from a direct HTTP/1.1 connection ([`crate::h1`]),
     /// which parks the connection itself.
-    Direct(h1::ResponseBody<ParkDirect>),
+    Direct(client::ResponseBody<ParkDirect>),
 }
 
 /// A request body as the client connection delivers it.
@@ -143,7 +144,7 @@ struct Attempt<'a> {
     body: Option<RequestBody>,
     /// The answer goes to the gateway's own HTTP/1.1 writer and nothing on
     /// the way reads its headers (no gRPC status, no CORS): a direct
-    /// answer's header lines may pass as they came ([`h1::RawFields`]).
+    /// answer's header lines may pass as they came ([`client::RawFields`]).
     raw_answer: bool,
 }
 
@@ -214,7 +215,7 @@ impl Drop for Tracked {
 
 impl Tracked {
     /// The header lines of a direct answer, if they pass as they came.
-    pub fn raw_fields(&self) -> Option<&h1::RawFields> {
+    pub fn raw_fields(&self) -> Option<&client::RawFields> {
         match &self.inner {
             Upstreamed::Direct(body) => body.raw_fields(),
             Upstreamed::Hyper(..) => None,
@@ -502,7 +503,7 @@ impl Gateway {
             Inbound::Streamed(body) => {
                 ready = None;
                 let slot = fault.insert(FaultSlot::default());
-                match crate::upstream::take_ready(
+                match crate::body::take_ready(
                     body,
                     self.limits.replay,
                     limit,
@@ -760,7 +761,7 @@ impl Gateway {
         let exchange = std::pin::pin!(async {
             match outgoing {
                 Outgoing::Direct(body) => {
-                    let head = h1::RequestHead {
+                    let head = client::RequestHead {
                         method: &attempt.parts.method,
                         path: attempt.path,
                         headers: &attempt.parts.headers,

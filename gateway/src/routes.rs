@@ -1,142 +1,20 @@
-//! The routes file: parsed, checked, compiled into a table tried in file
-//! order (first match wins), with per-route state that survives reloads of
-//! unchanged routes.
+//! The route table: the routes file ([`RoutesFile`], checked in `file.rs`)
+//! compiled into routes tried in file order (first match wins), with
+//! per-route state that survives reloads of unchanged routes.
 
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, BTreeSet},
-    path::Path,
-    sync::Arc,
-    time::Duration,
-};
+use std::{borrow::Cow, collections::BTreeSet, sync::Arc, time::Duration};
 
 use http::{HeaderMap, Method};
 use regex::Regex;
-use serde::{Deserialize, Serialize};
-use switchyard_runtime::settings::duration;
 
 use crate::limits::{RateLimiter, Shedder};
 
-/// The routes file as written.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RoutesFile {
-    /// Map `/<service>/...` to a registry service of that name (prefix stripped).
-    pub default_rule: bool,
-    /// Where the default rule's service name starts: `/` (the default) for
-    /// `/<service>/...`, or e.g. `/api/service/` for `/api/service/<service>/...`.
-    pub default_rule_prefix: String,
-    /// Most services the default rule may subscribe to.
-    pub default_rule_max_services: usize,
-    /// The routes, tried in this order.
-    #[serde(rename = "route")]
-    pub routes: Vec<RouteSpec>,
-}
+pub mod file;
 
-/// One route as written.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RouteSpec {
-    /// Unique name (for metrics, admin and state carried over reloads).
-    pub name: String,
-    /// The registry service to send to.
-    pub service: String,
-    /// Host to match: exact, or `*.example.com`; empty matches any.
-    pub host: String,
-    /// Exact path.
-    pub path_exact: String,
-    /// Path prefix.
-    pub path_prefix: String,
-    /// Path regex (anchored by you).
-    pub path_regex: String,
-    /// Methods; empty matches any.
-    pub methods: Vec<String>,
-    /// Headers that must be present with these values (`*`: any value).
-    pub headers: BTreeMap<String, String>,
-    /// Remove the matched prefix before forwarding.
-    pub strip_prefix: bool,
-    /// Replace the matched prefix with this before forwarding.
-    pub rewrite_prefix: Option<String>,
-    /// `preserve` (default), `upstream` (the endpoint's address), or a literal host.
-    pub host_header: String,
-    /// Whole-request deadline, retries included.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// Deadline of one attempt until response headers.
-    #[serde(with = "duration")]
-    pub per_try_timeout: Duration,
-    /// Retry policy.
-    pub retry: RetrySpec,
-    /// Rate limit.
-    pub rate_limit: Option<RateLimitSpec>,
-    /// Most requests in flight on this route; 0 is unlimited.
-    pub concurrency_limit: usize,
-    /// Hash key for ring_hash/maglev: `header:NAME`, `query:NAME`, `path` or `ip`.
-    pub hash_key: String,
-    /// CORS.
-    pub cors: Option<CorsSpec>,
-    /// Accepted API keys (in `api_key_header`).
-    pub api_keys: Vec<String>,
-    /// The header that carries the API key.
-    pub api_key_header: String,
-    /// Accepted bearer tokens.
-    pub bearer_tokens: Vec<String>,
-    /// Forward TRACE requests (405 otherwise, as nginx answers): a TRACE
-    /// echoes the request, credentials included, back to whoever sent it.
-    pub allow_trace: bool,
-}
-
-/// Retries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetrySpec {
-    /// Attempts in all, first included (1 disables retries).
-    pub attempts: u32,
-    /// Retry non-idempotent methods too (after they may have reached a backend).
-    pub retryable: bool,
-    /// Retry on these upstream statuses (idempotent or retryable requests only).
-    pub statuses: Vec<u16>,
-    /// First backoff; doubles with jitter.
-    #[serde(with = "duration")]
-    pub backoff: Duration,
-    /// Backoff cap.
-    #[serde(with = "duration")]
-    pub backoff_max: Duration,
-}
-
-/// A token bucket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitSpec {
-    /// Sustained requests per second.
-    pub per_second: f64,
-    /// Burst size; defaults to one second's worth.
-    #[serde(default)]
-    pub burst: f64,
-    /// One bucket per client key instead of one for the route.
-    #[serde(default)]
-    pub per_client: bool,
-    /// The client key: `ip` (default) or `header:NAME`.
-    #[serde(default)]
-    pub client_key: String,
-}
-
-/// CORS.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CorsSpec {
-    /// Allowed origins, or `*`.
-    pub allow_origins: Vec<String>,
-    /// Allowed methods.
-    pub allow_methods: Vec<String>,
-    /// Allowed request headers.
-    pub allow_headers: Vec<String>,
-    /// Preflight cache time.
-    #[serde(with = "duration")]
-    pub max_age: Duration,
-    /// Allow credentials.
-    pub allow_credentials: bool,
-}
+pub use file::{
+    CorsSpec, DEFAULT_RULE, HashKey, RateLimitSpec, RetrySpec, RouteSpec, RoutesFile, UNMATCHED,
+    valid_service,
+};
 
 /// How the path is matched.
 #[derive(Debug, Clone)]
@@ -149,19 +27,6 @@ pub enum PathMatch {
     Prefix(String),
     /// Matches this regex.
     Regex(Regex),
-}
-
-/// Where a hash key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    /// A request header.
-    Header(http::HeaderName),
-    /// A query parameter.
-    Query(String),
-    /// The path.
-    Path,
-    /// The client IP.
-    Ip,
 }
 
 /// A compiled route.
@@ -264,205 +129,6 @@ pub struct Matched {
     pub prefix_len: usize,
 }
 
-// === impl RetrySpec ===
-
-impl Default for RetrySpec {
-    fn default() -> Self {
-        Self {
-            attempts: 3,
-            retryable: false,
-            statuses: vec![502, 503, 504],
-            backoff: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(250),
-        }
-    }
-}
-
-// === impl RoutesFile ===
-
-impl RoutesFile {
-    /// Reads, parses and checks a routes file.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text)
-    }
-
-    /// Parses and checks routes from text.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
-        if file.default_rule_max_services == 0 {
-            file.default_rule_max_services = 64;
-        }
-        if file.default_rule_prefix.is_empty() {
-            file.default_rule_prefix = "/".into();
-        }
-        let prefix = &file.default_rule_prefix;
-        if !prefix.starts_with('/')
-            || !prefix.ends_with('/')
-            || crate::path::normalize(prefix).ok().as_deref() != Some(prefix.as_str())
-        {
-            return Err(
-                "default_rule_prefix: a path in normal form that starts and ends with '/'".into(),
-            );
-        }
-        let mut names = BTreeSet::new();
-        for (i, r) in file.routes.iter_mut().enumerate() {
-            if r.name.is_empty() {
-                r.name = format!("route-{i}");
-            }
-            let at = format!("route[{i}] ({})", r.name);
-            if !names.insert(r.name.clone()) {
-                return Err(format!("{at}.name: appears twice"));
-            }
-            if r.name.starts_with('<') {
-                return Err(format!(
-                    "{at}.name: may not start with '<' (kept for {DEFAULT_RULE} and {UNMATCHED})"
-                ));
-            }
-            check(r).map_err(|e| format!("{at}.{e}"))?;
-        }
-        Ok(file)
-    }
-}
-
-/// The route name of the default rule in metrics, logs and the admin API.
-/// No route of the file can share it (names starting with `<` are
-/// refused), so a route the user named `default` keeps series of its own.
-pub const DEFAULT_RULE: &str = "<default rule>";
-
-/// The route name of requests no route matched, likewise kept apart.
-pub const UNMATCHED: &str = "<none>";
-
-/// The longest `timeout` and `per_try_timeout` a route may have.
-const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn check(r: &mut RouteSpec) -> Result<(), String> {
-    if !valid_service(&r.service) {
-        return Err("service: must be a registry service name (a-z, 0-9, '-')".into());
-    }
-    let set = [
-        !r.path_exact.is_empty(),
-        !r.path_prefix.is_empty(),
-        !r.path_regex.is_empty(),
-    ];
-    if set.iter().filter(|s| **s).count() > 1 {
-        return Err("path_exact: set at most one of path_exact, path_prefix and path_regex".into());
-    }
-    for (name, p) in [
-        ("path_exact", &r.path_exact),
-        ("path_prefix", &r.path_prefix),
-    ] {
-        if !p.is_empty() && !p.starts_with('/') {
-            return Err(format!("{name}: must start with '/'"));
-        }
-        // Requests are matched in their normal form (`crate::path`): a
-        // pattern in another could never match.
-        match crate::path::normalize(p) {
-            Ok(normal) if normal == p.as_str() => {}
-            Ok(normal) => return Err(format!("{name}: write it in normal form, `{normal}`")),
-            Err(e) => return Err(format!("{name}: {}", e.message())),
-        }
-    }
-    // Hosts are matched without a trailing dot, case-blind.
-    if let Some(host) = r.host.strip_suffix('.') {
-        r.host = host.to_string();
-    }
-    let name = r.host.strip_prefix("*.").unwrap_or(&r.host);
-    if !r.host.is_empty()
-        && http::HeaderValue::from_str(name)
-            .ok()
-            .and_then(|v| crate::authority::Authority::parse(&v).ok())
-            .is_none_or(|a| a.host() != name)
-    {
-        return Err("host: a host name without port, or `*.` and one".into());
-    }
-    if !r.path_regex.is_empty() {
-        Regex::new(&r.path_regex).map_err(|e| format!("path_regex: {e}"))?;
-    }
-    for m in &r.methods {
-        m.parse::<Method>()
-            .map_err(|_| format!("methods: `{m}` is not a method"))?;
-    }
-    for h in r.headers.keys() {
-        h.parse::<http::HeaderName>()
-            .map_err(|_| format!("headers: `{h}` is not a header name"))?;
-    }
-    if (r.strip_prefix || r.rewrite_prefix.is_some()) && r.path_prefix.is_empty() {
-        return Err("strip_prefix: needs path_prefix".into());
-    }
-    if r.timeout.is_zero() {
-        r.timeout = Duration::from_secs(15);
-    }
-    if r.per_try_timeout.is_zero() {
-        r.per_try_timeout = Duration::from_secs(1);
-    }
-    // A deadline is a request's start plus these: bounded, so the sum is.
-    if r.timeout > MAX_TIMEOUT {
-        return Err("timeout: at most 365d".into());
-    }
-    if r.per_try_timeout > MAX_TIMEOUT {
-        return Err("per_try_timeout: at most 365d".into());
-    }
-    if r.retry.attempts == 0 || r.retry.attempts > 10 {
-        return Err("retry.attempts: must be 1 to 10".into());
-    }
-    if let Some(rl) = &mut r.rate_limit {
-        if rl.per_second.is_nan() || rl.per_second <= 0.0 {
-            return Err("rate_limit.per_second: must be above 0".into());
-        }
-        if rl.burst <= 0.0 {
-            rl.burst = rl.per_second.max(1.0);
-        }
-        if !(rl.client_key.is_empty()
-            || rl.client_key == "ip"
-            || rl.client_key.starts_with("header:"))
-        {
-            return Err("rate_limit.client_key: use `ip` or `header:NAME`".into());
-        }
-    }
-    if !r.hash_key.is_empty() {
-        parse_hash_key(&r.hash_key).ok_or("hash_key: use header:NAME, query:NAME, path or ip")?;
-    }
-    if !r.api_keys.is_empty() && r.api_key_header.is_empty() {
-        r.api_key_header = "x-api-key".into();
-    }
-    if !r.api_key_header.is_empty() {
-        r.api_key_header
-            .parse::<http::HeaderName>()
-            .map_err(|_| "api_key_header: not a header name")?;
-    }
-    match r.host_header.as_str() {
-        "" => r.host_header = "preserve".into(),
-        "preserve" | "upstream" => {}
-        literal => {
-            literal
-                .parse::<http::HeaderValue>()
-                .map_err(|_| "host_header: not a valid host")?;
-        }
-    }
-    Ok(())
-}
-
-/// A registry service name.
-pub fn valid_service(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-}
-
-fn parse_hash_key(s: &str) -> Option<HashKey> {
-    match s.split_once(':') {
-        Some(("header", h)) => h.parse().ok().map(HashKey::Header),
-        Some(("query", q)) if !q.is_empty() => Some(HashKey::Query(q.to_string())),
-        None if s == "path" => Some(HashKey::Path),
-        None if s == "ip" => Some(HashKey::Ip),
-        _ => None,
-    }
-}
-
 // === impl Route ===
 
 impl Route {
@@ -495,7 +161,7 @@ impl Route {
                 .iter()
                 .filter_map(|(k, v)| Some((k.parse().ok()?, v.clone())))
                 .collect(),
-            hash_key: parse_hash_key(&spec.hash_key),
+            hash_key: HashKey::parse(&spec.hash_key),
             path,
             spec,
             state,

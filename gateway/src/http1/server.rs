@@ -13,33 +13,36 @@
 //! upgrades (WebSocket), `Expect`, and `CONNECT`.
 
 use std::{
-    future::poll_fn,
     io::{self, IoSlice},
     mem::MaybeUninit,
     pin::{Pin, pin},
     sync::Arc,
     task::{Context, Poll},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{
-    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header, request::Parts,
-};
-use http_body_util::Either;
-use hyper::body::Body as _;
+use http::{Method, Request, StatusCode, Uri, Version, header, request::Parts};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    h1::Fields,
-    headers::REQUEST_ID,
-    proxy::{Gateway, Inbound, Peer, ProxyBody},
-    server::ConnSettings,
+use super::{
+    codec::{Fields, MAX_HEADERS, connection_keep_alive, content_length},
+    response::{Answer, refuse, write_response},
 };
+use crate::proxy::{Gateway, Inbound, Peer};
+
+/// Connection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnSettings {
+    /// Deadline for request headers.
+    pub header_timeout: Duration,
+    /// Largest header block.
+    pub max_header_bytes: usize,
+}
 
 /// Room kept free for a read.
 const READ_SIZE: usize = 8 * 1024;
@@ -252,7 +255,7 @@ fn parse(
             Parsed::Partial
         };
     }
-    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; crate::h1::MAX_HEADERS];
+    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -290,8 +293,7 @@ fn parse(
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let Some(n) = crate::h1::content_length(h.value).and_then(|n| usize::try_from(n).ok())
-            else {
+            let Some(n) = content_length(h.value).and_then(|n| usize::try_from(n).ok()) else {
                 return Parsed::Refuse(StatusCode::BAD_REQUEST);
             };
             if length.is_some_and(|l| l != n) {
@@ -305,11 +307,7 @@ fn parse(
             // A streamed body, an upgrade or a wait for 100 Continue.
             return Parsed::Handoff;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            crate::headers::connection_keep_alive(
-                h.value,
-                version == Version::HTTP_10,
-                &mut keep_alive,
-            );
+            connection_keep_alive(h.value, version == Version::HTTP_10, &mut keep_alive);
         } else if name.eq_ignore_ascii_case(b"te") {
             trailers |= h
                 .value
@@ -384,285 +382,6 @@ pub fn read_head(bytes: &[u8], max_head: usize, replay: usize) -> HeadRead {
         Parsed::Handoff => HeadRead::Handoff,
         Parsed::Refuse(status) => HeadRead::Refuse(status),
     }
-}
-
-/// How to frame an answer.
-#[derive(Debug, Clone, Copy)]
-struct Answer {
-    /// The request was HEAD: the head only, whatever the body.
-    head_only: bool,
-    /// The request's version (HTTP/1.0 has no chunked encoding).
-    version: Version,
-    /// Whether the connection stays open if the answer allows.
-    keep_alive: bool,
-    /// The client takes trailers.
-    trailers: bool,
-}
-
-/// How the body goes out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    Close,
-}
-
-/// Writes `res`; whether the connection may serve another request.
-async fn write_response(
-    io: &mut TcpStream,
-    out: &mut Vec<u8>,
-    res: Response<ProxyBody>,
-    request_id: &HeaderValue,
-    answer: Answer,
-) -> io::Result<bool> {
-    let (parts, body) = res.into_parts();
-    let raw = match &body {
-        Either::Left(tracked) => tracked.raw_fields(),
-        Either::Right(_) => None,
-    };
-    let status = parts.status;
-    let bodiless = answer.head_only
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    // A length the header lines carry (whose body's size is then exact).
-    let declared = match raw {
-        Some(raw) if raw.length => body.size_hint().exact(),
-        _ => parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| crate::h1::content_length(v.as_bytes())),
-    };
-    let framing = if bodiless {
-        Framing::None
-    } else if let Some(n) = declared.or(body.size_hint().exact()) {
-        Framing::Length(n)
-    } else if answer.version == Version::HTTP_11 {
-        Framing::Chunked
-    } else {
-        Framing::Close
-    };
-    let keep_alive = answer.keep_alive && framing != Framing::Close;
-
-    out.clear();
-    status_line(out, status);
-    if let Some(raw) = raw {
-        out.extend_from_slice(&raw.lines);
-    }
-    for (name, value) in &parts.headers {
-        if name != REQUEST_ID && name != header::CONNECTION {
-            crate::h1::field(out, name, value);
-        }
-    }
-    crate::h1::field(out, &REQUEST_ID, request_id);
-    match framing {
-        Framing::Length(n) if declared.is_none() => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
-    }
-    if !raw.is_some_and(|r| r.date) && !parts.headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
-        date(out);
-        out.extend_from_slice(b"\r\n");
-    }
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if answer.version == Version::HTTP_10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-
-    if framing == Framing::None {
-        // The body is not read: an upstream's is dropped (and its
-        // connection with it unless it had already ended).
-        drop(body);
-        write_all(io, &mut [IoSlice::new(out)]).await?;
-        return Ok(keep_alive);
-    }
-    let mut body = pin!(body);
-    // The head goes out with the first bytes of the body if they are there
-    // already; if not, now (a slow stream's client sees the head at once).
-    let mut head = Some(&out[..]);
-    let mut sent: u64 = 0;
-    loop {
-        let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                if let Some(h) = head.take() {
-                    write_all(io, &mut [IoSlice::new(h)]).await?;
-                }
-                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
-            }
-        };
-        let pending_head = head.take().unwrap_or(&[]);
-        let frame = match frame {
-            None => {
-                match framing {
-                    Framing::Chunked => {
-                        write_all(
-                            io,
-                            &mut [IoSlice::new(pending_head), IoSlice::new(b"0\r\n\r\n")],
-                        )
-                        .await?;
-                    }
-                    Framing::Length(n) if sent != n => {
-                        // Shorter than declared: the client must not take
-                        // it for the whole answer.
-                        write_all(io, &mut [IoSlice::new(pending_head)]).await?;
-                        return Ok(false);
-                    }
-                    _ => write_all(io, &mut [IoSlice::new(pending_head)]).await?,
-                }
-                return Ok(keep_alive);
-            }
-            Some(Err(error)) => {
-                tracing::debug!(%error, "upstream body failed; closing the client connection");
-                write_all(io, &mut [IoSlice::new(pending_head)]).await?;
-                return Ok(false);
-            }
-            Some(Ok(frame)) => frame,
-        };
-        match frame.into_data() {
-            Ok(data) => {
-                sent += data.len() as u64;
-                match framing {
-                    Framing::Chunked if data.is_empty() => {
-                        write_all(io, &mut [IoSlice::new(pending_head)]).await?;
-                    }
-                    Framing::Chunked => {
-                        let mut size = [0u8; 18];
-                        let size = chunk_size(&mut size, data.len());
-                        write_all(
-                            io,
-                            &mut [
-                                IoSlice::new(pending_head),
-                                IoSlice::new(size),
-                                IoSlice::new(&data),
-                                IoSlice::new(b"\r\n"),
-                            ],
-                        )
-                        .await?;
-                    }
-                    Framing::Length(n) if sent > n => {
-                        write_all(io, &mut [IoSlice::new(pending_head)]).await?;
-                        return Ok(false);
-                    }
-                    Framing::Length(n) => {
-                        write_all(io, &mut [IoSlice::new(pending_head), IoSlice::new(&data)])
-                            .await?;
-                        if sent == n {
-                            // All of it: no need to poll for the end (the
-                            // body's drop settles its connection).
-                            return Ok(keep_alive);
-                        }
-                    }
-                    _ => {
-                        write_all(io, &mut [IoSlice::new(pending_head), IoSlice::new(&data)])
-                            .await?;
-                    }
-                }
-            }
-            Err(frame) => {
-                // Trailers: sent only in a chunked answer to a client that
-                // asked for them, as hyper does; otherwise left out.
-                let Ok(fields) = frame.into_trailers() else {
-                    continue;
-                };
-                if framing == Framing::Chunked && answer.trailers {
-                    let mut block = Vec::with_capacity(64);
-                    block.extend_from_slice(b"0\r\n");
-                    for (name, value) in &fields {
-                        crate::h1::field(&mut block, name, value);
-                    }
-                    block.extend_from_slice(b"\r\n");
-                    write_all(io, &mut [IoSlice::new(pending_head), IoSlice::new(&block)]).await?;
-                    return Ok(keep_alive);
-                }
-                if !pending_head.is_empty() {
-                    write_all(io, &mut [IoSlice::new(pending_head)]).await?;
-                }
-            }
-        }
-    }
-}
-
-/// `{size:x}\r\n` without a `format!`.
-fn chunk_size(dst: &mut [u8; 18], size: usize) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut at = 16;
-    let mut n = size;
-    loop {
-        at -= 1;
-        dst[at] = DIGITS[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    dst[16] = b'\r';
-    dst[17] = b'\n';
-    &dst[at..]
-}
-
-/// Writes every slice in order (skipping empty ones).
-async fn write_all(io: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        match io.write_vectored(slices).await {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// `HTTP/1.1 <code> <reason>` and its line end.
-fn status_line(out: &mut Vec<u8>, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A bodiless answer that closes the connection (a head we cannot serve).
-async fn refuse(io: &mut TcpStream, status: StatusCode) {
-    let mut out = Vec::with_capacity(128);
-    status_line(&mut out, status);
-    out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");
-    date(&mut out);
-    out.extend_from_slice(b"\r\n\r\n");
-    let _ = io.write_all(&out).await;
-    let _ = io.shutdown().await;
-}
-
-/// The `Date` value, formatted once a second per thread (as hyper does).
-fn date(dst: &mut Vec<u8>) {
-    use std::cell::RefCell;
-    thread_local! {
-        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
-    }
-    let now = SystemTime::now();
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    CACHED.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.0 != secs {
-            let text = httpdate::fmt_http_date(now);
-            if text.len() == 29 {
-                c.1.copy_from_slice(text.as_bytes());
-                c.0 = secs;
-            }
-        }
-        dst.extend_from_slice(&c.1);
-    });
 }
 
 // === impl Rewound ===

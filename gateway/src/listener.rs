@@ -4,7 +4,7 @@
 //! idle HTTP/1.1 connections, in-flight requests allowed to finish).
 //!
 //! Plain connections start on the gateway's own HTTP/1.1 path
-//! ([`crate::front`]), which hands what it does not serve to hyper's server;
+//! ([`crate::http1::server`]), which hands what it does not serve to hyper's server;
 //! TLS connections go to hyper's server directly.
 
 use std::{sync::Arc, time::Duration};
@@ -20,18 +20,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    front::{self, Ended},
+    http1::server::{self as front, ConnSettings, Ended},
     proxy::{Gateway, Peer},
 };
-
-/// Connection settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnSettings {
-    /// Deadline for request headers.
-    pub header_timeout: Duration,
-    /// Largest header block.
-    pub max_header_bytes: usize,
-}
 
 /// Serves `listener` until `stop`, then drains within `deadline`.
 pub async fn serve(

@@ -24,7 +24,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header,
     uri::{Authority, PathAndQuery},
@@ -35,10 +35,11 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Header fields accepted in a head (hyper's default limit too).
-pub const MAX_HEADERS: usize = 100;
-/// Largest response head (status line and headers).
-pub const MAX_HEAD: usize = 64 * 1024;
+use super::{
+    codec::{Fields, MAX_HEAD, MAX_HEADERS, connection_keep_alive, content_length, field, invalid},
+    framing::Framing,
+};
+
 /// First read size; it doubles while reads fill it, up to `MAX_READ`.
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
@@ -105,31 +106,6 @@ pub struct RequestError {
     pub error: io::Error,
     /// Whether any byte of the request was written.
     pub written: bool,
-}
-
-/// How the response body is delimited (RFC 9112 §6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// `Content-Length`: the bytes still to come.
-    Length(u64),
-    /// Chunked: where in the chunk stream we are.
-    Chunked(Chunk),
-    /// Read until the upstream closes (no length, no chunking).
-    Close,
-    /// Read to its end.
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Before a chunk-size line.
-    Size,
-    /// Inside a chunk: the bytes still to come.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailers or the final CRLF.
-    Trailers,
 }
 
 /// A response body read from its connection as it is polled. Once read to
@@ -304,10 +280,6 @@ impl Conn {
     }
 }
 
-fn invalid(what: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
-}
-
 /// `METHOD path HTTP/1.1`, the headers, `Host` if they have none, and the
 /// body's length when there is a body (`Transfer-Encoding` was removed as
 /// hop-by-hop; the body is whole, so its length is known).
@@ -345,96 +317,6 @@ fn encode_head(dst: &mut Vec<u8>, head: RequestHead<'_>, body_len: usize) {
         dst.extend_from_slice(b"\r\n");
     }
     dst.extend_from_slice(b"\r\n");
-}
-
-/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6). A sign,
-/// blanks or a list would be read differently by different parsers, which
-/// is how requests get smuggled; they are refused.
-pub fn content_length(value: &[u8]) -> Option<u64> {
-    // Up to 19 digits cannot overflow a u64; one pass checks and adds
-    // (`str::parse` took a UTF-8 check and an overflow check per digit on
-    // top of the digit check, 180 instructions for a 4-digit length).
-    if value.is_empty() || value.len() > 19 {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
-
-/// Writes `name: value` and its line end.
-pub fn field(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
-    // Room once, so the four copies below never grow the buffer.
-    dst.reserve(name.len() + value.len() + 4);
-    dst.extend_from_slice(name);
-    dst.extend_from_slice(b": ");
-    dst.extend_from_slice(value);
-    dst.extend_from_slice(b"\r\n");
-}
-
-/// Where each header field of a head parsed by `httparse` sits in its
-/// buffer, so that once the head is split off and frozen the values can
-/// share its bytes (no copy per value). Shared by the upstream side (this
-/// module) and the client side ([`crate::front`]).
-#[derive(Debug)]
-pub struct Fields {
-    at: [(u32, u32, u32, u32); MAX_HEADERS],
-    count: usize,
-}
-
-impl Fields {
-    /// Room for a head's places, kept by a connection for all its heads
-    /// (the array is 1.6 KB: made once, not per request).
-    pub fn new() -> Box<Self> {
-        Box::new(Self {
-            at: [(0, 0, 0, 0); MAX_HEADERS],
-            count: 0,
-        })
-    }
-
-    /// Records the places of `fields`, parsed from the front of `buf`.
-    pub fn fill(&mut self, buf: &[u8], fields: &[httparse::Header<'_>]) {
-        let base = buf.as_ptr() as usize;
-        for (slot, h) in self.at.iter_mut().zip(fields) {
-            // Offsets within a head; heads are far below 4 GiB.
-            *slot = (
-                (h.name.as_ptr() as usize - base) as u32,
-                h.name.len() as u32,
-                (h.value.as_ptr() as usize - base) as u32,
-                h.value.len() as u32,
-            );
-        }
-        self.count = fields.len().min(MAX_HEADERS);
-    }
-
-    /// The fields as names and values over `head` (the buffer's front,
-    /// split off and frozen).
-    pub fn iter<'a>(
-        &'a self,
-        head: &'a Bytes,
-    ) -> impl Iterator<Item = Result<(HeaderName, HeaderValue), &'static str>> + 'a {
-        self.at[..self.count].iter().map(|&(n, nl, v, vl)| {
-            let name = HeaderName::from_bytes(&head[n as usize..(n + nl) as usize])
-                .map_err(|_| "bad header name")?;
-            let value = HeaderValue::from_maybe_shared(head.slice(v as usize..(v + vl) as usize))
-                .map_err(|_| "bad header value")?;
-            Ok((name, value))
-        })
-    }
-
-    /// Puts the fields over `head` into `headers` in place of what it held;
-    /// the map keeps its room, so a connection that refills one map for
-    /// each request allocates it once.
-    pub fn refill(&self, head: &Bytes, headers: &mut HeaderMap) -> Result<(), &'static str> {
-        headers.clear();
-        headers.reserve(self.count);
-        for field in self.iter(head) {
-            let (name, value) = field?;
-            headers.append(name, value);
-        }
-        Ok(())
-    }
 }
 
 type ParsedHead = (Response<()>, bool, Framing, Option<RawFields>);
@@ -477,7 +359,7 @@ fn parse_head(
     }
     fields.fill(buf, res.headers);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.count);
+    let mut headers = HeaderMap::with_capacity(fields.len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut length: Option<u64> = None;
     let mut chunked = None;
@@ -500,7 +382,7 @@ fn parse_head(
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
             );
         } else if name == header::CONNECTION {
-            crate::headers::connection_keep_alive(
+            connection_keep_alive(
                 value.as_bytes(),
                 version == Version::HTTP_10,
                 &mut keep_alive,
@@ -508,12 +390,7 @@ fn parse_head(
         }
         headers.append(name, value);
     }
-    let framing = match (chunked, length) {
-        (Some(true), _) => Framing::Chunked(Chunk::Size),
-        (Some(false), _) | (None, None) => Framing::Close,
-        (None, Some(0)) => Framing::Done,
-        (None, Some(n)) => Framing::Length(n),
-    };
+    let framing = Framing::of(chunked, length);
     let mut res = Response::new(());
     *res.status_mut() = status;
     *res.version_mut() = version;
@@ -586,11 +463,7 @@ fn keep_raw(
         date,
         length: length.is_some(),
     };
-    let framing = match length {
-        None => Framing::Close,
-        Some(0) => Framing::Done,
-        Some(n) => Framing::Length(n),
-    };
+    let framing = Framing::of(None, length);
     let mut res = Response::new(());
     *res.status_mut() = status;
     *res.version_mut() = version;
@@ -625,93 +498,15 @@ impl<R: Reuse> ResponseBody<R> {
             .ok_or_else(|| io::Error::other("response body polled after its end"))
     }
 
-    /// The next frame, or `None` when more must be read first.
+    /// The next frame, or `None` when more must be read first; at the
+    /// end, the connection goes back if it may.
     fn decode(&mut self) -> io::Result<Option<Frame<Bytes>>> {
-        loop {
-            let framing = self.framing;
-            let Some(conn) = self.conn.as_mut() else {
-                return Err(io::Error::other("response body polled after its end"));
-            };
-            let buf = &mut conn.0.buf;
-            match framing {
-                Framing::Done => return Ok(None),
-                Framing::Close => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(Frame::data(buf.split().freeze())));
-                }
-                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                    let data = buf.split_to(n).freeze();
-                    let left = left - n as u64;
-                    self.framing = match (framing, left) {
-                        (Framing::Length(_), 0) => Framing::Done,
-                        (Framing::Length(_), _) => Framing::Length(left),
-                        (_, 0) => Framing::Chunked(Chunk::DataEnd),
-                        _ => Framing::Chunked(Chunk::Data(left)),
-                    };
-                    self.finish_if_done();
-                    return Ok(Some(Frame::data(data)));
-                }
-                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        buf.advance(used);
-                        self.framing = Framing::Chunked(if size == 0 {
-                            Chunk::Trailers
-                        } else {
-                            Chunk::Data(size)
-                        });
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(None),
-                    Err(_) => return Err(invalid("bad chunk size")),
-                },
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if buf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(invalid("chunk not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Trailers) => {
-                    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    let (used, trailers) = match httparse::parse_headers(buf, &mut raw) {
-                        Ok(httparse::Status::Complete((used, fields))) => {
-                            let mut trailers = HeaderMap::new();
-                            for f in fields {
-                                if let (Ok(n), Ok(v)) = (
-                                    HeaderName::from_bytes(f.name.as_bytes()),
-                                    HeaderValue::from_bytes(f.value),
-                                ) {
-                                    trailers.append(n, v);
-                                }
-                            }
-                            (used, trailers)
-                        }
-                        Ok(httparse::Status::Partial) => {
-                            if buf.len() > MAX_HEAD {
-                                return Err(invalid("trailers too large"));
-                            }
-                            return Ok(None);
-                        }
-                        Err(_) => return Err(invalid("malformed trailers")),
-                    };
-                    buf.advance(used);
-                    self.framing = Framing::Done;
-                    self.finish_if_done();
-                    if trailers.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(Frame::trailers(trailers)));
-                }
-            }
-        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(io::Error::other("response body polled after its end"));
+        };
+        let frame = self.framing.decode(&mut conn.0.buf)?;
+        self.finish_if_done();
+        Ok(frame)
     }
 }
 
