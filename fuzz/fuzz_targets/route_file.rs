@@ -12,7 +12,7 @@ fuzz_target!(|text: &str| {
     let file = match RoutesFile::parse(text) {
         Ok(file) => file,
         Err(e) => {
-            assert!(!e.is_empty());
+            assert!(!e.to_string().is_empty());
             return;
         }
     };

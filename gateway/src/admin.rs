@@ -11,7 +11,7 @@ use axum::{
 use serde_json::{Value, json};
 use switchyard_runtime::auth::{Role, Tokens};
 
-use crate::proxy::Gateway;
+use crate::app::Gateway;
 
 #[derive(Debug, Clone)]
 struct Admin {
@@ -81,6 +81,9 @@ async fn reload(
     }
     match crate::reload::reload(&a.gw, &a.routes) {
         Ok(n) => (StatusCode::OK, Json(json!({ "routes": n }))),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e.0 }))),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.to_string() })),
+        ),
     }
 }

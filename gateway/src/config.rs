@@ -99,6 +99,52 @@ switchyard_runtime::settings! {
 // === impl Config ===
 
 impl Config {
+    /// Each setting's bounds: whether it is out of them, its key, and why.
+    fn limits(&self) -> [(bool, &'static str, &'static str); 8] {
+        [
+            (
+                self.registry.is_empty(),
+                "registry",
+                "give at least one registry address",
+            ),
+            (
+                self.tls_cert.is_empty() != self.tls_key.is_empty(),
+                "tls_key",
+                "set both tls_cert and tls_key, or neither",
+            ),
+            (
+                !(2..=300).contains(&self.lease_ttl.as_secs()),
+                "lease_ttl",
+                "must be 2 s to 300 s",
+            ),
+            (
+                self.report_interval < Duration::from_millis(100),
+                "report_interval",
+                "must be at least 100ms",
+            ),
+            (
+                self.connect_timeout.is_zero(),
+                "connect_timeout",
+                "must be above 0",
+            ),
+            (
+                self.max_header_bytes < 1024,
+                "max_header_bytes",
+                "must be at least 1024",
+            ),
+            (
+                self.retry_budget_percent > 1000,
+                "retry_budget_percent",
+                "must be 0 to 1000",
+            ),
+            (
+                self.local_ejection_max < self.local_ejection_time,
+                "local_ejection_max",
+                "must be at least local_ejection_time",
+            ),
+        ]
+    }
+
     /// Whether TLS is configured.
     pub fn tls(&self) -> bool {
         !self.tls_cert.is_empty() && !self.tls_key.is_empty()
@@ -107,47 +153,9 @@ impl Config {
 
 impl Settings for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.registry.is_empty() {
-            return Err(ConfigError::new(
-                "registry",
-                "give at least one registry address",
-            ));
-        }
-        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
-            return Err(ConfigError::new(
-                "tls_key",
-                "set both tls_cert and tls_key, or neither",
-            ));
-        }
-        if !(2..=300).contains(&self.lease_ttl.as_secs()) {
-            return Err(ConfigError::new("lease_ttl", "must be 2 s to 300 s"));
-        }
-        if self.report_interval < Duration::from_millis(100) {
-            return Err(ConfigError::new(
-                "report_interval",
-                "must be at least 100ms",
-            ));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(ConfigError::new("connect_timeout", "must be above 0"));
-        }
-        if self.max_header_bytes < 1024 {
-            return Err(ConfigError::new(
-                "max_header_bytes",
-                "must be at least 1024",
-            ));
-        }
-        if self.retry_budget_percent > 1000 {
-            return Err(ConfigError::new(
-                "retry_budget_percent",
-                "must be 0 to 1000",
-            ));
-        }
-        if self.local_ejection_max < self.local_ejection_time {
-            return Err(ConfigError::new(
-                "local_ejection_max",
-                "must be at least local_ejection_time",
-            ));
+        // In order: the first that fails is the one reported.
+        if let Some((_, key, why)) = self.limits().into_iter().find(|(bad, ..)| *bad) {
+            return Err(ConfigError::new(key, why));
         }
         if !self.advertise_cidr.is_empty() {
             switchyard_runtime::advertise::parse_cidr(&self.advertise_cidr)

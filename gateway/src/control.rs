@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, metadata::AsciiMetadataValue, transport::Endpoint};
 
-use crate::proxy::Gateway;
+use crate::app::Gateway;
 
 /// The balancers' service name in the registry.
 pub const BALANCER_SERVICE: &str = "switchyard-balancer";
@@ -144,6 +144,9 @@ async fn subscribe_loop(gw: Arc<Gateway>, cfg: ControlConfig, shutdown: Cancella
         turn += 1;
         match subscribe_once(&gw, &cfg, address, services, &mut lost_at, &shutdown).await {
             Ok(()) => return,
+            Err(Ended::ServicesChanged) => {
+                tracing::debug!(balancer = %address, "services changed: subscribing again")
+            }
             Err(error) => {
                 tracing::warn!(balancer = %address, %error, "balancer subscription ended")
             }
@@ -159,55 +162,75 @@ async fn subscribe_loop(gw: Arc<Gateway>, cfg: ControlConfig, shutdown: Cancella
             () = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
+}
 
-    /// Follows one balancer until it fails (Err), the set of services
-    /// changes (Err, to resubscribe), or shutdown (Ok).
-    async fn subscribe_once(
-        gw: &Gateway,
-        cfg: &ControlConfig,
-        address: &str,
-        services: BTreeSet<String>,
-        lost_at: &mut Option<Instant>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), String> {
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let request = pb::SubscribeRequest {
-            services: services.iter().cloned().collect(),
-            subscriber_id: cfg.id.clone(),
-            zone: cfg.zone.clone(),
-        };
-        let mut stream = BalancerClient::new(channel)
-            .subscribe(request)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        tracing::info!(balancer = %address, services = services.len(), "subscribed to a balancer");
-        *lost_at = None;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = gw.new_service.notified() => {
-                    if wanted(gw) != services {
-                        return Err("services changed; resubscribing".into());
-                    }
+/// Why a balancer subscription ended (shutdown aside).
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    /// The services to follow changed: subscribed again, not a failure.
+    #[error("the services to follow changed")]
+    ServicesChanged,
+    /// The balancer's address is not a URI.
+    #[error("not a balancer address: {0}")]
+    Address(#[source] tonic::transport::Error),
+    /// No connection.
+    #[error("connect: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    /// The balancer closed the stream.
+    #[error("the balancer ended the stream")]
+    StreamClosed,
+    /// The balancer refused or failed the call.
+    #[error("{0}")]
+    Status(#[source] tonic::Status),
+}
+
+/// Follows one balancer until it fails, the set of services changes (to
+/// subscribe again), or shutdown (`Ok`).
+async fn subscribe_once(
+    gw: &Gateway,
+    cfg: &ControlConfig,
+    address: &str,
+    services: BTreeSet<String>,
+    lost_at: &mut Option<Instant>,
+    shutdown: &CancellationToken,
+) -> Result<(), Ended> {
+    let channel = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(Ended::Address)?
+        .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(Ended::Connect)?;
+    let request = pb::SubscribeRequest {
+        services: services.iter().cloned().collect(),
+        subscriber_id: cfg.id.clone(),
+        zone: cfg.zone.clone(),
+    };
+    let mut stream = BalancerClient::new(channel)
+        .subscribe(request)
+        .await
+        .map_err(Ended::Status)?
+        .into_inner();
+    tracing::info!(balancer = %address, services = services.len(), "subscribed to a balancer");
+    *lost_at = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = gw.new_service.notified() => {
+                if wanted(gw) != services {
+                    return Err(Ended::ServicesChanged);
                 }
-                message = stream.message() => match message {
-                    Ok(Some(a)) => {
-                        let s = gw.service(&a.service);
-                        s.set_assignment(Arc::new(a), Instant::now());
-                        s.use_balancer(true, Instant::now());
-                    }
-                    Ok(None) => return Err("stream ended".into()),
-                    Err(status) => return Err(status.to_string()),
-                },
             }
+            message = stream.message() => match message {
+                Ok(Some(a)) => {
+                    let s = gw.service(&a.service);
+                    s.set_assignment(Arc::new(a), Instant::now());
+                    s.use_balancer(true, Instant::now());
+                }
+                Ok(None) => return Err(Ended::StreamClosed),
+                Err(status) => return Err(Ended::Status(status)),
+            },
         }
     }
 }

@@ -16,7 +16,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
-use switchyard_client::balance::{self, Load, Member, Pick, Picker, Policy};
+use switchyard_client::balance::{self, Load, Member, Pick, Picker, Policy, Rule, Status};
 use switchyard_proto::{balancer::v1 as pb, registry::v1 as reg};
 use tower::retry::budget::{Budget, TpsBudget};
 
@@ -219,13 +219,17 @@ impl Snapshot {
         }
     }
 
-    fn healthy(&self, i: usize, now: Instant) -> bool {
+    /// What the shared rule ([`Rule`]) needs to know of endpoint `i`:
+    /// ejected by the balancer, or locally (its breaker not closed).
+    fn status(&self, i: usize, now: Instant) -> Status {
         let b = &self.base[i];
-        b.serving
-            && !b.unhealthy
-            && !b.held
-            && !self.balancer_ejected(i, now)
-            && self.endpoints[i].breaker.state(now) == BreakerState::Closed
+        Status {
+            serving: b.serving,
+            ejected: self.balancer_ejected(i, now)
+                || self.endpoints[i].breaker.state(now) != BreakerState::Closed,
+            unhealthy: b.unhealthy,
+            held: b.held,
+        }
     }
 
     fn balancer_ejected(&self, i: usize, now: Instant) -> bool {
@@ -251,44 +255,37 @@ impl Snapshot {
         now: Instant,
         max_per_endpoint: u32,
     ) -> Option<(Arc<Endpoint>, bool)> {
-        let serving = self.base.iter().filter(|b| b.serving).count();
-        let healthy = (0..self.endpoints.len())
-            .filter(|i| self.healthy(*i, now))
-            .count();
-        let panic = serving > 0 && healthy * 100 < serving * self.panic_threshold as usize;
+        let rule = Rule::over(
+            (0..self.endpoints.len()).map(|i| self.status(i, now)),
+            self.panic_threshold,
+        );
+        // The gateway's own filters, per request: not tried yet, under the
+        // per-endpoint limit.
         let usable = |i: usize| {
             let e = &self.endpoints[i];
             !tried.iter().any(|t| Arc::ptr_eq(t, &e.id) || **t == *e.id)
                 && e.load.in_flight() < max_per_endpoint
         };
-        let eligible = |i: usize| {
-            if !usable(i) {
-                return false;
-            }
-            if panic {
-                self.base[i].serving
-            } else {
-                self.healthy(i, now)
-                    || (self.endpoints[i].breaker.state(now) == BreakerState::HalfOpen
-                        && self.endpoints[i].breaker.admits(now))
-            }
+        // A locally ejected endpoint whose breaker is half open takes its
+        // trial requests beside the routable ones.
+        let trial = |i: usize| {
+            let breaker = &self.endpoints[i].breaker;
+            !rule.panic && breaker.state(now) == BreakerState::HalfOpen && breaker.admits(now)
         };
-        let index = self.picker.pick(Pick { key }, eligible).or_else(|| {
-            // Nothing healthy left untried: the brake's held endpoints, then
-            // any SERVING one we have not tried (better than failing).
+        let first = |i: usize| usable(i) && (rule.first_choice(&self.status(i, now)) || trial(i));
+        let index = self.picker.pick(Pick { key }, first).or_else(|| {
+            // Nothing routable left untried: the brake's held endpoints,
+            // then any SERVING one we have not tried (better than failing).
             self.picker
                 .pick(Pick { key }, |i| {
-                    usable(i)
-                        && self.base[i].serving
-                        && self.base[i].held
-                        && !self.balancer_ejected(i, now)
+                    usable(i) && Rule::fallback(&self.status(i, now))
                 })
                 .or_else(|| {
                     self.picker
                         .pick(Pick { key }, |i| usable(i) && self.base[i].serving)
                 })
         })?;
-        Some((self.endpoints[index].clone(), panic))
+        Some((self.endpoints[index].clone(), rule.panic))
     }
 }
 

@@ -4,18 +4,37 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: process settings; [`routes`]: the routes file and table.
-//! - [`proxy`]: the request path; [`upstream`]: the shared pools;
-//!   [`headers`], [`cors`], [`errors`], [`websocket`].
-//! - What a request is routed by, checked once: [`authority`] (one per
-//!   request) and [`path`] (its normal form).
-//! - [`endpoints`]: each service's endpoints, breakers and loads;
-//!   [`breaker`]: local ejection; [`limits`]: rate and concurrency limits.
-//! - [`control`]: registry view, balancer subscription, load reports.
-//! - [`server`]: listeners, TLS, graceful drain; [`reload`]; [`admin`].
+//! A request's way through, in order:
+//!
+//! - [`listener`]: accepting connections (plain and TLS), graceful drain.
+//! - [`http1`]: HTTP/1.1 on both sides: its [`codec`](http1::codec), the
+//!   [`server`](http1::server) side for client connections, the
+//!   [`response`](http1::response) written to them, the
+//!   [`client`](http1::client) side for upstream connections, and the
+//!   [`framing`](http1::framing) of their bodies. What it does not serve
+//!   (HTTP/2, TLS, streamed bodies, upgrades) goes to hyper.
+//! - [`proxy`]: the request path in named steps: `admit` (route, method,
+//!   credentials, limits), `prepare` (headers, upstream path, service,
+//!   deadline, body), `attempts` (pick, send once, retry).
+//! - What a request is routed by, checked once: [`authority`] and
+//!   [`path`]; [`headers`] (hop-by-hop, forwarding fields, request id),
+//!   [`cors`], [`errors`] (the gateway's own answers), [`websocket`].
+//! - Upstream: [`endpoints`] (each service's endpoints, picker, loads),
+//!   [`breaker`] (local ejection), [`pool`] (the HTTP/1.1 pool),
+//!   [`upstream`] (both pools), [`body`] (request bodies on their way).
+//!
+//! Around it:
+//!
+//! - [`app`]: the shared state every part reads ([`app::Gateway`]).
+//! - [`config`]: process settings; [`routes`]: the routes file
+//!   ([`routes::file`]) and the compiled table; [`limits`]: rate and
+//!   concurrency limits.
+//! - [`control`]: registry view, balancer subscription, load reports;
+//!   [`reload`]: the routes file reloaded; [`admin`]: the admin API.
 //! - [`testing`]: a real gateway in-process, for tests.
 
 pub mod admin;
+pub mod app;
 pub mod authority;
 pub mod body;
 pub mod breaker;
@@ -48,11 +67,11 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::{
+    app::{Gateway, Limits},
     breaker::BreakerConfig,
     control::ControlConfig,
     endpoints::ServiceSettings,
     http1::server::ConnSettings,
-    proxy::{Gateway, Limits},
     routes::{RouteTable, RoutesFile},
     upstream::Upstream,
 };
@@ -119,28 +138,15 @@ pub async fn serve(
     } else {
         None
     };
-    let settings = ServiceSettings {
-        breaker: BreakerConfig {
-            failures: config.local_ejection_failures,
-            timeouts: config.local_ejection_timeouts,
-            base: config.local_ejection_time,
-            max: config.local_ejection_max,
-        },
-        max_per_endpoint: config.max_requests_per_endpoint,
-        budget_percent: config.retry_budget_percent,
-        budget_min_per_second: config.retry_budget_min_per_second,
-        zone: config.zone.clone(),
-    };
-    let limits = Limits {
-        max_body: config.max_body_bytes,
-        replay: config.replay_buffer_bytes,
-    };
     let upstream = Upstream::new(config.connect_timeout, config.upstream_idle_timeout);
     let gw = Arc::new(Gateway::new(
         RouteTable::compile(file, None),
         upstream,
-        settings,
-        limits,
+        service_settings(&config),
+        Limits {
+            max_body: config.max_body_bytes,
+            replay: config.replay_buffer_bytes,
+        },
         config.access_log,
     ));
     for service in gw.routes.load().services() {
@@ -156,26 +162,9 @@ pub async fn serve(
     )
     .map_err(|e| config_error("advertise_addr", e))?;
     let id = switchyard_client::instance_id(&config.instance_id, &advertised);
-    let token = (!config.registry_token.is_empty()).then_some(config.registry_token.as_str());
-    let target = Target::new(&config.registry, token).map_err(|e| config_error("registry", e))?;
-    let balancer_token = if config.balancer_token.is_empty() {
-        None
-    } else {
-        Some(
-            format!("Bearer {}", config.balancer_token)
-                .parse()
-                .map_err(|_| config_error("balancer_token", "not a valid header value"))?,
-        )
-    };
     let readiness = Readiness::waiting_for(["view"]);
-    let control = ControlConfig {
-        target: target.clone(),
-        ttl: config.lease_ttl,
-        interval: config.report_interval,
-        id: id.clone(),
-        zone: config.zone.clone(),
-        balancer_token,
-    };
+    let control = control_config(&config, &id)?;
+    let target = control.target.clone();
     control::start(gw.clone(), control, readiness.clone(), shutdown.clone());
     tokio::spawn(reload::watch(
         gw.clone(),
@@ -194,7 +183,6 @@ pub async fn serve(
     });
 
     // The bound addresses, not the configured ones: a port 0 is told.
-    let http_addr = listeners.http.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let https_addr = listeners
         .https
@@ -202,47 +190,46 @@ pub async fn serve(
         .map(TcpListener::local_addr)
         .transpose()?;
     let tokens = Arc::new(Tokens::new(&[], &config.operator_tokens, true));
-    let admin_stop = CancellationToken::new();
     let admin_router =
         runtime_admin::router(readiness).merge(admin::router(gw.clone(), routes_path, tokens));
+    let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(runtime_admin::serve(
         listeners.admin,
         admin_router,
         admin_stop.clone().cancelled_owned(),
     ));
-
-    let conn = ConnSettings {
-        header_timeout: config.header_timeout,
-        max_header_bytes: config.max_header_bytes,
-    };
     let accept_stop = CancellationToken::new();
-    let mut servers = vec![tokio::spawn(listener::serve(
-        gw.clone(),
+    let servers = start_traffic(
+        &gw,
+        &config,
         listeners.http,
-        None,
-        conn,
-        accept_stop.clone(),
-        config.drain_timeout,
-    ))];
-    if let Some(https) = listeners.https {
-        servers.push(tokio::spawn(listener::serve(
-            gw.clone(),
-            https,
-            tls,
-            conn,
-            accept_stop.clone(),
-            config.drain_timeout,
-        )));
-    }
+        listeners.https.zip(tls),
+        &accept_stop,
+    );
     let https = https_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(http = %http_addr, admin = %admin_addr, %https, %advertised, "gateway serving");
 
     shutdown.cancelled().await;
+    drain(&config, session.map(|s| (s, id)), accept_stop, servers).await;
+    admin_stop.cancel();
+    let _ = admin.await;
+    Ok(())
+}
+
+/// The drain: DRAINING in the registry (`session` registered this gateway
+/// as the id beside it), serving on for the drain delay, then no new
+/// connections and the servers' own drain, then deregistered.
+async fn drain(
+    config: &Config,
+    session: Option<(Session, String)>,
+    accept_stop: CancellationToken,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+) {
     tracing::info!(delay = ?config.drain_delay, "draining: DRAINING in the registry, still serving");
-    if let Some(s) = &session {
+    if let Some((s, id)) = &session {
         s.set_state(
             "switchyard-gateway",
-            &id,
+            id,
             switchyard_client::pb::State::Draining,
         );
     }
@@ -251,10 +238,78 @@ pub async fn serve(
     for s in servers {
         let _ = s.await;
     }
-    if let Some(s) = session {
+    if let Some((s, _)) = session {
         s.shutdown(std::time::Duration::ZERO).await;
     }
-    admin_stop.cancel();
-    let _ = admin.await;
-    Ok(())
+}
+
+/// What every service's endpoints share: breaker, per-endpoint limit,
+/// retry budget, zone.
+fn service_settings(config: &Config) -> ServiceSettings {
+    ServiceSettings {
+        breaker: BreakerConfig {
+            failures: config.local_ejection_failures,
+            timeouts: config.local_ejection_timeouts,
+            base: config.local_ejection_time,
+            max: config.local_ejection_max,
+        },
+        max_per_endpoint: config.max_requests_per_endpoint,
+        budget_percent: config.retry_budget_percent,
+        budget_min_per_second: config.retry_budget_min_per_second,
+        zone: config.zone.clone(),
+    }
+}
+
+/// The control plane's settings: the registry, this gateway's id and zone,
+/// the report interval and the balancers' token.
+fn control_config(config: &Config, id: &str) -> Result<ControlConfig, ServeError> {
+    let token = (!config.registry_token.is_empty()).then_some(config.registry_token.as_str());
+    let target = Target::new(&config.registry, token).map_err(|e| config_error("registry", e))?;
+    let balancer_token = if config.balancer_token.is_empty() {
+        None
+    } else {
+        Some(
+            format!("Bearer {}", config.balancer_token)
+                .parse()
+                .map_err(|_| config_error("balancer_token", "not a valid header value"))?,
+        )
+    };
+    Ok(ControlConfig {
+        target,
+        ttl: config.lease_ttl,
+        interval: config.report_interval,
+        id: id.to_string(),
+        zone: config.zone.clone(),
+        balancer_token,
+    })
+}
+
+/// Serves the traffic listeners (the TLS one with its acceptor) until
+/// `stop`, each then draining within the drain timeout.
+fn start_traffic(
+    gw: &Arc<Gateway>,
+    config: &Config,
+    http: TcpListener,
+    https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let conn = ConnSettings {
+        header_timeout: config.header_timeout,
+        max_header_bytes: config.max_header_bytes,
+    };
+    let tls = https.map(|(socket, acceptor)| (socket, Some(acceptor)));
+    [(http, None)]
+        .into_iter()
+        .chain(tls)
+        .map(|(socket, acceptor)| {
+            tokio::spawn(listener::serve(
+                gw.clone(),
+                socket,
+                acceptor,
+                conn,
+                stop.clone(),
+                config.drain_timeout,
+            ))
+        })
+        .collect()
 }

@@ -20,8 +20,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    http1::server::{self as front, ConnSettings, Ended},
-    proxy::{Gateway, Peer},
+    app::{Gateway, Peer},
+    http1::server::{self, ConnSettings, Ended},
 };
 
 /// Serves `listener` until `stop`, then drains within `deadline`.
@@ -73,7 +73,7 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let draining = draining.clone();
                 tokio::spawn(tracker.track_future(async move {
-                    let io = match front::serve(&gw, stream, &peer, settings, &draining).await {
+                    let io = match server::serve(&gw, stream, &peer, settings, &draining).await {
                         Ended::Closed => return,
                         Ended::Handoff(io) => io,
                     };

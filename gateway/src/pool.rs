@@ -293,7 +293,7 @@ impl H1Pool {
     }
 
     /// Sends a request whose body is whole on a connection this task
-    /// drives itself ([`h1`]): an idle one, or a new one. A pooled
+    /// drives itself ([`client`]): an idle one, or a new one. A pooled
     /// connection that turns out closed before anything was written is
     /// replaced by a new one once.
     pub async fn send_direct(

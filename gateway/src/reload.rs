@@ -13,14 +13,14 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    proxy::Gateway,
+    app::Gateway,
     routes::{RouteTable, RoutesFile},
 };
 
 /// Why a reload was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub struct ReloadError(pub String);
+pub struct ReloadError(#[from] pub crate::routes::RoutesError);
 
 /// Reads the file and swaps the table in, or refuses it.
 pub fn reload(gw: &Gateway, path: &Path) -> Result<usize, ReloadError> {

@@ -12,8 +12,8 @@ use crate::limits::{RateLimiter, Shedder};
 pub mod file;
 
 pub use file::{
-    CorsSpec, DEFAULT_RULE, HashKey, RateLimitSpec, RetrySpec, RouteSpec, RoutesFile, UNMATCHED,
-    valid_service,
+    Bad, CorsSpec, DEFAULT_RULE, HashKey, RateLimitSpec, RetrySpec, RouteSpec, RoutesError,
+    RoutesFile, UNMATCHED, valid_service,
 };
 
 /// How the path is matched.

@@ -27,7 +27,7 @@ pub use hash::{MAGLEV_TABLE_SIZE, Maglev, Ring, hash_key};
 pub use load::{DEFAULT_TAU, InFlight, Load, PROBE_FIRST, PROBE_MAX, TIE, TIE_WITHIN};
 pub use picker::{Member, Pick, Picker};
 pub use policy::{Policy, UnknownPolicy, from_proto, to_proto};
-pub use routable::{Eligible, Status, eligible};
+pub use routable::{Eligible, Rule, Status, eligible};
 pub use weights::{SlowStart, effective_weight, slow_start_factor, zone_factors};
 
 #[cfg(test)]

@@ -27,13 +27,17 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{
     codec::{Fields, MAX_HEADERS, connection_keep_alive, content_length},
     response::{Answer, refuse, write_response},
 };
-use crate::proxy::{Gateway, Inbound, Peer};
+use crate::{
+    app::{Gateway, Peer},
+    proxy::Inbound,
+    timer::Sleep,
+};
 
 /// Connection settings.
 #[derive(Debug, Clone, Copy)]
@@ -91,18 +95,21 @@ enum Parsed {
 /// hyper (see the module doc).
 pub async fn serve(
     gw: &Arc<Gateway>,
-    mut io: TcpStream,
+    io: TcpStream,
     peer: &Peer,
     settings: ConnSettings,
     draining: &CancellationToken,
 ) -> Ended {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
-    let mut out = Vec::with_capacity(1024);
-    let mut fields = Fields::new();
-    // One request's parts for the connection, refilled for each head: its
-    // header map keeps its room, and the request is lent to the proxy, not
-    // moved through each layer of it.
-    let (mut parts, ()) = Request::new(()).into_parts();
+    let mut conn = Connection {
+        gw,
+        io,
+        peer,
+        settings,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::with_capacity(1024),
+        fields: Fields::new(),
+        parts: Request::new(()).into_parts().0,
+    };
     // Registered with the token once, not per request.
     let mut drained = pin!(draining.cancelled());
     // One header deadline for the connection, moved for each head.
@@ -113,84 +120,161 @@ pub async fn serve(
         // The head, within the header deadline (which also bounds how long
         // a kept-alive connection may sit idle, as with hyper's setting).
         deadline.reset(Instant::now() + settings.header_timeout);
-        let read_head = async {
-            loop {
-                match parse(
-                    &mut buf,
-                    &mut fields,
-                    &mut parts,
-                    settings.max_header_bytes,
-                    gw.limits().replay,
-                ) {
-                    Parsed::Partial => {}
-                    parsed => return Some(parsed),
-                }
-                if buf.is_empty() && draining.is_cancelled() {
-                    return None;
-                }
-                buf.reserve(READ_SIZE);
-                let read = if buf.is_empty() {
-                    // Idle: the drain closes it.
-                    tokio::select! {
-                        biased;
-                        read = io.read_buf(&mut buf) => read,
-                        () = &mut drained => return None,
-                    }
-                } else {
-                    io.read_buf(&mut buf).await
-                };
-                match read {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-            }
-        };
-        let read = tokio::select! {
-            biased;
-            read = read_head => Ok(read),
-            () = &mut deadline => Err(()),
-        };
-        let head = match read {
-            Ok(Some(Parsed::Request(head))) => head,
-            Ok(Some(Parsed::Handoff)) => {
+        let head = match conn
+            .next_head(&mut deadline, drained.as_mut(), draining)
+            .await
+        {
+            Next::Request(head) => head,
+            Next::Handoff => {
                 return Ended::Handoff(Rewound {
-                    read: buf.freeze(),
-                    io,
+                    read: conn.buf.freeze(),
+                    io: conn.io,
                 });
             }
+            Next::Close => return Ended::Closed,
+        };
+        if !conn.read_body(head.body, &mut deadline).await
+            || !conn.answer(head, &mut deadline, draining).await
+        {
+            return Ended::Closed;
+        }
+    }
+}
+
+/// A client connection on this path, and what it keeps from one request
+/// to the next.
+struct Connection<'a> {
+    gw: &'a Arc<Gateway>,
+    io: TcpStream,
+    peer: &'a Peer,
+    settings: ConnSettings,
+    /// What was read and not yet served.
+    buf: BytesMut,
+    /// The answer's head being written (kept to reuse its allocation).
+    out: Vec<u8>,
+    fields: Box<Fields>,
+    /// One request's parts for the connection, refilled for each head: its
+    /// header map keeps its room, and the request is lent to the proxy,
+    /// not moved through each layer of it.
+    parts: Parts,
+}
+
+/// What comes next on a connection.
+enum Next {
+    /// A request this path serves.
+    Request(Head),
+    /// One for hyper, with the bytes read so far.
+    Handoff,
+    /// The end (the client's, a refused head, the drain, the deadline).
+    Close,
+}
+
+// === impl Connection ===
+
+impl Connection<'_> {
+    /// The next request head, within `deadline`; a head that cannot be
+    /// served is answered before the connection closes.
+    async fn next_head(
+        &mut self,
+        deadline: &mut Sleep,
+        drained: Pin<&mut WaitForCancellationFuture<'_>>,
+        draining: &CancellationToken,
+    ) -> Next {
+        let read = tokio::select! {
+            biased;
+            read = self.read_head(drained, draining) => Ok(read),
+            () = deadline => Err(()),
+        };
+        match read {
+            Ok(Some(Parsed::Request(head))) => Next::Request(head),
+            Ok(Some(Parsed::Handoff)) => Next::Handoff,
             Ok(Some(Parsed::Refuse(status))) => {
-                refuse(&mut io, status).await;
-                return Ended::Closed;
+                refuse(&mut self.io, status).await;
+                Next::Close
             }
-            Ok(Some(Parsed::Partial) | None) => return Ended::Closed,
-            Err(_) => {
+            Ok(Some(Parsed::Partial) | None) => Next::Close,
+            Err(()) => {
                 // Answered only if a head had begun (hyper closes an idle
                 // connection without a word, and so do we).
-                if !buf.is_empty() {
-                    refuse(&mut io, StatusCode::REQUEST_TIMEOUT).await;
+                if !self.buf.is_empty() {
+                    refuse(&mut self.io, StatusCode::REQUEST_TIMEOUT).await;
                 }
-                return Ended::Closed;
+                Next::Close
             }
-        };
-        // The rest of a declared body, with no pause longer than the header
-        // timeout (nginx's `client_body_timeout` works so): a client that
-        // declares more than it sends is answered 408 and closed, not held.
-        while buf.len() < head.body {
-            deadline.reset(Instant::now() + settings.header_timeout);
-            buf.reserve(head.body - buf.len());
-            let read = tokio::select! {
-                biased;
-                read = io.read_buf(&mut buf) => read,
-                () = &mut deadline => {
-                    refuse(&mut io, StatusCode::REQUEST_TIMEOUT).await;
-                    return Ended::Closed;
+        }
+    }
+
+    /// Reads until a whole head is parsed (`None`: the connection ended,
+    /// or the drain came while it was idle).
+    async fn read_head(
+        &mut self,
+        mut drained: Pin<&mut WaitForCancellationFuture<'_>>,
+        draining: &CancellationToken,
+    ) -> Option<Parsed> {
+        loop {
+            match parse(
+                &mut self.buf,
+                &mut self.fields,
+                &mut self.parts,
+                self.settings.max_header_bytes,
+                self.gw.limits().replay,
+            ) {
+                Parsed::Partial => {}
+                parsed => return Some(parsed),
+            }
+            if self.buf.is_empty() && draining.is_cancelled() {
+                return None;
+            }
+            self.buf.reserve(READ_SIZE);
+            let read = if self.buf.is_empty() {
+                // Idle: the drain closes it.
+                tokio::select! {
+                    biased;
+                    read = self.io.read_buf(&mut self.buf) => read,
+                    () = drained.as_mut() => return None,
                 }
+            } else {
+                self.io.read_buf(&mut self.buf).await
             };
             match read {
-                Ok(0) | Err(_) => return Ended::Closed,
+                Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
         }
+    }
+
+    /// The rest of a declared body of `len` bytes, with no pause longer
+    /// than the header timeout (nginx's `client_body_timeout` works so): a
+    /// client that declares more than it sends is answered 408 and closed,
+    /// not held. Whether the connection goes on.
+    async fn read_body(&mut self, len: usize, deadline: &mut Sleep) -> bool {
+        while self.buf.len() < len {
+            deadline.reset(Instant::now() + self.settings.header_timeout);
+            self.buf.reserve(len - self.buf.len());
+            let read = tokio::select! {
+                biased;
+                read = self.io.read_buf(&mut self.buf) => read,
+                () = &mut *deadline => {
+                    refuse(&mut self.io, StatusCode::REQUEST_TIMEOUT).await;
+                    return false;
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+        true
+    }
+
+    /// Serves the request in `parts` and writes its answer; whether the
+    /// connection may serve another.
+    async fn answer(
+        &mut self,
+        head: Head,
+        deadline: &mut Sleep,
+        draining: &CancellationToken,
+    ) -> bool {
         // The header deadline is left where it is while the request is
         // served (a proxied one moves it to each try's deadline): unpolled,
         // it costs a long answer one needless wake-up at most, where moving
@@ -200,13 +284,19 @@ pub async fn serve(
             keep_alive,
             trailers,
         } = head;
-        let body = buf.split_to(body).freeze();
-        let head_only = parts.method == Method::HEAD;
-        let version = parts.version;
+        let body = self.buf.split_to(body).freeze();
+        let head_only = self.parts.method == Method::HEAD;
+        let version = self.parts.version;
         // The header deadline is idle until the next head: the request's
         // timeouts borrow it.
-        let (res, id) = gw
-            .respond(&mut parts, Inbound::Whole(body), peer, Some(&mut deadline))
+        let (res, id) = self
+            .gw
+            .respond(
+                &mut self.parts,
+                Inbound::Whole(body),
+                self.peer,
+                Some(deadline),
+            )
             .await;
         // The gateway's own answers say `connection: close` after a
         // malformed request (upstream answers lose theirs as hop-by-hop).
@@ -218,19 +308,20 @@ pub async fn serve(
             keep_alive,
             trailers,
         };
-        match write_response(&mut io, &mut out, res, &id, answer).await {
+        match write_response(&mut self.io, &mut self.out, res, &id, answer).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
-                let _ = io.shutdown().await;
-                return Ended::Closed;
+                let _ = self.io.shutdown().await;
+                return false;
             }
         }
         // The request's target and field values are slices of the read
         // buffer: let go of them, so that the next read reuses the buffer
         // (held, it cannot: each request then cost a new one, two
         // allocations and a cold 8 KiB).
-        parts.headers.clear();
-        parts.uri = Uri::default();
+        self.parts.headers.clear();
+        self.parts.uri = Uri::default();
+        true
     }
 }
 
@@ -287,34 +378,14 @@ fn parse(
     } else {
         Version::HTTP_10
     };
-    let mut keep_alive = version == Version::HTTP_11;
-    let mut length: Option<usize> = None;
-    let mut trailers = false;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let Some(n) = content_length(h.value).and_then(|n| usize::try_from(n).ok()) else {
-                return Parsed::Refuse(StatusCode::BAD_REQUEST);
-            };
-            if length.is_some_and(|l| l != n) {
-                return Parsed::Refuse(StatusCode::BAD_REQUEST);
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
-            // A streamed body, an upgrade or a wait for 100 Continue.
-            return Parsed::Handoff;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            connection_keep_alive(h.value, version == Version::HTTP_10, &mut keep_alive);
-        } else if name.eq_ignore_ascii_case(b"te") {
-            trailers |= h
-                .value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
-        }
-    }
+    let Framing {
+        length,
+        keep_alive,
+        trailers,
+    } = match framing(req.headers, version) {
+        Ok(framing) => framing,
+        Err(parsed) => return parsed,
+    };
     let body = length.unwrap_or(0);
     if body > replay {
         // Too large to hold for replay: it streams, through hyper.
@@ -336,6 +407,56 @@ fn parse(
     parts.extensions.clear();
     Parsed::Request(Head {
         body,
+        keep_alive,
+        trailers,
+    })
+}
+
+/// What a request's fields say about its framing and its connection.
+struct Framing {
+    /// The declared body length.
+    length: Option<usize>,
+    keep_alive: bool,
+    /// The client takes trailers (`TE: trailers`).
+    trailers: bool,
+}
+
+/// Reads the fields that frame a request: one `Content-Length` (the same
+/// value twice is one), `Connection` and `TE`. `Err` says what to do with
+/// the request instead: a body that streams, an upgrade or a wait for
+/// 100 Continue goes to hyper, a length parsers would read differently is
+/// refused.
+fn framing(headers: &[httparse::Header<'_>], version: Version) -> Result<Framing, Parsed> {
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut length: Option<usize> = None;
+    let mut trailers = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(n) = content_length(h.value).and_then(|n| usize::try_from(n).ok()) else {
+                return Err(Parsed::Refuse(StatusCode::BAD_REQUEST));
+            };
+            if length.is_some_and(|l| l != n) {
+                return Err(Parsed::Refuse(StatusCode::BAD_REQUEST));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            // A streamed body, an upgrade or a wait for 100 Continue.
+            return Err(Parsed::Handoff);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection_keep_alive(h.value, version == Version::HTTP_10, &mut keep_alive);
+        } else if name.eq_ignore_ascii_case(b"te") {
+            trailers |= h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        }
+    }
+    Ok(Framing {
+        length,
         keep_alive,
         trailers,
     })

@@ -12,8 +12,11 @@ use http_body_util::BodyExt;
 
 use super::*;
 use crate::{
+    app::Limits,
     breaker::BreakerConfig,
+    endpoints::ServiceSettings,
     routes::{RouteTable, RoutesFile},
+    upstream::Upstream,
 };
 
 /// Most bytes a request body may have in these tests.

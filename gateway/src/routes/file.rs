@@ -176,18 +176,72 @@ impl Default for RetrySpec {
     }
 }
 
+/// Why a routes file was refused: where, and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutesError {
+    /// The file could not be read.
+    #[error("{path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The system's reason.
+        message: String,
+    },
+    /// Not TOML, or not the schema.
+    #[error("{0}")]
+    Syntax(String),
+    /// A key of the file itself.
+    #[error("{0}")]
+    File(Bad),
+    /// A key of one route.
+    #[error("route[{index}] ({name}).{bad}")]
+    Route {
+        /// Its place in the file, from 0.
+        index: usize,
+        /// Its name.
+        name: String,
+        /// The key and what is wrong with it.
+        bad: Bad,
+    },
+}
+
+/// A key and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct Bad {
+    /// The key, as written in the file (`retry.attempts`).
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+// === impl Bad ===
+
+impl Bad {
+    fn new(key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
 // === impl RoutesFile ===
 
 impl RoutesFile {
     /// Reads, parses and checks a routes file.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, RoutesError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RoutesError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Self::parse(&text)
     }
 
     /// Parses and checks routes from text.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, RoutesError> {
+        let mut file: Self =
+            toml::from_str(text).map_err(|e| RoutesError::Syntax(e.to_string()))?;
         if file.default_rule_max_services == 0 {
             file.default_rule_max_services = 64;
         }
@@ -199,25 +253,32 @@ impl RoutesFile {
             || !prefix.ends_with('/')
             || crate::path::normalize(prefix).ok().as_deref() != Some(prefix.as_str())
         {
-            return Err(
-                "default_rule_prefix: a path in normal form that starts and ends with '/'".into(),
-            );
+            return Err(RoutesError::File(Bad::new(
+                "default_rule_prefix",
+                "a path in normal form that starts and ends with '/'",
+            )));
         }
         let mut names = BTreeSet::new();
         for (i, r) in file.routes.iter_mut().enumerate() {
             if r.name.is_empty() {
                 r.name = format!("route-{i}");
             }
-            let at = format!("route[{i}] ({})", r.name);
+            let name = r.name.clone();
+            let at = |bad| RoutesError::Route {
+                index: i,
+                name: name.clone(),
+                bad,
+            };
             if !names.insert(r.name.clone()) {
-                return Err(format!("{at}.name: appears twice"));
+                return Err(at(Bad::new("name", "appears twice")));
             }
             if r.name.starts_with('<') {
-                return Err(format!(
-                    "{at}.name: may not start with '<' (kept for {DEFAULT_RULE} and {UNMATCHED})"
-                ));
+                return Err(at(Bad::new(
+                    "name",
+                    format!("may not start with '<' (kept for {DEFAULT_RULE} and {UNMATCHED})"),
+                )));
             }
-            check(r).map_err(|e| format!("{at}.{e}"))?;
+            check(r).map_err(at)?;
         }
         Ok(file)
     }
@@ -234,31 +295,51 @@ pub const UNMATCHED: &str = "<none>";
 /// The longest `timeout` and `per_try_timeout` a route may have.
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-fn check(r: &mut RouteSpec) -> Result<(), String> {
+/// Checks one route (filling in defaults); the error names the key.
+fn check(r: &mut RouteSpec) -> Result<(), Bad> {
     if !valid_service(&r.service) {
-        return Err("service: must be a registry service name (a-z, 0-9, '-')".into());
+        return Err(Bad::new(
+            "service",
+            "must be a registry service name (a-z, 0-9, '-')",
+        ));
     }
+    check_matchers(r)?;
+    check_forwarding(r)?;
+    check_access(r)
+}
+
+/// What a request is matched by: path (in normal form), host, methods,
+/// headers.
+fn check_matchers(r: &mut RouteSpec) -> Result<(), Bad> {
     let set = [
         !r.path_exact.is_empty(),
         !r.path_prefix.is_empty(),
         !r.path_regex.is_empty(),
     ];
     if set.iter().filter(|s| **s).count() > 1 {
-        return Err("path_exact: set at most one of path_exact, path_prefix and path_regex".into());
+        return Err(Bad::new(
+            "path_exact",
+            "set at most one of path_exact, path_prefix and path_regex",
+        ));
     }
     for (name, p) in [
         ("path_exact", &r.path_exact),
         ("path_prefix", &r.path_prefix),
     ] {
         if !p.is_empty() && !p.starts_with('/') {
-            return Err(format!("{name}: must start with '/'"));
+            return Err(Bad::new(name, "must start with '/'"));
         }
         // Requests are matched in their normal form (`crate::path`): a
         // pattern in another could never match.
         match crate::path::normalize(p) {
             Ok(normal) if normal == p.as_str() => {}
-            Ok(normal) => return Err(format!("{name}: write it in normal form, `{normal}`")),
-            Err(e) => return Err(format!("{name}: {}", e.message())),
+            Ok(normal) => {
+                return Err(Bad::new(
+                    name,
+                    format!("write it in normal form, `{normal}`"),
+                ));
+            }
+            Err(e) => return Err(Bad::new(name, e.message())),
         }
     }
     // Hosts are matched without a trailing dot, case-blind.
@@ -272,21 +353,29 @@ fn check(r: &mut RouteSpec) -> Result<(), String> {
             .and_then(|v| crate::authority::Authority::parse(&v).ok())
             .is_none_or(|a| a.host() != name)
     {
-        return Err("host: a host name without port, or `*.` and one".into());
+        return Err(Bad::new(
+            "host",
+            "a host name without port, or `*.` and one",
+        ));
     }
     if !r.path_regex.is_empty() {
-        Regex::new(&r.path_regex).map_err(|e| format!("path_regex: {e}"))?;
+        Regex::new(&r.path_regex).map_err(|e| Bad::new("path_regex", e.to_string()))?;
     }
     for m in &r.methods {
         m.parse::<Method>()
-            .map_err(|_| format!("methods: `{m}` is not a method"))?;
+            .map_err(|_| Bad::new("methods", format!("`{m}` is not a method")))?;
     }
     for h in r.headers.keys() {
         h.parse::<http::HeaderName>()
-            .map_err(|_| format!("headers: `{h}` is not a header name"))?;
+            .map_err(|_| Bad::new("headers", format!("`{h}` is not a header name")))?;
     }
+    Ok(())
+}
+
+/// How it is forwarded: prefix rewrites, timeouts, retries.
+fn check_forwarding(r: &mut RouteSpec) -> Result<(), Bad> {
     if (r.strip_prefix || r.rewrite_prefix.is_some()) && r.path_prefix.is_empty() {
-        return Err("strip_prefix: needs path_prefix".into());
+        return Err(Bad::new("strip_prefix", "needs path_prefix"));
     }
     if r.timeout.is_zero() {
         r.timeout = Duration::from_secs(15);
@@ -296,17 +385,23 @@ fn check(r: &mut RouteSpec) -> Result<(), String> {
     }
     // A deadline is a request's start plus these: bounded, so the sum is.
     if r.timeout > MAX_TIMEOUT {
-        return Err("timeout: at most 365d".into());
+        return Err(Bad::new("timeout", "at most 365d"));
     }
     if r.per_try_timeout > MAX_TIMEOUT {
-        return Err("per_try_timeout: at most 365d".into());
+        return Err(Bad::new("per_try_timeout", "at most 365d"));
     }
     if r.retry.attempts == 0 || r.retry.attempts > 10 {
-        return Err("retry.attempts: must be 1 to 10".into());
+        return Err(Bad::new("retry.attempts", "must be 1 to 10"));
     }
+    Ok(())
+}
+
+/// Who may use it and how much: rate limit, hash key, credentials, and
+/// the `Host` it goes with.
+fn check_access(r: &mut RouteSpec) -> Result<(), Bad> {
     if let Some(rl) = &mut r.rate_limit {
         if rl.per_second.is_nan() || rl.per_second <= 0.0 {
-            return Err("rate_limit.per_second: must be above 0".into());
+            return Err(Bad::new("rate_limit.per_second", "must be above 0"));
         }
         if rl.burst <= 0.0 {
             rl.burst = rl.per_second.max(1.0);
@@ -315,11 +410,15 @@ fn check(r: &mut RouteSpec) -> Result<(), String> {
             || rl.client_key == "ip"
             || rl.client_key.starts_with("header:"))
         {
-            return Err("rate_limit.client_key: use `ip` or `header:NAME`".into());
+            return Err(Bad::new(
+                "rate_limit.client_key",
+                "use `ip` or `header:NAME`",
+            ));
         }
     }
     if !r.hash_key.is_empty() {
-        HashKey::parse(&r.hash_key).ok_or("hash_key: use header:NAME, query:NAME, path or ip")?;
+        HashKey::parse(&r.hash_key)
+            .ok_or_else(|| Bad::new("hash_key", "use header:NAME, query:NAME, path or ip"))?;
     }
     if !r.api_keys.is_empty() && r.api_key_header.is_empty() {
         r.api_key_header = "x-api-key".into();
@@ -327,7 +426,7 @@ fn check(r: &mut RouteSpec) -> Result<(), String> {
     if !r.api_key_header.is_empty() {
         r.api_key_header
             .parse::<http::HeaderName>()
-            .map_err(|_| "api_key_header: not a header name")?;
+            .map_err(|_| Bad::new("api_key_header", "not a header name"))?;
     }
     match r.host_header.as_str() {
         "" => r.host_header = "preserve".into(),
@@ -335,7 +434,7 @@ fn check(r: &mut RouteSpec) -> Result<(), String> {
         literal => {
             literal
                 .parse::<http::HeaderValue>()
-                .map_err(|_| "host_header: not a valid host")?;
+                .map_err(|_| Bad::new("host_header", "not a valid host"))?;
         }
     }
     Ok(())

@@ -259,7 +259,7 @@ fn bad_files_are_refused_with_the_route_and_key() {
             "route[0] (<default rule>).name: may not start with '<'",
         ),
     ] {
-        let err = RoutesFile::parse(text).expect_err(text);
+        let err = RoutesFile::parse(text).expect_err(text).to_string();
         assert!(err.contains(needle), "`{needle}` not in `{err}`");
     }
 }
