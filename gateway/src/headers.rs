@@ -127,14 +127,31 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The hop-by-hop fields (RFC 9110 §7.6.1, with `Proxy-Authorization`,
+/// `Keep-Alive` and `Proxy-Connection`), as header-map names;
+/// [`is_hop_by_hop_name`] is the same list for raw header lines (a test
+/// below holds the two to each other).
+static HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &header::UPGRADE,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::PROXY_AUTHORIZATION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+];
+
+/// Compared as names, not bytes: a standard name compares in one
+/// instruction, and this runs for every field of every request.
 fn is_hop_by_hop(n: &HeaderName) -> bool {
-    is_hop_by_hop_name(n.as_str().as_bytes())
+    HOP_BY_HOP.contains(&n)
 }
 
 /// Whether a field name (any case) is hop-by-hop: `Connection`, `Upgrade`,
 /// `TE`, `Trailer`, `Transfer-Encoding`, `Proxy-Authorization`, `Keep-Alive`
-/// and `Proxy-Connection`; the one list for the header map and for the raw
-/// header lines of [`crate::http1::client`]. By length first: most names are ruled out
+/// and `Proxy-Connection` (the header-map list, `HOP_BY_HOP`, for the raw header lines of
+/// [`crate::http1::client`]). By length first: most names are ruled out
 /// with no byte compared (nine case-blind comparisons per field were ~130
 /// instructions per answer).
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
@@ -352,6 +369,26 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hop_by_hop_list_reads_the_same_as_names_and_as_bytes() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(name));
+            assert!(is_hop_by_hop_name(name.as_str().as_bytes()), "{name}");
+            assert!(is_hop_by_hop_name(name.as_str().to_uppercase().as_bytes()));
+        }
+        for other in [
+            "content-length",
+            "host",
+            "te2",
+            "trailers",
+            "x-upgrade",
+            "date",
+        ] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(other)), "{other}");
+            assert!(!is_hop_by_hop_name(other.as_bytes()), "{other}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_go_te_trailers_stays() {

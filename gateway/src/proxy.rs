@@ -27,6 +27,7 @@ use tracing::Instrument;
 use self::{
     admit::Admission,
     attempts::{Attempt, Timing},
+    prepare::ReadBody,
 };
 use crate::{
     app::{Gateway, Peer},
@@ -87,6 +88,14 @@ struct Served {
 // === impl Served ===
 
 impl Served {
+    /// Records a field of the request's span, if a subscriber wants it
+    /// (a disabled span still looks the field up by name).
+    fn note(&self, field: &str, value: &dyn tracing::Value) {
+        if !self.span.is_disabled() {
+            self.span.record(field, value);
+        }
+    }
+
     /// The answer in the route's and the service's metrics.
     fn record(&self, status: StatusCode, elapsed: Duration) {
         match &self.route {
@@ -269,21 +278,25 @@ impl Gateway {
             done: None,
             span: span.clone(),
         };
-        let result = self
-            .forward(
-                parts,
-                &scan,
-                body,
-                Caller {
-                    peer,
-                    id: &id,
-                    start,
-                    sleep,
-                },
-                &mut served,
-            )
-            .instrument(span)
-            .await;
+        // Pinned where it is made: the span wraps a reference to it, not a
+        // copy (moved into `Instrumented`, the request's whole future was
+        // copied once per request, ~800 instructions).
+        let caller = Caller {
+            peer,
+            id: &id,
+            start,
+            sleep,
+        };
+        // The span wraps the request only when a subscriber wants it:
+        // wrapping moves the request's whole future into `Instrumented`, a
+        // copy per request that a disabled span must not cost.
+        let result = if span.is_disabled() {
+            self.forward(parts, &scan, body, caller, &mut served).await
+        } else {
+            self.forward(parts, &scan, body, caller, &mut served)
+                .instrument(span)
+                .await
+        };
         let res = match result {
             Ok(res) => res,
             Err(e) => {
@@ -326,16 +339,20 @@ impl Gateway {
         } = caller;
         let admitted = match self.admit(parts, scan, peer, served)? {
             Admission::Admitted(admitted) => admitted,
-            Admission::Preflight(res) => return Ok(res),
+            Admission::Preflight(res) => return Ok(*res),
         };
-        served.span.record("route", &*admitted.m.route.name);
+        served.note("route", &&*admitted.m.route.name);
         let whole = matches!(body, Inbound::Whole(_));
         let prepared = self.prepare(parts, scan, &admitted, peer, id, (start, whole));
-        served.span.record("service", &*prepared.service.name);
+        served.note("service", &&*prepared.service.name);
         served.service = Some(prepared.service.clone());
-        let read = self
-            .read_body(body, scan.content_length, scan.grpc, start)
-            .await?;
+        let read = match body {
+            Inbound::Whole(whole) => ReadBody::whole(whole, start),
+            Inbound::Streamed(body) => {
+                self.read_body(body, scan.content_length, scan.grpc, start)
+                    .await?
+            }
+        };
         let attempt = Attempt {
             parts,
             path: &prepared.path,

@@ -208,7 +208,12 @@ impl Conn {
             if let Some(parsed) =
                 parse_head(&mut self.0.buf, &mut self.0.fields, head.raw_answer).map_err(failed)?
             {
-                let (mut res, keep_alive, framing, raw) = parsed;
+                let ParsedHead {
+                    head: mut res,
+                    keep_alive,
+                    framing,
+                    raw,
+                } = parsed;
                 if res.status().is_informational() {
                     // 100 Continue and the like; the final answer follows.
                     // (A 101 never comes here: upgrades go through hyper.)
@@ -319,7 +324,16 @@ fn encode_head(dst: &mut Vec<u8>, head: RequestHead<'_>, body_len: usize) {
     dst.extend_from_slice(b"\r\n");
 }
 
-type ParsedHead = (Response<()>, bool, Framing, Option<RawFields>);
+/// A response head as read from an upstream.
+struct ParsedHead {
+    /// The status, version and (unless kept raw) header map.
+    head: Response<()>,
+    /// The connection may take another request after this answer.
+    keep_alive: bool,
+    framing: Framing,
+    /// The header lines as they came, when they pass that way.
+    raw: Option<RawFields>,
+}
 
 /// Parses a response head from the front of `buf` and removes it, or says
 /// more bytes are needed (`None`).
@@ -395,14 +409,28 @@ fn parse_head(
     *res.status_mut() = status;
     *res.version_mut() = version;
     *res.headers_mut() = headers;
-    Ok(Some((res, keep_alive, framing, None)))
+    Ok(Some(ParsedHead {
+        head: res,
+        keep_alive,
+        framing,
+        raw: None,
+    }))
 }
 
-/// Where the header lines of a head start, whether they carry a `Date`,
-/// and the `Content-Length` they declare, if they can pass as they came
-/// (see [`RawFields`]); `None` if not, for the header-map path.
-type RawPlan = (usize, bool, Option<u64>);
+/// How a head's header lines pass as they came (see [`RawFields`]).
+#[derive(Debug, Clone, Copy)]
+struct RawPlan {
+    /// Where the header lines start.
+    start: usize,
+    /// They carry a `Date`.
+    date: bool,
+    /// The `Content-Length` they declare.
+    length: Option<u64>,
+}
 
+/// Whether a head's header lines may pass as they came (nothing to take
+/// out, CRLF line ends, one length), and how; `None` if not, for the
+/// header-map path.
 fn raw_plan(
     buf: &[u8],
     len: usize,
@@ -437,7 +465,11 @@ fn raw_plan(
     let start = fields
         .first()
         .map_or(len - 2, |h| h.name.as_ptr() as usize - base);
-    Ok(Some((start, date, length)))
+    Ok(Some(RawPlan {
+        start,
+        date,
+        length,
+    }))
 }
 
 /// Whether an answer's field is one the gateway takes out or replaces
@@ -455,8 +487,13 @@ fn keep_raw(
     len: usize,
     status: StatusCode,
     version: Version,
-    (start, date, length): RawPlan,
+    plan: RawPlan,
 ) -> ParsedHead {
+    let RawPlan {
+        start,
+        date,
+        length,
+    } = plan;
     let head = buf.split_to(len).freeze();
     let raw = RawFields {
         lines: head.slice(start..len - 2),
@@ -469,7 +506,12 @@ fn keep_raw(
     *res.version_mut() = version;
     // HTTP/1.0 keeps a connection only when asked to, with a `Connection`
     // field (which would not have come this way).
-    (res, version == Version::HTTP_11, framing, Some(raw))
+    ParsedHead {
+        head: res,
+        keep_alive: version == Version::HTTP_11,
+        framing,
+        raw: Some(raw),
+    }
 }
 
 // === impl ResponseBody ===
@@ -505,7 +547,9 @@ impl<R: Reuse> ResponseBody<R> {
             return Err(io::Error::other("response body polled after its end"));
         };
         let frame = self.framing.decode(&mut conn.0.buf)?;
-        self.finish_if_done();
+        if self.framing == Framing::Done {
+            self.finish_if_done();
+        }
         Ok(frame)
     }
 }

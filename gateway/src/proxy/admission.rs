@@ -233,3 +233,69 @@ path_prefix = "/"
         (StatusCode::NOT_FOUND, "no such service".into())
     );
 }
+
+/// Span fields as a subscriber sees them: `(span name, field, value)`.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// Keeps every span field it is told of, when created or recorded later.
+struct Capture(Seen);
+
+struct Fields<'a>(&'a Seen, &'static str);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let seen = (
+            self.1.to_string(),
+            field.name().to_string(),
+            format!("{value:?}"),
+        );
+        switchyard_time::sync::lock(self.0).push(seen);
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Capture
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        attrs.record(&mut Fields(&self.0, attrs.metadata().name()));
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let name = ctx.span(id).map_or("?", |s| s.name());
+        values.record(&mut Fields(&self.0, name));
+    }
+}
+
+#[tokio::test]
+async fn each_request_has_a_span_with_its_route_and_service_when_one_is_wanted() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let seen = Seen::default();
+    let subscriber = tracing_subscriber::registry().with(Capture(seen.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let gw = gateway(ROUTES);
+    assert_eq!(
+        send(&gw, "/guarded/x", true, b"").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let seen = switchyard_time::sync::lock(&seen).clone();
+    let field = |name: &str| {
+        seen.iter()
+            .find(|(span, f, _)| span == "request" && f == name)
+            .map(|(_, _, v)| v.clone())
+    };
+    assert_eq!(field("route").as_deref(), Some("\"guarded\""), "{seen:?}");
+    assert_eq!(field("service").as_deref(), Some("\"guarded\""), "{seen:?}");
+    // No instance: no endpoint was tried.
+    assert_eq!(field("endpoint"), None, "{seen:?}");
+}

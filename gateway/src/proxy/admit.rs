@@ -36,8 +36,9 @@ pub(super) struct Admitted {
 pub(super) enum Admission {
     /// On to the service.
     Admitted(Admitted),
-    /// A CORS preflight, answered here.
-    Preflight(Response<ProxyBody>),
+    /// A CORS preflight, answered here (boxed: it is rare, and unboxed
+    /// every admission would carry a whole response's size).
+    Preflight(Box<Response<ProxyBody>>),
 }
 
 // === impl Gateway ===
@@ -46,6 +47,7 @@ impl Gateway {
     /// Runs the admission checks in order (see the module doc); the
     /// matched route goes into `served` as soon as there is one, so that
     /// refusals count against it.
+    #[inline]
     pub(super) fn admit(
         &self,
         parts: &mut Parts,
@@ -79,7 +81,7 @@ impl Gateway {
             return Err(GatewayError::Unauthorized);
         }
         if let Some(preflight) = crate::cors::preflight(&m, parts) {
-            return Ok(Admission::Preflight(preflight.map(Either::Right)));
+            return Ok(Admission::Preflight(Box::new(preflight.map(Either::Right))));
         }
         let permit = self.limit(&m, parts, peer, scan.content_length)?;
         Ok(Admission::Admitted(Admitted {
@@ -91,6 +93,7 @@ impl Gateway {
 
     /// The route's rate and concurrency limits, then the body limit on the
     /// declared length; the concurrency permit, if the route has a limit.
+    #[inline]
     fn limit(
         &self,
         m: &Matched,

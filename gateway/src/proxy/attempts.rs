@@ -139,8 +139,8 @@ impl Gateway {
                 break;
             };
             served.endpoint = Some(endpoint.id.clone());
-            served.span.record("endpoint", &*endpoint.id);
-            served.span.record("attempt", n + 1);
+            served.note("endpoint", &&*endpoint.id);
+            served.note("attempt", &(n + 1));
             let outgoing = Outgoing::of(body, &attempt, &endpoint);
             // The try's deadline: one addition and a comparison (the
             // time left to the request's deadline would be a subtraction).

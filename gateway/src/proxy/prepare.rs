@@ -11,9 +11,9 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, header, request::Parts, uri::PathAndQuery};
 use http_body_util::{BodyExt, Either, Limited};
-use hyper::body::Body as _;
+use hyper::body::{Body as _, Incoming};
 
-use super::{Inbound, admit::Admitted};
+use super::admit::Admitted;
 use crate::{
     app::{Gateway, Peer},
     body::{BodyFault, FaultSlot, RequestBody},
@@ -48,12 +48,28 @@ pub(super) struct ReadBody {
     pub fault: Option<FaultSlot>,
 }
 
+// === impl ReadBody ===
+
+impl ReadBody {
+    /// A body read whole by the client connection (its length was
+    /// declared): at hand from the request's `start`, which stands in for
+    /// the first pick's clock reading.
+    pub(super) fn whole(body: Bytes, start: Instant) -> Self {
+        Self {
+            body: Either::Right(body),
+            ready: Some(start),
+            fault: None,
+        }
+    }
+}
+
 // === impl Gateway ===
 
 impl Gateway {
     /// Headers, upstream path, service and deadline of an admitted request
     /// that started at `start`; `whole` when its body was read whole by
     /// the client connection.
+    #[inline]
     pub(super) fn prepare(
         &self,
         parts: &mut Parts,
@@ -101,6 +117,7 @@ impl Gateway {
 
     /// The matched service's state. The default rule's service comes from
     /// the path; a route's own is fixed, so it is looked up by name once.
+    #[inline]
     fn matched_service(&self, m: &Matched) -> Arc<ServiceState> {
         if m.default_rule {
             return self.service(&m.service);
@@ -112,11 +129,12 @@ impl Gateway {
             .clone()
     }
 
-    /// The body: bodies that fit the replay buffer are read first, so that
-    /// any retry can send them again; others stream once.
+    /// A body hyper's server delivers: bodies that fit the replay buffer
+    /// are read first, so that any retry can send them again; others
+    /// stream once.
     pub(super) async fn read_body(
         &self,
-        body: Inbound,
+        body: Incoming,
         declared: Option<u64>,
         grpc: bool,
         start: Instant,
@@ -130,20 +148,16 @@ impl Gateway {
         // A body at hand from the start: the request's start stands in for
         // the first pick's clock reading (one reading fewer).
         let (body, ready, fault) = match body {
-            // Read whole by the client connection (its length was declared).
-            Inbound::Whole(whole) => (Either::Right(whole), Some(start), None),
             // Most requests (GET): nothing to read or collect.
-            Inbound::Streamed(body) if body.is_end_stream() => {
-                (Either::Right(Bytes::new()), Some(start), None)
-            }
-            Inbound::Streamed(body) if declared.is_some_and(|n| n <= replay as u64) => {
+            body if body.is_end_stream() => (Either::Right(Bytes::new()), Some(start), None),
+            body if declared.is_some_and(|n| n <= replay as u64) => {
                 let collected = Limited::new(body, replay.max(1))
                     .collect()
                     .await
                     .map_err(|e| GatewayError::from(BodyFault::of(&*e)))?;
                 (Either::Right(collected.to_bytes()), None, None)
             }
-            Inbound::Streamed(body) => {
+            body => {
                 // Only a body that streams on can break after this point:
                 // the slot (an allocation) is made for those alone.
                 let slot = FaultSlot::default();

@@ -342,6 +342,23 @@ fn check_matchers(r: &mut RouteSpec) -> Result<(), Bad> {
             Err(e) => return Err(Bad::new(name, e.message())),
         }
     }
+    check_host(r)?;
+    if !r.path_regex.is_empty() {
+        Regex::new(&r.path_regex).map_err(|e| Bad::new("path_regex", e.to_string()))?;
+    }
+    for m in &r.methods {
+        m.parse::<Method>()
+            .map_err(|_| Bad::new("methods", format!("`{m}` is not a method")))?;
+    }
+    for h in r.headers.keys() {
+        h.parse::<http::HeaderName>()
+            .map_err(|_| Bad::new("headers", format!("`{h}` is not a header name")))?;
+    }
+    Ok(())
+}
+
+/// The host pattern: a host name, or `*.` and one (a trailing dot dropped).
+fn check_host(r: &mut RouteSpec) -> Result<(), Bad> {
     // Hosts are matched without a trailing dot, case-blind.
     if let Some(host) = r.host.strip_suffix('.') {
         r.host = host.to_string();
@@ -357,17 +374,6 @@ fn check_matchers(r: &mut RouteSpec) -> Result<(), Bad> {
             "host",
             "a host name without port, or `*.` and one",
         ));
-    }
-    if !r.path_regex.is_empty() {
-        Regex::new(&r.path_regex).map_err(|e| Bad::new("path_regex", e.to_string()))?;
-    }
-    for m in &r.methods {
-        m.parse::<Method>()
-            .map_err(|_| Bad::new("methods", format!("`{m}` is not a method")))?;
-    }
-    for h in r.headers.keys() {
-        h.parse::<http::HeaderName>()
-            .map_err(|_| Bad::new("headers", format!("`{h}` is not a header name")))?;
     }
     Ok(())
 }
