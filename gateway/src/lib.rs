@@ -138,17 +138,7 @@ pub async fn serve(
     } else {
         None
     };
-    let upstream = Upstream::new(config.connect_timeout, config.upstream_idle_timeout);
-    let gw = Arc::new(Gateway::new(
-        RouteTable::compile(file, None),
-        upstream,
-        service_settings(&config),
-        Limits {
-            max_body: config.max_body_bytes,
-            replay: config.replay_buffer_bytes,
-        },
-        config.access_log,
-    ));
+    let gw = Arc::new(gateway(&config, file));
     for service in gw.routes.load().services() {
         gw.service(&service);
     }
@@ -241,6 +231,21 @@ async fn drain(
     if let Some((s, _)) = session {
         s.shutdown(std::time::Duration::ZERO).await;
     }
+}
+
+/// The gateway's state for `config` and a checked routes file (nothing
+/// started yet: no listener, no control plane).
+fn gateway(config: &Config, file: RoutesFile) -> Gateway {
+    Gateway::new(
+        RouteTable::compile(file, None),
+        Upstream::new(config.connect_timeout, config.upstream_idle_timeout),
+        service_settings(config),
+        Limits {
+            max_body: config.max_body_bytes,
+            replay: config.replay_buffer_bytes,
+        },
+        config.access_log,
+    )
 }
 
 /// What every service's endpoints share: breaker, per-endpoint limit,

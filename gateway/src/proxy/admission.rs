@@ -4,20 +4,12 @@
 //! that fails several checks hears about the first, and a check it never
 //! reached spends nothing (no rate-limit token, no concurrency permit).
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 
 use super::*;
-use crate::{
-    app::Limits,
-    breaker::BreakerConfig,
-    endpoints::ServiceSettings,
-    routes::{RouteTable, RoutesFile},
-    upstream::Upstream,
-};
+use crate::routes::RoutesFile;
 
 /// Most bytes a request body may have in these tests.
 const MAX_BODY: u64 = 16;
@@ -35,32 +27,16 @@ rate_limit = { per_second = 0.001, burst = 1 }
 concurrency_limit = 1
 "#;
 
+/// The gateway `serve` would build from its default settings and
+/// `routes`, with bodies limited to [`MAX_BODY`].
 fn gateway(routes: &str) -> Gateway {
     let file = RoutesFile::parse(routes).expect("routes parse");
-    let settings = ServiceSettings {
-        breaker: BreakerConfig {
-            failures: 5,
-            timeouts: 3,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-        },
-        max_per_endpoint: 100,
-        budget_percent: 20,
-        budget_min_per_second: 10,
-        zone: String::new(),
+    let config = crate::Config {
+        max_body_bytes: MAX_BODY,
+        access_log: false,
+        ..crate::Config::default()
     };
-    let limits = Limits {
-        max_body: MAX_BODY,
-        replay: 64 * 1024,
-    };
-    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_secs(10));
-    Gateway::new(
-        RouteTable::compile(file, None),
-        upstream,
-        settings,
-        limits,
-        false,
-    )
+    crate::gateway(&config, file)
 }
 
 /// What a client reads: the status and the JSON body's `error`.
