@@ -34,7 +34,11 @@ need etcdctl etcd-client
 need h2load nghttp2-client
 
 cargo build --release --locked -p switchyard-bench --bin bench-backend --bin bench-load --bin bench-registry >/dev/null
-cargo build --release --locked --bin registry --bin gateway --bin echo >/dev/null
+# The instruction counts run the gateway's profiling build (built there):
+# a run of those alone spares the release gateway's build (fat LTO).
+release_bins=(--bin registry --bin echo)
+[ "${scenarios[*]}" = instructions ] || release_bins+=(--bin gateway)
+cargo build --release --locked "${release_bins[@]}" >/dev/null
 BIN=$ROOT/target/x86_64-unknown-linux-gnu/release
 
 # BASELINE=<commit> also runs that commit's gateway in the proxies scenario
@@ -536,6 +540,9 @@ instructions() {
   write_nginx_conf "master_process off;"
   names=(nginx gateway)
   [ -x "$OUT/gateway-baseline-profiling" ] && [ -n "${BASELINE:-}" ] && names+=(baseline)
+  # COUNT=gateway counts the current gateway alone (a quicker look while
+  # working; the figures to report come from a run of all of them).
+  [ -n "${COUNT:-}" ] && read -ra names <<< "$COUNT"
   for name in "${names[@]}"; do
     local counts=()
     for n in "$n1" "$n2"; do

@@ -4,12 +4,12 @@
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use switchyard_client::balance::InFlight;
 
-/// Splices the client's and the upstream's upgraded connections.
-pub fn tunnel(client: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight) {
+/// Splices the client's and the upstream's upgraded connections; `held`
+/// (what counts the endpoint in flight) is kept until the tunnel closes.
+pub fn tunnel(client: OnUpgrade, upstream: OnUpgrade, held: impl Send + 'static) {
     tokio::spawn(async move {
-        let _in_flight = in_flight;
+        let _held = held;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(error) => {

@@ -6,7 +6,7 @@
 use std::{
     future::poll_fn,
     io::{self, IoSlice},
-    pin::pin,
+    pin::Pin,
     task::Poll,
     time::SystemTime,
 };
@@ -17,7 +17,10 @@ use hyper::body::Body as _;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use super::codec::{content_length, field};
-use crate::{headers::REQUEST_ID, proxy::ProxyBody};
+use crate::{
+    headers::REQUEST_ID,
+    proxy::{self, ProxyBody},
+};
 
 /// How to frame an answer, from its request.
 #[derive(Debug, Clone, Copy)]
@@ -50,36 +53,36 @@ struct Plan {
     keep_alive: bool,
 }
 
-/// Writes `res`; whether the connection may serve another request.
+/// Writes `res`; whether the connection may serve another request. The
+/// answer stays in its box, read in place.
 pub async fn write_response(
     io: &mut TcpStream,
     out: &mut Vec<u8>,
-    res: Response<ProxyBody>,
+    mut res: proxy::Answer,
     request_id: &HeaderValue,
     answer: Answer,
 ) -> io::Result<bool> {
-    let (parts, body) = res.into_parts();
-    let raw = match &body {
+    let raw = match res.body() {
         Either::Left(tracked) => tracked.raw_fields(),
         Either::Right(_) => None,
     };
-    let plan = plan(&parts, &body, raw.is_some_and(|r| r.length), answer);
-    encode_head(out, &parts, raw, request_id, plan, answer.version);
+    let plan = plan(&res, raw.is_some_and(|r| r.length), answer);
+    encode_head(out, &res, raw, request_id, plan, answer.version);
     if plan.framing == Framing::None {
         // The body is not read: an upstream's is dropped (and its
         // connection with it unless it had already ended).
-        drop(body);
+        drop(res);
         write_all(io, &mut [IoSlice::new(out)]).await?;
         return Ok(plan.keep_alive);
     }
-    let whole = send_body(io, out, body, plan.framing, answer.trailers).await?;
+    let whole = send_body(io, out, res.body_mut(), plan.framing, answer.trailers).await?;
     Ok(whole && plan.keep_alive)
 }
 
 /// The framing: none for a bodiless answer, the length it declares or
 /// its body knows, else chunked (HTTP/1.1) or to the connection's end.
-fn plan(parts: &http::response::Parts, body: &ProxyBody, raw_length: bool, answer: Answer) -> Plan {
-    let status = parts.status;
+fn plan(res: &Response<ProxyBody>, raw_length: bool, answer: Answer) -> Plan {
+    let (status, body) = (res.status(), res.body());
     let bodiless = answer.head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -88,8 +91,7 @@ fn plan(parts: &http::response::Parts, body: &ProxyBody, raw_length: bool, answe
     let declared = if raw_length {
         body.size_hint().exact()
     } else {
-        parts
-            .headers
+        res.headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| content_length(v.as_bytes()))
     };
@@ -112,18 +114,18 @@ fn plan(parts: &http::response::Parts, body: &ProxyBody, raw_length: bool, answe
 /// The answer's head into `out`.
 fn encode_head(
     out: &mut Vec<u8>,
-    parts: &http::response::Parts,
+    res: &Response<ProxyBody>,
     raw: Option<&super::client::RawFields>,
     request_id: &HeaderValue,
     plan: Plan,
     version: Version,
 ) {
     out.clear();
-    status_line(out, parts.status);
+    status_line(out, res.status());
     if let Some(raw) = raw {
         out.extend_from_slice(&raw.lines);
     }
-    for (name, value) in &parts.headers {
+    for (name, value) in res.headers() {
         if name != REQUEST_ID && name != header::CONNECTION {
             field(out, name, value);
         }
@@ -138,7 +140,7 @@ fn encode_head(
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
-    if !raw.is_some_and(|r| r.date) && !parts.headers.contains_key(header::DATE) {
+    if !raw.is_some_and(|r| r.date) && !res.headers().contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
         date(out);
         out.extend_from_slice(b"\r\n");
@@ -158,11 +160,11 @@ fn encode_head(
 async fn send_body(
     io: &mut TcpStream,
     out: &[u8],
-    body: ProxyBody,
+    body: &mut ProxyBody,
     framing: Framing,
     trailers: bool,
 ) -> io::Result<bool> {
-    let mut body = pin!(body);
+    let mut body = Pin::new(body);
     let mut head = Some(out);
     let mut sent: u64 = 0;
     loop {

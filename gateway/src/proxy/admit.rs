@@ -8,11 +8,11 @@
 
 use std::{borrow::Cow, time::Instant};
 
-use http::{Method, Response, Uri, header, request::Parts, uri::PathAndQuery};
+use http::{Method, Uri, header, request::Parts, uri::PathAndQuery};
 use http_body_util::Either;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{ProxyBody, Served};
+use super::{Answer, Served};
 use crate::{
     app::{Gateway, Peer},
     authority::Authority,
@@ -36,9 +36,8 @@ pub(super) struct Admitted {
 pub(super) enum Admission {
     /// On to the service.
     Admitted(Admitted),
-    /// A CORS preflight, answered here (boxed: it is rare, and unboxed
-    /// every admission would carry a whole response's size).
-    Preflight(Box<Response<ProxyBody>>),
+    /// A CORS preflight, answered here.
+    Preflight(Answer),
 }
 
 // === impl Gateway ===

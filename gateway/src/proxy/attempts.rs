@@ -11,14 +11,12 @@ use std::{
 
 use bytes::Bytes;
 use http::{
-    HeaderValue, Method, Request, Response, StatusCode, Uri, header, request::Parts,
-    uri::PathAndQuery,
+    HeaderValue, Method, Request, StatusCode, Uri, header, request::Parts, uri::PathAndQuery,
 };
 use http_body_util::{Either, Full};
 use rand::Rng;
-use switchyard_client::balance::InFlight;
 
-use super::{ProxyBody, Served, Tracked, Upstreamed, clean_response};
+use super::{Answer, Served, Tracked, Upstreamed, clean_response};
 use crate::{
     app::Gateway,
     body::{RequestBody, UpstreamBody, upstream_body},
@@ -98,10 +96,10 @@ impl Gateway {
         &self,
         m: &Matched,
         service: &ServiceState,
-        mut attempt: Attempt<'_>,
+        attempt: &mut Attempt<'_>,
         mut timing: Timing<'_>,
         served: &mut Served,
-    ) -> Result<Response<ProxyBody>, GatewayError> {
+    ) -> Result<Answer, GatewayError> {
         let spec = &m.route.spec;
         let key = hash_key(m, attempt.parts, attempt.added);
         let mut tries = Tries {
@@ -141,7 +139,7 @@ impl Gateway {
             served.endpoint = Some(endpoint.id.clone());
             served.note("endpoint", &&*endpoint.id);
             served.note("attempt", &(n + 1));
-            let outgoing = Outgoing::of(body, &attempt, &endpoint);
+            let outgoing = Outgoing::of(body, attempt, &endpoint);
             // The try's deadline: one addition and a comparison (the
             // time left to the request's deadline would be a subtraction).
             let try_ = Try {
@@ -149,19 +147,12 @@ impl Gateway {
                 deadline: (now + spec.per_try_timeout).min(timing.deadline),
                 sleep: timing.sleep.as_deref_mut(),
             };
-            let (outcome, in_flight, ended) = self
-                .send_once(service, &endpoint, &attempt, outgoing, try_)
+            let (outcome, ended) = self
+                .send_once(service, &endpoint, attempt, outgoing, try_)
                 .await;
             served.done = Some(ended);
             let attempts_left = n + 1 < spec.retry.attempts;
-            match tries.settle(
-                m,
-                &mut attempt,
-                &endpoint.id,
-                outcome,
-                in_flight,
-                attempts_left,
-            ) {
+            match tries.settle(m, attempt, &endpoint.id, outcome, attempts_left) {
                 Then::Answer(res) => {
                     served.attempts = n + 1;
                     return Ok(res);
@@ -202,7 +193,9 @@ impl Gateway {
         Ok(())
     }
 
-    /// One attempt on one endpoint, recorded in its counters and breaker.
+    /// One attempt on one endpoint, recorded in its counters and breaker;
+    /// how it went and when it ended. An answer holds the endpoint's
+    /// in-flight count in its body.
     async fn send_once(
         &self,
         service: &ServiceState,
@@ -210,7 +203,7 @@ impl Gateway {
         attempt: &Attempt<'_>,
         outgoing: Outgoing,
         try_: Try<'_>,
-    ) -> (Sent, InFlight, Instant) {
+    ) -> (Sent, Instant) {
         let Try {
             sent,
             deadline: try_deadline,
@@ -221,7 +214,8 @@ impl Gateway {
         endpoint.breaker.on_send(sent);
         let key = &endpoint.pool_key;
         // Pinned where it stands: the timeouts below take it by reference,
-        // not by a copy of the whole exchange.
+        // not by a copy of the whole exchange. The answer is boxed as soon
+        // as it comes (see [`Answer`]).
         let exchange = std::pin::pin!(async {
             match outgoing {
                 Outgoing::Direct(body) => {
@@ -234,7 +228,7 @@ impl Gateway {
                         raw_answer: attempt.raw_answer,
                     };
                     match self.upstream.h1.send_direct(key, head, &body, sent).await {
-                        Ok(res) => Ok(res.map(Upstreamed::Direct)),
+                        Ok(res) => Ok(Tracked::answer(res.map(Upstreamed::Direct), in_flight)),
                         Err(e) => Err((AttemptError::H1(e), None)),
                     }
                 }
@@ -243,14 +237,20 @@ impl Gateway {
                 // holds it) several times the direct exchange's size.
                 Outgoing::H1(request) => {
                     match Box::pin(self.upstream.h1.send(key, *request)).await {
-                        Ok((res, conn)) => Ok(res.map(|body| Upstreamed::Hyper(body, Some(conn)))),
+                        Ok((res, conn)) => Ok(Tracked::answer(
+                            res.map(|body| Upstreamed::Hyper(body, Some(conn))),
+                            in_flight,
+                        )),
                         Err((e, unsent)) => {
                             Err((AttemptError::H1(e), unsent.map(Request::into_body)))
                         }
                     }
                 }
                 Outgoing::H2(request) => match Box::pin(self.upstream.h2.request(*request)).await {
-                    Ok(res) => Ok(res.map(|body| Upstreamed::Hyper(body, None))),
+                    Ok(res) => Ok(Tracked::answer(
+                        res.map(|body| Upstreamed::Hyper(body, None)),
+                        in_flight,
+                    )),
                     Err(e) => Err((AttemptError::H2(e), None)),
                 },
             }
@@ -263,7 +263,7 @@ impl Gateway {
         let latency = done.saturating_duration_since(sent);
         let (kind, sent_result) = classify(outcome.ok(), grpc, service, endpoint);
         service.record(endpoint, kind, latency, done);
-        (sent_result, in_flight, done)
+        (sent_result, done)
     }
 }
 
@@ -278,15 +278,12 @@ struct Tries {
     last: GatewayError,
     /// The last answer with a retryable status, given to the client if no
     /// retry happens after all (budget, deadline).
-    last_response: Option<Response<ProxyBody>>,
+    last_response: Option<Answer>,
 }
 
 /// What follows an attempt.
-// A value that lives for one match on the stack, as [`Sent`] does: boxing
-// the answer would cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
 enum Then {
-    Answer(Response<ProxyBody>),
+    Answer(Answer),
     Retry,
     Stop,
 }
@@ -302,7 +299,6 @@ impl Tries {
         attempt: &mut Attempt<'_>,
         endpoint: &Arc<str>,
         outcome: Sent,
-        in_flight: InFlight,
         attempts_left: bool,
     ) -> Then {
         let replayable = attempt.replayable();
@@ -314,10 +310,12 @@ impl Tries {
                 let retry_status = grpc_unavailable
                     || m.route.spec.retry.statuses.contains(&res.status().as_u16());
                 if !(retry_status && self.may_retry_reached && replayable && attempts_left) {
-                    return Then::Answer(answer(m, attempt, res, in_flight));
+                    return Then::Answer(answer(m, attempt, res));
                 }
                 self.last = GatewayError::Upstream;
-                self.last_response = Some(clean_response(Tracked::response(res, in_flight)));
+                let mut res = res;
+                clean_response(&mut res);
+                self.last_response = Some(res);
                 true
             }
             Sent::Failed { reach, unsent } => {
@@ -345,7 +343,7 @@ impl Tries {
 
     /// The client's answer once no attempt answered: the last retryable
     /// answer if the last failure was the upstream's, else the failure.
-    fn end(self) -> Result<Response<ProxyBody>, GatewayError> {
+    fn end(self) -> Result<Answer, GatewayError> {
         match self.last_response {
             Some(res)
                 if matches!(
@@ -385,21 +383,23 @@ fn idempotent(method: &Method) -> bool {
 
 /// The client's answer from an upstream's: a WebSocket upgrade tunnelled,
 /// or the answer with its CORS fields, hop-by-hop fields taken out.
-fn answer(
-    m: &Matched,
-    attempt: &mut Attempt<'_>,
-    mut res: Response<Upstreamed>,
-    in_flight: InFlight,
-) -> Response<ProxyBody> {
+fn answer(m: &Matched, attempt: &mut Attempt<'_>, mut res: Answer) -> Answer {
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = attempt.upgrade.take() {
-            crate::websocket::tunnel(client, hyper::upgrade::on(&mut res), in_flight);
-            return clean_response(res.map(|_| Either::Right(Full::new(Bytes::new()))));
+            let upstream = hyper::upgrade::on(&mut *res);
+            // The tunnel counts as the endpoint's load while it lasts; the
+            // upgraded connection is its own, never given back to a pool.
+            let body = std::mem::replace(res.body_mut(), Either::Right(Full::new(Bytes::new())));
+            if let Either::Left(tracked) = body {
+                crate::websocket::tunnel(client, upstream, tracked.into_tunnel());
+            }
+            clean_response(&mut res);
+            return res;
         }
     }
-    let mut res = Tracked::response(res, in_flight);
     crate::cors::decorate(m, attempt.parts, res.headers_mut());
-    clean_response(res)
+    clean_response(&mut res);
+    res
 }
 
 // === impl Outgoing ===
@@ -468,7 +468,7 @@ fn classify(
 
 /// An exchange's end before its timeout: the answer, or why there was
 /// none and the body if it was never written.
-type Exchanged = Result<Response<Upstreamed>, (AttemptError, Option<UpstreamBody>)>;
+type Exchanged = Result<Answer, (AttemptError, Option<UpstreamBody>)>;
 
 /// Why an attempt got no answer, from either pool; formatted only if logged.
 #[derive(Debug, thiserror::Error)]
@@ -489,13 +489,10 @@ impl AttemptError {
 }
 
 /// How one attempt ended.
-// A value that lives for one match on the stack; boxing the answer would
-// cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
 enum Sent {
     /// An answer.
     Answer {
-        res: Response<Upstreamed>,
+        res: Answer,
         /// It is a gRPC UNAVAILABLE.
         grpc_unavailable: bool,
     },
