@@ -359,6 +359,46 @@ if ha:
         print(f"registry-ha/etcd propagation p99 ratio: {sy['p99'] / max(ed['p99'], 1):.2f}")
     print()
 
+# --- as users run proxies: shared cores, default workers (issue 20) ---------------
+def shared_table(name, title, ratio_line):
+    rows = {f[0]: {f[i]: float(f[i + 1]) for i in range(1, len(f) - 1, 2)} for f in lines(name)}
+    if not {"nginx", "gateway"} <= rows.keys():
+        return
+    print(f"### {title}\n")
+    print("| proxy | requests/s | CPU µs per request | context switches per request | per second | errors | runs |")
+    print("|---|---|---|---|---|---|---|")
+    for n, v in rows.items():
+        print(f"| {n} | {v['rps']:,.0f} | {v['cpu_us']:.1f} | {v['ctx_per_req']:.3f} | {v['ctx_per_sec']:,.0f} | {v['errors']:.0f} | {v['runs']:.0f} |")
+    print()
+    g, n = rows["gateway"], rows["nginx"]
+    print(f"{ratio_line}: {g['rps'] / n['rps']:.2f}")
+    print(f"{ratio_line.replace('throughput', 'cpu per request')}: {g['cpu_us'] / n['cpu_us']:.2f}")
+    print()
+
+if lines("shared.txt") or lines("shared-logged.txt") or lines("idle.txt"):
+    print("## As users run proxies: shared cores, default worker counts\n")
+    print("`bench/run.sh shared` (`ACCESS_LOG=true` for the second table): nginx (`worker_processes auto`), HAProxy")
+    print("(its default threads) and the gateway (its default runtime) unpinned; the proxy, the three backends (1 KiB")
+    print("answers) and `wrk -t2 -c64` share the two cores. Runs interleave the proxies; medians. CPU per request is the")
+    print("proxy's processes' user + system time; context switches are voluntary and involuntary, all its threads.\n")
+    shared_table("shared.txt", "Access logs off", "gateway/nginx shared-core throughput ratio")
+    shared_table("shared-logged.txt", "Access logs on (nginx's to a file, the gateway's JSON lines to a file)",
+                 "gateway/nginx shared-core throughput ratio, access log on")
+idle = {f[1]: f for f in lines("idle.txt") if f[0] == "idle"}
+if idle:
+    print("### Memory with idle keep-alive connections\n")
+    print("`bench/run.sh idle`: each proxy with its default worker count; `IDLE_CONNS` client connections (10,000)")
+    print("each make one request and stay open (bench/idle_clients.py); resident memory of the proxy's processes")
+    print("(nginx: master and workers summed) before and with them.\n")
+    print("| proxy | connections | answered | RSS before (MB) | RSS with them (MB) | bytes per connection |")
+    print("|---|---|---|---|---|---|")
+    for n, f in idle.items():
+        print(f"| {n} | {field(f, 'conns', int):,} | {f[5]} | {field(f, 'rss_before_kb') / 1024:.1f} | {field(f, 'rss_kb') / 1024:.1f} | {field(f, 'per_conn_bytes', int):,} |")
+    print()
+    if {"nginx", "gateway"} <= idle.keys():
+        print(f"gateway/nginx idle connection memory ratio: {field(idle['gateway'], 'rss_kb') / field(idle['nginx'], 'rss_kb'):.2f}")
+        print()
+
 profile = os.path.join(here, "PROFILE.md")
 if os.path.exists(profile):
     print(open(profile).read())

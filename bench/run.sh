@@ -4,7 +4,7 @@
 #
 #   bench/run.sh            everything
 #   bench/run.sh proxies    one scenario (or several): proxies | concurrent | h2 | balancing | failover |
-#                           registry | registry-ha | instructions
+#                           registry | registry-ha | instructions | shared | idle
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
 # HAProxy nbthread 1, gateway --worker-threads 1); the load generator and the
@@ -19,8 +19,8 @@ mkdir -p "$OUT"
 scenarios=("${@:-all}")
 for only in "${scenarios[@]}"; do
   case $only in
-    all | proxies | concurrent | h2 | balancing | failover | registry | registry-ha | instructions) ;;
-    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, h2, balancing, failover, registry, registry-ha, instructions)" >&2; exit 64 ;;
+    all | proxies | concurrent | h2 | balancing | failover | registry | registry-ha | instructions | shared | idle) ;;
+    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, h2, balancing, failover, registry, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
   esac
 done
 
@@ -80,6 +80,14 @@ share_pct() { # "part whole" counters before and after (cpu0_ticks, throttled): 
   python3 -c "a, b, c, d = map(int, '$1 $2'.split()); print(round(100 * (c - a) / max(d - b, 1)))"
 }
 load() { taskset -c 0 "$BIN/bench-load" "$@"; }
+# Proxies on CPU 1, backends on CPU 0, unless SHARED=1 (the shared and idle
+# scenarios: nothing pinned, as users run them). For background starts
+# only (`on_cpu 1 prog args &`): it execs, so that `$!` is the program's
+# own pid (its CPU time, its children, its kill at cleanup).
+on_cpu() { # cpu command...
+  local cpu=$1; shift
+  if [ "${SHARED:-0}" = 1 ]; then exec "$@"; else exec taskset -c "$cpu" "$@"; fi
+}
 json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
@@ -87,7 +95,7 @@ start_backends() { # delay-ms for the third backend
   local slow=${1:-0}
   for i in 1 2 3; do
     local d=0; [ "$i" = 3 ] && d=$slow
-    taskset -c 0 "$BIN/bench-backend" "127.0.0.1:900$i" 1024 "$d" "b$i" & pids+=($!)
+    on_cpu 0 "$BIN/bench-backend" "127.0.0.1:900$i" 1024 "$d" "b$i" & pids+=($!)
   done
   sleep 0.3
 }
@@ -118,35 +126,41 @@ path_prefix = "/"
 EOF
 }
 
-gateway_args() { # http-port admin-port: the flags every gateway here runs with
+gateway_args() { # http-port admin-port [workers: 1, or "default" for the gateway's own default]
   echo --http-listen "127.0.0.1:$1" --admin-listen "127.0.0.1:$2" --routes "$OUT/gateway/routes.toml" \
-    --registry http://127.0.0.1:17100 --register-self false --access-log false --worker-threads 1
+    --registry http://127.0.0.1:17100 --register-self false --access-log "${ACCESS_LOG:-false}" \
+    "$([ "${3:-1}" = default ] || echo "--worker-threads ${3:-1}")"
 }
 
 wait_ready() { # admin-port [tries of 0.1 s]
   for _ in $(seq 1 "${2:-50}"); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return; sleep 0.1; done
 }
 
-start_gateway() { # [binary http-port admin-port]
+start_gateway() { # [binary http-port admin-port workers]
   local bin=${1:-$BIN/gateway} port=${2:-8380} admin=${3:-8381}
   write_routes
   # shellcheck disable=SC2046 # the flags split on purpose
-  taskset -c 1 "$bin" $(gateway_args "$port" "$admin") >/dev/null 2>&1 & pids+=($!)
+  # With the access log on, its lines go to a file, as nginx's do.
+  local log=/dev/null; [ "${ACCESS_LOG:-false}" = true ] && log=$OUT/gateway/access-$port.log
+  on_cpu 1 "$bin" $(gateway_args "$port" "$admin" "${4:-1}") >"$log" 2>/dev/null & pids+=($!)
   GATEWAY_PID=$!
   wait_ready "$admin"
 }
 
-write_nginx_conf() { # [extra main-context directive]
+write_nginx_conf() { # [extra main-context directive]; NGINX_WORKERS (1), NGINX_CONNS, ACCESS_LOG
   mkdir -p "$OUT/nginx"
+  local log="access_log off;"
+  [ "${ACCESS_LOG:-false}" = true ] && log="access_log $OUT/nginx/access.log;"
   cat > "$OUT/nginx/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes ${NGINX_WORKERS:-1};
+worker_rlimit_nofile $(ulimit -Hn);
 ${1:-}
 daemon off;
 pid $OUT/nginx/nginx.pid;
 error_log $OUT/nginx/error.log;
-events { worker_connections 8192; }
+events { worker_connections ${NGINX_CONNS:-8192}; }
 http {
-  access_log off;
+  $log
   # Unlimited requests per connection on both sides, as HAProxy and the
   # gateway have by default (nginx closes after 1,000: an HTTP/2 client
   # that does not reconnect then stops, and HTTP/1.1 pays a reconnect).
@@ -169,16 +183,18 @@ EOF
 
 start_nginx() {
   write_nginx_conf
-  taskset -c 1 nginx -c "$OUT/nginx/nginx.conf" & pids+=($!)
+  on_cpu 1 nginx -c "$OUT/nginx/nginx.conf" & pids+=($!)
   NGINX_PID=$!
   sleep 0.5
 }
 
-start_haproxy() {
+start_haproxy() { # HAPROXY_THREADS (1; "default": HAProxy's own, one per CPU), HAPROXY_CONNS
+  local threads="nbthread ${HAPROXY_THREADS:-1}"
+  [ "${HAPROXY_THREADS:-1}" = default ] && threads=""
   cat > "$OUT/haproxy.cfg" <<EOF
 global
-  nbthread 1
-  maxconn 5000
+  $threads
+  maxconn ${HAPROXY_CONNS:-5000}
 defaults
   mode http
   timeout connect 1s
@@ -194,7 +210,7 @@ backend b
   server s2 127.0.0.1:9002
   server s3 127.0.0.1:9003
 EOF
-  taskset -c 1 haproxy -db -f "$OUT/haproxy.cfg" & pids+=($!)
+  on_cpu 1 haproxy -db -f "$OUT/haproxy.cfg" & pids+=($!)
   HAPROXY_PID=$!
   sleep 0.5
 }
@@ -579,6 +595,117 @@ instructions() {
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+# Context switches (voluntary and not) of a process, its children and all
+# their threads so far.
+ctx_switches() { # pid
+  local p
+  for p in "$1" $(pgrep -P "$1" || true); do cat /proc/"$p"/task/*/status 2>/dev/null; done \
+    | awk '/ctxt_switches/ {s += $2} END {print s + 0}'
+}
+rss_total_kb() { # pid: resident memory of a process and its children
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do total=$((total + $(rss_kb "$p"))); done
+  echo "$total"
+}
+
+# Starts nginx, HAProxy and the gateway with their default worker counts
+# (nginx `worker_processes auto`, HAProxy one thread per CPU, the gateway
+# one runtime worker per core), nothing pinned, for the shared and idle
+# scenarios; the access log as ACCESS_LOG says (off by default).
+start_defaults() {
+  SHARED=1
+  start_backends 0
+  start_registry peak_ewma
+  NGINX_WORKERS=auto NGINX_CONNS=${NGINX_CONNS:-8192} start_nginx
+  HAPROXY_THREADS=default HAPROXY_CONNS=${HAPROXY_CONNS:-5000} start_haproxy
+  start_gateway "$BIN/gateway" 8380 8381 "${GATEWAY_WORKERS:-default}"
+}
+
+# Issue 20: the proxies as users usually run them, on a shared machine:
+# default worker counts, nothing pinned; the proxy, the three backends
+# (1 KiB answers) and wrk -t2 -c64 share the two cores. Runs interleave
+# the proxies (SHARED_RUNS runs of SECS each; medians): requests/s, CPU µs
+# per request (the proxy's processes, user + system) and context switches
+# per request. ACCESS_LOG=true runs it with every proxy's access log on.
+shared() {
+  need wrk wrk
+  start_defaults
+  declare -A url=([nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
+  declare -A pid=([nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
+  local names=(nginx haproxy gateway) tag=shared
+  if [ -x "$OUT/gateway-baseline" ] && [ -n "${BASELINE:-}" ]; then
+    start_gateway "$OUT/gateway-baseline" 8480 8481 "${GATEWAY_WORKERS:-default}"
+    url[baseline]=http://127.0.0.1:8480/; pid[baseline]=$GATEWAY_PID; names+=(baseline)
+  fi
+  [ "${ACCESS_LOG:-false}" = true ] && tag=shared-logged
+  : > "$OUT/$tag-runs.txt"
+  for name in "${names[@]}"; do wrk -t2 -c64 -d2s "${url[$name]}" >/dev/null; done # warm up
+  for run in $(seq 1 "${SHARED_RUNS:-5}"); do
+    for name in "${names[@]}"; do
+      local t0 t1 c0 c1 out
+      t0=$(cpu_ticks "${pid[$name]}"); c0=$(ctx_switches "${pid[$name]}")
+      out=$(wrk -t2 -c64 -d"${SECS}s" "${url[$name]}")
+      t1=$(cpu_ticks "${pid[$name]}"); c1=$(ctx_switches "${pid[$name]}")
+      python3 - "$out" "$name" "$run" "$((t1 - t0))" "$((c1 - c0))" "$TICKS" "$SECS" <<'PY' | tee -a "$OUT/$tag-runs.txt"
+import re, sys
+out, name, run, ticks, ctx, hz, secs = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:])
+n = int(re.search(r"(\d+) requests in", out).group(1))
+bad = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+bad += sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+print(f"shared {name} {run} rps {n / secs:.0f} cpu_us {ticks / hz * 1e6 / max(n, 1):.2f} "
+      f"ctx_per_req {ctx / max(n, 1):.3f} ctx_per_sec {ctx / secs:.0f} errors {bad}")
+PY
+    done
+  done
+  python3 - "$OUT/$tag-runs.txt" "${names[@]}" <<'PY' | tee "$OUT/$tag.txt"
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+for name in sys.argv[2:]:
+    mine = [r for r in rows if r[1] == name]
+    keys = mine[0][3::2]
+    med = {k: statistics.median(float(r[3 + 2 * i + 1]) for r in mine) for i, k in enumerate(keys)}
+    print(f"{name} runs {len(mine)} " + " ".join(f"{k} {v:g}" for k, v in med.items()))
+PY
+  cleanup; pids=()
+}
+
+# Issue 20: resident memory with IDLE_CONNS (10,000) idle keep-alive
+# client connections, each of which has made one request, per proxy with
+# its default worker count (the processes' RSS summed: nginx's master and
+# workers). One proxy at a time; before and with the connections. The
+# client (bench/idle_clients.py) needs a descriptor per connection.
+idle() {
+  local n=${IDLE_CONNS:-10000}
+  ulimit -n "$(ulimit -Hn)"
+  NGINX_CONNS=$((n + 1024)) start_defaults
+  declare -A port=([nginx]=8180 [gateway]=8380)
+  declare -A pid=([nginx]=$NGINX_PID [gateway]=$GATEWAY_PID)
+  : > "$OUT/idle.txt"
+  # (HAProxy reserves two descriptors per connection it may take: 10,000
+  # would need more than this machine's limit of 20,000.)
+  for name in nginx gateway; do
+    local before fifo="$OUT/idle-stdin" client ready=""
+    before=$(rss_total_kb "${pid[$name]}")
+    rm -f "$fifo"; mkfifo "$fifo"
+    python3 "$ROOT/bench/idle_clients.py" 127.0.0.1 "${port[$name]}" "$n" < "$fifo" > "$OUT/idle-$name.out" &
+    client=$!
+    exec 7> "$fifo"
+    for _ in $(seq 1 600); do
+      ready=$(grep -m1 '^ready' "$OUT/idle-$name.out" || true)
+      [ -n "$ready" ] && break
+      sleep 0.1
+    done
+    sleep 1
+    local with
+    with=$(rss_total_kb "${pid[$name]}")
+    echo "idle $name conns $n $ready rss_before_kb $before rss_kb $with per_conn_bytes $(((with - before) * 1024 / n))" | tee -a "$OUT/idle.txt"
+    exec 7>&-
+    wait "$client" 2>/dev/null || true
+    sleep 1
+  done
+  cleanup; pids=()
+}
+
 # The registry and etcd, each alone on CPU 1 (tokio's worker count and Go's
 # GOMAXPROCS both follow the affinity), the client on CPU 0. Debian's etcd
 # (3.4) has no --unsafe-no-fsync; its data directory on tmpfs (/dev/shm)
@@ -683,8 +810,10 @@ case $only in
   h2) h2 ;;
   concurrent) concurrent ;;
   instructions) instructions ;;
-  all) proxies; concurrent; h2; balancing; failover; registry; registry_ha; instructions ;;
-  *) echo "usage: bench/run.sh [proxies|concurrent|h2|balancing|failover|registry|registry-ha|instructions]..." >&2; exit 64 ;;
+  shared) shared ;;
+  idle) idle ;;
+  all) proxies; concurrent; h2; balancing; failover; registry; registry_ha; instructions; shared; idle ;;
+  *) echo "usage: bench/run.sh [proxies|concurrent|h2|balancing|failover|registry|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
 esac
 done
 

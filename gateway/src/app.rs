@@ -44,8 +44,9 @@ pub struct Gateway {
     pub view: ArcSwap<View>,
     /// Woken when a service is first used, so the control plane follows it.
     pub new_service: Notify,
-    /// Request-header deadlines and per-try timeouts.
-    pub timer: crate::timer::Coarse,
+    /// Request-header deadlines and per-try timeouts, a timer per worker
+    /// (its ticker runs on the worker's runtime): see [`Gateway::timer`].
+    timers: crate::worker::PerWorker<crate::timer::Coarse>,
     pub(crate) access_log: bool,
 }
 
@@ -89,9 +90,15 @@ impl Gateway {
             limits,
             view: ArcSwap::from_pointee(View::default()),
             new_service: Notify::new(),
-            timer: crate::timer::Coarse::new(),
+            timers: crate::worker::PerWorker::default(),
             access_log,
         }
+    }
+
+    /// This worker's timer, for request-header deadlines and per-try
+    /// timeouts.
+    pub fn timer(&self) -> &crate::timer::Coarse {
+        self.timers.get()
     }
 
     /// The service's state, created (and announced) on first use.

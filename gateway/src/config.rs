@@ -91,7 +91,9 @@ switchyard_runtime::settings! {
         pub log_format: LogFormat = LogFormat::Text,
         /// Write a JSON access log line per request (target `access`).
         pub access_log: bool = true,
-        /// Worker threads for the async runtime (0: one per core).
+        /// Workers for traffic, each a single-threaded runtime with its
+        /// own listening socket (0: one per core). The first also runs the
+        /// control plane and the admin API.
         pub worker_threads: usize = 0,
     }
 }
@@ -99,9 +101,23 @@ switchyard_runtime::settings! {
 // === impl Config ===
 
 impl Config {
+    /// Workers for traffic: `worker_threads`, or one per core the process
+    /// may run on.
+    pub fn workers(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        }
+    }
+
     /// Each setting's bounds: whether it is out of them, its key, and why.
-    fn limits(&self) -> [(bool, &'static str, &'static str); 8] {
+    fn limits(&self) -> [(bool, &'static str, &'static str); 9] {
         [
+            (
+                self.worker_threads > 1024,
+                "worker_threads",
+                "must be at most 1024 (0: one per core)",
+            ),
             (
                 self.registry.is_empty(),
                 "registry",
@@ -178,7 +194,9 @@ impl LogSettings for Config {
         self.log_format
     }
 
+    /// The process's own runtime is single-threaded: it is worker 0
+    /// ([`crate::worker`]), and the other workers start their own.
     fn worker_threads(&self) -> usize {
-        self.worker_threads
+        1
     }
 }

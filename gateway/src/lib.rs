@@ -31,6 +31,8 @@
 //!   concurrency limits.
 //! - [`control`]: registry view, balancer subscription, load reports;
 //!   [`reload`]: the routes file reloaded; [`admin`]: the admin API.
+//! - [`worker`]: the data plane's workers, a single-threaded runtime each
+//!   with its own listening socket, idle upstream connections and timer.
 //! - [`testing`]: a real gateway in-process, for tests.
 
 pub mod admin;
@@ -56,6 +58,7 @@ pub mod testing;
 pub mod timer;
 pub mod upstream;
 pub mod websocket;
+pub mod worker;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -101,12 +104,13 @@ pub enum ServeError {
 // === impl Listeners ===
 
 impl Listeners {
-    /// Binds the addresses of `config`.
+    /// Binds the addresses of `config` (the traffic ones with
+    /// `SO_REUSEPORT`, for the workers: [`listener::bind`]).
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         Ok(Self {
-            http: switchyard_runtime::cli::listen("http_listen", config.http_listen).await?,
+            http: listener::bind("http_listen", config.http_listen)?,
             https: if config.tls() {
-                Some(switchyard_runtime::cli::listen("https_listen", config.https_listen).await?)
+                Some(listener::bind("https_listen", config.https_listen)?)
             } else {
                 None
             },
@@ -131,6 +135,9 @@ pub async fn serve(
     // time, and a handle taken before a recorder exists records nothing
     // (every route's requests_total was missing from /metrics until this).
     let _ = runtime_admin::metrics_handle();
+    // Before any per-worker state is made.
+    let workers = config.workers();
+    worker::reserve(workers);
     let routes_path = PathBuf::from(&config.routes);
     let file = RoutesFile::load(&routes_path).map_err(|e| config_error("routes", e))?;
     let tls = if config.tls() {
@@ -189,18 +196,21 @@ pub async fn serve(
         admin_stop.clone().cancelled_owned(),
     ));
     let accept_stop = CancellationToken::new();
-    let servers = start_traffic(
-        &gw,
-        &config,
-        listeners.http,
-        listeners.https.zip(tls),
-        &accept_stop,
-    );
+    let release = CancellationToken::new();
+    let traffic = Traffic {
+        http: listeners.http,
+        https: listeners.https.zip(tls),
+        workers,
+        stop: accept_stop.clone(),
+        release: release.clone(),
+    };
+    let servers = start_traffic(&gw, &config, traffic)?;
     let https = https_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
-    tracing::info!(http = %http_addr, admin = %admin_addr, %https, %advertised, "gateway serving");
+    tracing::info!(http = %http_addr, admin = %admin_addr, %https, %advertised, workers, "gateway serving");
 
     shutdown.cancelled().await;
     drain(&config, session.map(|s| (s, id)), accept_stop, servers).await;
+    release.cancel();
     admin_stop.cancel();
     let _ = admin.await;
     Ok(())
@@ -289,32 +299,62 @@ fn control_config(config: &Config, id: &str) -> Result<ControlConfig, ServeError
     })
 }
 
-/// Serves the traffic listeners (the TLS one with its acceptor) until
-/// `stop`, each then draining within the drain timeout.
+/// The traffic listeners and how they are served.
+struct Traffic {
+    http: TcpListener,
+    /// The TLS listener with its acceptor.
+    https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// Workers ([`worker`]): each serves both listeners.
+    workers: usize,
+    /// Stops accepting (then each server drains).
+    stop: CancellationToken,
+    /// Ends the workers' runtimes, once every server has drained.
+    release: CancellationToken,
+}
+
+/// Serves the traffic listeners until `traffic.stop`, each then draining
+/// within the drain timeout: worker 0 on this runtime, the others each on
+/// its own thread with a socket of its own on the same address.
 fn start_traffic(
     gw: &Arc<Gateway>,
     config: &Config,
-    http: TcpListener,
-    https: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
-    stop: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
+    traffic: Traffic,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
     let conn = ConnSettings {
         header_timeout: config.header_timeout,
         max_header_bytes: config.max_header_bytes,
     };
-    let tls = https.map(|(socket, acceptor)| (socket, Some(acceptor)));
-    [(http, None)]
-        .into_iter()
-        .chain(tls)
-        .map(|(socket, acceptor)| {
-            tokio::spawn(listener::serve(
-                gw.clone(),
-                socket,
-                acceptor,
-                conn,
-                stop.clone(),
-                config.drain_timeout,
-            ))
-        })
-        .collect()
+    let drain = config.drain_timeout;
+    let tls = traffic
+        .https
+        .map(|(socket, acceptor)| (socket, Some(acceptor)));
+    let mut servers = Vec::new();
+    for (socket, acceptor) in [(traffic.http, None)].into_iter().chain(tls) {
+        for i in 1..traffic.workers {
+            let twin = listener::twin(&socket)?;
+            let (gw, acceptor, stop) = (gw.clone(), acceptor.clone(), traffic.stop.clone());
+            servers.push(worker::start(
+                i,
+                traffic.release.clone(),
+                move || async move {
+                    match TcpListener::from_std(twin) {
+                        Ok(socket) => {
+                            listener::serve(gw, socket, acceptor, conn, stop, drain).await
+                        }
+                        Err(error) => tracing::error!(worker = i, %error, "worker cannot listen"),
+                    }
+                },
+            )?);
+        }
+        let stop = traffic.stop.clone();
+        servers.push(tokio::spawn(listener::serve(
+            gw.clone(),
+            socket,
+            acceptor,
+            conn,
+            stop,
+            drain,
+        )));
+    }
+    Ok(servers)
 }

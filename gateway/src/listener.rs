@@ -7,13 +7,14 @@
 //! ([`crate::http1::server`]), which hands what it does not serve to hyper's server;
 //! TLS connections go to hyper's server directly.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
+use socket2::{Domain, SockRef, Socket, Type};
 use switchyard_runtime::ConfigError;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -23,6 +24,43 @@ use crate::{
     app::{Gateway, Peer},
     http1::server::{self, ConnSettings, Ended},
 };
+
+/// A listening socket for the setting `key`, with `SO_REUSEPORT` so that
+/// each worker can have one of its own on the same address ([`twin`]). A
+/// failure names the setting and the address.
+pub fn bind(key: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    reuse_port(addr)
+        .and_then(TcpListener::from_std)
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {addr} (`{key}`): {e}"))
+        })
+}
+
+/// Another listening socket on `listener`'s address, for a worker: a
+/// socket of its own if `listener` has `SO_REUSEPORT` (the kernel then
+/// spreads new connections over them), else the same socket shared (each
+/// worker's accept takes its turn). It is registered with a runtime by
+/// the worker that serves it.
+pub fn twin(listener: &TcpListener) -> std::io::Result<std::net::TcpListener> {
+    let first = SockRef::from(listener);
+    if first.reuse_port()? {
+        reuse_port(listener.local_addr()?)
+    } else {
+        Ok(first.try_clone()?.into())
+    }
+}
+
+/// A non-blocking listening socket on `addr` with `SO_REUSEADDR` (as
+/// tokio's own `bind`) and `SO_REUSEPORT`.
+fn reuse_port(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
 
 /// Serves `listener` until `stop`, then drains within `deadline`.
 pub async fn serve(
@@ -34,24 +72,18 @@ pub async fn serve(
     deadline: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(gw.timer.clone())
-        .header_read_timeout(settings.header_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(20)));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(hyper_server(&gw, settings));
     // Connections on the gateway's own path: told to close when idle by
     // `draining`, and waited for by `tracker` (hyper's are watched by
     // `graceful`, including those handed over from our path).
     let draining = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // Connections accepted by each worker (Envoy counts per worker too): how
+    // evenly the kernel spreads them over the workers' sockets.
+    let accepted = metrics::counter!(
+        "switchyard_gateway_worker_connections_total",
+        "worker" => crate::worker::index().to_string(),
+    );
     loop {
         let (stream, addr) = tokio::select! {
             () = stop.cancelled() => break,
@@ -64,6 +96,7 @@ pub async fn serve(
                 }
             },
         };
+        accepted.increment(1);
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
         let builder = builder.clone();
@@ -80,8 +113,11 @@ pub async fn serve(
                     let service = service_fn(move |req: Request<Incoming>| {
                         gw.clone().handle(req, peer.clone())
                     });
+                    // Boxed: hyper's connection is large, and inline every
+                    // connection of the gateway's own path (most of them,
+                    // idle ones included) would carry its size.
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                    if let Err(error) = watcher.watch(conn.into_owned()).await {
+                    if let Err(error) = Box::pin(watcher.watch(conn.into_owned())).await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 }));
@@ -119,6 +155,24 @@ pub async fn serve(
         () = all_closed => tracing::info!("all connections closed"),
         () = tokio::time::sleep(deadline) => tracing::warn!("drain deadline passed with connections open"),
     }
+}
+
+/// hyper's server for what the gateway's own HTTP/1.1 path hands over and
+/// for TLS: HTTP/1.1 with upgrades on this worker's timer, and HTTP/2.
+fn hyper_server(gw: &Gateway, settings: ConnSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(gw.timer().clone())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(20)));
+    builder
 }
 
 /// A TLS acceptor from PEM files, offering h2 and http/1.1 by ALPN; an

@@ -25,7 +25,11 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 
-use crate::{body::UpstreamBody, http1::client};
+use crate::{
+    body::UpstreamBody,
+    http1::client,
+    worker::{self, PerWorker},
+};
 use switchyard_time::sync::lock;
 
 /// Whether a failed attempt provably never reached the upstream, so that
@@ -75,14 +79,16 @@ pub struct PoolKey {
     direct: Arc<DirectIdle>,
 }
 
-/// An endpoint's idle direct connections, the newest last. They live with
-/// the endpoint's key rather than in a map of the pool's, so a checkout and
-/// a park are a lock and a pop or a push: looking the address up in a map
+/// An endpoint's idle direct connections, the newest last, apart for each
+/// worker ([`crate::worker`]): a connection is driven by the runtime it was
+/// made on, and is only ever taken again by the worker that made it. They
+/// live with the endpoint's key rather than in a map of the pool's, so a
+/// checkout and a park are a lock and a pop or a push: looking the address up in a map
 /// on both was 1,100 instructions per request. They close when their
 /// endpoint leaves the view, or when found closed or expired at a checkout,
 /// a park or a sweep ([`H1Pool::sweep_direct`]).
 #[derive(Debug, Default)]
-struct DirectIdle(Mutex<Vec<Parked<client::Conn>>>);
+struct DirectIdle(PerWorker<Mutex<Vec<Parked<client::Conn>>>>);
 
 /// Passes a [`PoolKey`]'s stored hash through.
 #[derive(Debug, Default)]
@@ -101,6 +107,8 @@ struct Parked<C> {
 #[derive(Debug)]
 pub struct ParkDirect {
     idle: Arc<DirectIdle>,
+    /// The worker whose connection it is.
+    worker: usize,
     idle_timeout: Duration,
     /// When the request was sent: the connection counts as idle from then
     /// (a little early, so it is closed a little sooner, never later; and
@@ -314,6 +322,7 @@ impl H1Pool {
             };
             let park = ParkDirect {
                 idle: key.direct.clone(),
+                worker: worker::index(),
                 idle_timeout: self.inner.idle_timeout,
                 sent: now,
             };
@@ -334,7 +343,9 @@ impl H1Pool {
     /// endpoint once per report interval).
     pub fn sweep_direct(&self, key: &PoolKey) {
         let now = Instant::now();
-        lock(&key.direct.0).retain_mut(|p| !p.expired(now) && p.conn.is_reusable());
+        for idle in key.direct.0.all() {
+            lock(idle).retain_mut(|p| !p.expired(now) && p.conn.is_reusable());
+        }
     }
 
     /// Idle hyper connections per address.
@@ -349,7 +360,7 @@ impl H1Pool {
     /// Idle direct connections per address.
     #[cfg(test)]
     fn idle_direct(&self, key: &PoolKey) -> usize {
-        lock(&key.direct.0).len()
+        key.direct.0.all().map(|idle| lock(idle).len()).sum()
     }
 }
 
@@ -380,7 +391,7 @@ impl<C> Parked<C> {
 impl client::Reuse for ParkDirect {
     fn reuse(self, conn: client::Conn) {
         let now = self.sent;
-        let mut idle = lock(&self.idle.0);
+        let mut idle = lock(self.idle.0.at(self.worker));
         // The oldest are at the bottom: those past the idle timeout go.
         let expired = idle.iter().take_while(|p| p.expired(now)).count();
         idle.drain(..expired);
@@ -415,7 +426,7 @@ impl Inner {
 
     /// The newest idle direct connection that is still open and fresh.
     fn checkout_direct(&self, key: &PoolKey, now: Instant) -> Option<client::Conn> {
-        let mut idle = lock(&key.direct.0);
+        let mut idle = lock(key.direct.0.get());
         while let Some(mut p) = idle.pop() {
             if p.expired(now) {
                 // The rest are older still.

@@ -38,9 +38,10 @@ pub fn config(routes: &str, registry: &str) -> Config {
 
 /// Starts a gateway on fresh loopback ports.
 pub async fn start(config: Config) -> std::io::Result<Running> {
-    let http = TcpListener::bind("127.0.0.1:0").await?;
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let http = crate::listener::bind("http_listen", any)?;
     let https = if config.tls() {
-        Some(TcpListener::bind("127.0.0.1:0").await?)
+        Some(crate::listener::bind("https_listen", any)?)
     } else {
         None
     };

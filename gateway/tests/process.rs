@@ -427,3 +427,93 @@ fn unusable_start_up_files_name_key_and_path_and_exit_64() {
         );
     }
 }
+
+/// A worker's accepted connections, from the admin listener's metrics.
+fn accepted_by(metrics: &str, worker: usize) -> u64 {
+    let series = format!("switchyard_gateway_worker_connections_total{{worker=\"{worker}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_each_accept_on_their_own_socket_and_drain_on_sigterm() {
+    let backend = Backend::start("spread").await;
+    let registry = registry_with(&backend, "w1").await;
+    let dir = temp_dir("workers-process");
+    let routes = dir.join("routes.toml");
+    std::fs::write(&routes, ROUTES).expect("routes");
+    let (http, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--http-listen", &http.to_string()])
+        .args(["--admin-listen", &admin.to_string()])
+        .args(["--routes", routes.to_str().expect("utf8")])
+        .args(["--registry", &registry.url(), "--register-self", "false"])
+        .args(["--worker-threads", "2", "--access-log", "false"])
+        .args(["--drain-delay", "0s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gateway");
+    let mut child = ready(Child(child), admin).await;
+    let pid = child.0.id();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t == "gw-worker-1"),
+        "no thread of worker 1 in {threads:?}"
+    );
+
+    // 64 connections, one request each: the kernel spreads them over both
+    // workers' sockets (all on one would be a chance of 2 in 2^64).
+    let mut answered = 0;
+    for i in 0..64 {
+        let stream = tokio::net::TcpStream::connect(http).await.expect("connect");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::get(format!("/hello/{i}"))
+            .header("host", "gw.test")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("req");
+        let res = send.send_request(req).await.expect("response");
+        answered += u32::from(res.status() == 200);
+    }
+    assert_eq!(answered, 64);
+    let (_, metrics) = get(&format!("http://{admin}/metrics")).await;
+    let (first, second) = (accepted_by(&metrics, 0), accepted_by(&metrics, 1));
+    assert_eq!(first + second, 64, "{metrics}");
+    assert!(
+        first > 0 && second > 0,
+        "worker 0: {first}, worker 1: {second}"
+    );
+
+    // SIGTERM: both workers drain and the process ends cleanly.
+    let term = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await
+    .expect("join");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the gateway did not exit 0 within 10 s of SIGTERM: {status:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -257,7 +257,7 @@ impl Gateway {
         });
         let outcome = match sleep {
             Some(sleep) => sleep.timeout_at(try_deadline, exchange).await,
-            None => self.timer.timeout_at(try_deadline, exchange).await,
+            None => self.timer().timeout_at(try_deadline, exchange).await,
         };
         let done = Instant::now();
         let latency = done.saturating_duration_since(sent);
