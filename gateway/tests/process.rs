@@ -229,13 +229,35 @@ async fn tls_with_alpn_h2_and_http1() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A counter's value in a Prometheus text page (0 when it is not there).
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// `switchyard_gateway_reloads_total` from the admin listener (0 before the first).
 async fn reloads(admin: std::net::SocketAddr) -> u64 {
     let (_, body) = get(&format!("http://{admin}/metrics")).await;
-    body.lines()
-        .find_map(|l| l.strip_prefix("switchyard_gateway_reloads_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    counter(&body, "switchyard_gateway_reloads_total")
+}
+
+/// The gateway binary on fresh loopback ports with the routes file `routes`
+/// and `registry`, not registering itself; its traffic and admin addresses.
+fn gateway_command(
+    routes: &std::path::Path,
+    registry: &str,
+) -> (Command, std::net::SocketAddr, std::net::SocketAddr) {
+    let (http, admin) = (free_port(), free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    command
+        .args(["--http-listen", &http.to_string()])
+        .args(["--admin-listen", &admin.to_string()])
+        .args(["--routes", routes.to_str().expect("utf8")])
+        .args(["--registry", registry, "--register-self", "false"]);
+    (command, http, admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,13 +269,9 @@ async fn a_gateway_process_reloads_on_replace_and_sighup_ignores_neighbours_and_
     std::fs::write(&routes, ROUTES).expect("routes");
     let log_path = dir.join("gateway.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let (http, admin) = (free_port(), free_port());
-    // One worker thread: the current-thread runtime the benchmarks use.
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--http-listen", &http.to_string()])
-        .args(["--admin-listen", &admin.to_string()])
-        .args(["--routes", routes.to_str().expect("utf8")])
-        .args(["--registry", &registry.url(), "--register-self", "false"])
+    let (mut command, http, admin) = gateway_command(&routes, &registry.url());
+    // One worker: the single runtime the benchmarks use.
+    let child = command
         .args(["--worker-threads", "1", "--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
@@ -430,12 +448,10 @@ fn unusable_start_up_files_name_key_and_path_and_exit_64() {
 
 /// A worker's accepted connections, from the admin listener's metrics.
 fn accepted_by(metrics: &str, worker: usize) -> u64 {
-    let series = format!("switchyard_gateway_worker_connections_total{{worker=\"{worker}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    counter(
+        metrics,
+        &format!("switchyard_gateway_worker_connections_total{{worker=\"{worker}\"}}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,12 +461,8 @@ async fn two_workers_each_accept_on_their_own_socket_and_drain_on_sigterm() {
     let dir = temp_dir("workers-process");
     let routes = dir.join("routes.toml");
     std::fs::write(&routes, ROUTES).expect("routes");
-    let (http, admin) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["--http-listen", &http.to_string()])
-        .args(["--admin-listen", &admin.to_string()])
-        .args(["--routes", routes.to_str().expect("utf8")])
-        .args(["--registry", &registry.url(), "--register-self", "false"])
+    let (mut command, http, admin) = gateway_command(&routes, &registry.url());
+    let child = command
         .args(["--worker-threads", "2", "--access-log", "false"])
         .args(["--drain-delay", "0s"])
         .stdout(Stdio::null())
