@@ -624,26 +624,36 @@ async fn durable_override_holds() -> Result<(), String> {
         .await
         .map_err(|e| format!("registering durable again: {e}"))?;
     }
+    // Each replica within 10 s: a registration made again just above
+    // reaches the others through etcd's watch, and a replica that was cut
+    // off may still be listing etcd again.
     for (name, port) in REPLICAS {
         let mut c = connect(port)
             .await
             .ok_or(format!("{name} does not answer"))?;
-        let got = c
-            .get_service(pb::GetServiceRequest {
-                service: DURABLE_SERVICE.into(),
-            })
-            .await
-            .map_err(|e| format!("{name}: get_service: {e}"))?
-            .into_inner();
-        let state = got
-            .instances
-            .iter()
-            .find(|i| i.spec.as_ref().is_some_and(|s| s.instance_id == DURABLE))
-            .map(|i| i.state());
-        if state != Some(pb::State::OutOfService) {
-            return Err(format!(
-                "the operator's override did not survive the faults: durable is {state:?} on {name}"
-            ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = c
+                .get_service(pb::GetServiceRequest {
+                    service: DURABLE_SERVICE.into(),
+                })
+                .await
+                .map_err(|e| format!("{name}: get_service: {e}"))?
+                .into_inner();
+            let state = got
+                .instances
+                .iter()
+                .find(|i| i.spec.as_ref().is_some_and(|s| s.instance_id == DURABLE))
+                .map(|i| i.state());
+            if state == Some(pb::State::OutOfService) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the operator's override did not survive the faults: durable is {state:?} on {name}"
+                ));
+            }
+            sleep(Duration::from_millis(200)).await;
         }
     }
     Ok(())
