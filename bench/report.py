@@ -33,7 +33,7 @@ def field(f, key, cast=float):
 runs, secs = os.environ.get("RUNS", "3"), os.environ.get("SECS", "10")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print("# Benchmark results\n")
-print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|concurrent|h2|balancing|failover|registry|instructions`")
+print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|concurrent|syscalls|h2|tls|balancing|failover|registry|instructions|shared|idle`")
 print("(`BASELINE=<commit>` adds that commit's gateway to the proxies, concurrent and instructions scenarios). Each proxy or store runs pinned to CPU 1")
 print("(one worker); the load generators and backends run on CPU 0. Logging is off everywhere. Figures are medians of")
 print(f"{runs} runs of {secs} s each unless a section says otherwise.\n")
@@ -133,9 +133,9 @@ if maxes:
 # --- proxies measured together -----------------------------------------------------
 conc = [f for f in lines("concurrent.txt") if f[0] == "concurrent"]
 if conc:
-    names = [n for n in ["nginx", "gateway", "baseline"] if n in conc[0]]
+    names = [n for n in ["nginx", "haproxy", "gateway", "baseline"] if n in conc[0]]
     print("### The same, measured at the same time\n")
-    print(f"`bench/run.sh concurrent`: nginx and the gateway{' (and the baseline commit)' if 'baseline' in names else ''} all pinned to CPU 1 at once, each")
+    print(f"`bench/run.sh concurrent`: {', '.join(n for n in names if n != 'baseline')}{' (and the baseline commit)' if 'baseline' in names else ''} all pinned to CPU 1 at once, each")
     print(f"offered {field(conc[0], 'rate', int):,} requests/s by its own generator on CPU 0, {len(conc)} runs of {secs} s. One after another (above), a")
     print("proxy's CPU per request moved by up to ±15 % between 5-second runs on this machine (a virtual CPU on a")
     print("shared host), more than the difference measured; at the same time, a slow stretch of the host falls on")
@@ -156,9 +156,37 @@ if conc:
     print()
     print(f"gateway/nginx cpu per request ratio: {statistics.median(ratios):.2f}")
     print(f"gateway/nginx cpu per request ratio, measured together: {statistics.median(ratios):.2f} (median of {len(ratios)} runs; {min(ratios):.2f} to {max(ratios):.2f})")
+    if "haproxy" in names:
+        vs = [field(f, "gateway") / field(f, "haproxy") for f in conc]
+        print(f"gateway/haproxy cpu per request ratio, measured together: {statistics.median(vs):.2f}")
     if base:
         print(f"\nbaseline gateway/nginx cpu per request ratio, measured together: {statistics.median(base):.2f}")
     print()
+
+# --- where the CPU goes: user, system, system calls (issue 20) ------------------------
+sc = [f for f in lines("syscalls.txt") if f[0] == "syscalls"]
+if sc:
+    names = [n for n in ["nginx", "haproxy", "gateway"] if any(f[1] == n for f in sc)]
+    keys = [k for k in ["user_us", "sys_us", "all", "recvfrom", "read", "writev", "sendto", "write", "epoll_wait", "futex"]
+            if any(k in f for f in sc)]
+    print("### Where a request's CPU goes: user, system, system calls\n")
+    print(f"`bench/run.sh syscalls`: each proxy pinned to CPU 1 with one worker, alone at {os.environ.get('SYSCALL_RATE', '5000')} requests/s over 64")
+    print("connections; user and system CPU µs per request (/proc, 10 ms ticks) and system calls per request (perf's")
+    print(f"syscall tracepoints), medians of {len(sc) // max(len(names), 1)} interleaved runs. nginx: its worker process.\n")
+    print("| proxy | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    med = {}
+    for n in names:
+        mine = [f for f in sc if f[1] == n]
+        med[n] = {k: statistics.median(field(f, k) for f in mine if k in f) for k in keys if any(k in f for f in mine)}
+        print(f"| {n} | " + " | ".join(f"{med[n].get(k, 0):.2f}" for k in keys) + " |")
+    print()
+    if {"nginx", "gateway"} <= med.keys():
+        g, n = med["gateway"], med["nginx"]
+        print(f"gateway/nginx system calls per request ratio: {g['all'] / n['all']:.2f}")
+        print(f"gateway/nginx system cpu per request ratio: {g['sys_us'] / n['sys_us']:.2f}")
+        print(f"gateway/nginx user cpu per request ratio: {g['user_us'] / n['user_us']:.2f}")
+        print()
 
 # --- instructions ----------------------------------------------------------------
 ins = {f[1]: int(f[3]) for f in lines("instructions.txt") if f[0] == "instructions"}
@@ -242,6 +270,38 @@ if h2:
     for kind in ["h2c", "grpc"]:
         if (kind, "gateway") in by and (kind, "nginx") in by:
             print(f"gateway/nginx {kind} cpu per request ratio: {by[(kind, 'gateway')] / by[(kind, 'nginx')]:.2f}")
+    print()
+
+# --- TLS termination (issue 20) ------------------------------------------------------
+tls = {(f[1], f[2]): f for f in lines("tls.txt") if f[0] == "tls"}
+if tls:
+    rate = os.environ.get("TLS_RATE", "5000")
+    print("## TLS 1.3 termination and h2c: gateway vs nginx\n")
+    print("`bench/run.sh tls`: the same certificate (ECDSA P-256) for both, nginx with `ssl_protocols TLSv1.3`, the")
+    print("gateway with rustls (ring); each pinned to CPU 1 with one worker, h2load and the three HTTP/1.1 backends on")
+    print("CPU 0. HTTP/1.1 over TLS: `h2load --h1 -c 64`; h2 over TLS (ALPN) and h2c by prior knowledge: `h2load -c 10")
+    print(f"-m 10`. CPU per request at {int(rate):,} requests/s; the maximum with the proxy held to {os.environ.get('CAP', '50')} % of a CPU")
+    print("(it saturates, not CPU 0). Connections are opened once per run: record encryption, not handshakes.")
+    print("Runs interleave the two proxies; medians. The session column is what h2load negotiated.\n")
+    print("| protocol | proxy | CPU µs per request | max req/s (capped) | mean µs | failed | session |")
+    print("|---|---|---|---|---|---|---|")
+    for (kind, name), f in tls.items():
+        mx = f[f.index("capped_max") + 1]
+        mx = f"{float(mx):,.0f}" if mx != "-" else "–"
+        print(f"| {kind} | {name} | {field(f, 'cpu_us'):.2f} | {mx} | {field(f, 'mean_us'):.0f} | {field(f, 'failed'):.0f} | {f[f.index('session') + 1]} |")
+    print()
+    ratios = {}
+    for kind in ["h1-tls", "h2-tls", "h2c"]:
+        if (kind, "gateway") in tls and (kind, "nginx") in tls:
+            ratios[kind] = field(tls[(kind, "gateway")], "cpu_us") / field(tls[(kind, "nginx")], "cpu_us")
+            g, n = tls[(kind, "gateway")], tls[(kind, "nginx")]
+            if "-" not in (g[g.index("capped_max") + 1], n[n.index("capped_max") + 1]):
+                print(f"gateway/nginx {kind} capped throughput ratio: {field(g, 'capped_max') / field(n, 'capped_max'):.2f}")
+    for kind, r in ratios.items():
+        print(f"gateway/nginx {kind} cpu per request ratio: {r:.2f}")
+    if {"h1-tls", "h2-tls"} <= ratios.keys():
+        both = statistics.mean([ratios["h1-tls"], ratios["h2-tls"]])
+        print(f"gateway/nginx tls cpu per request ratio: {both:.2f} (the mean of HTTP/1.1 and h2 over TLS 1.3)")
     print()
 
 # --- balancing -------------------------------------------------------------------

@@ -3,7 +3,7 @@
 # calls, balancing quality, and failover; writes bench/RESULTS.md.
 #
 #   bench/run.sh            everything
-#   bench/run.sh proxies    one scenario (or several): proxies | concurrent | h2 | balancing | failover |
+#   bench/run.sh proxies    one scenario (or several): proxies | concurrent | syscalls | h2 | tls | balancing | failover |
 #                           registry | registry-ha | instructions | shared | idle
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
@@ -19,8 +19,8 @@ mkdir -p "$OUT"
 scenarios=("${@:-all}")
 for only in "${scenarios[@]}"; do
   case $only in
-    all | proxies | concurrent | h2 | balancing | failover | registry | registry-ha | instructions | shared | idle) ;;
-    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, h2, balancing, failover, registry, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
+    all | proxies | concurrent | syscalls | h2 | tls | balancing | failover | registry | registry-ha | instructions | shared | idle) ;;
+    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, syscalls, h2, tls, balancing, failover, registry, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
   esac
 done
 
@@ -129,7 +129,7 @@ EOF
 gateway_args() { # http-port admin-port [workers: 1, or "default" for the gateway's own default]
   echo --http-listen "127.0.0.1:$1" --admin-listen "127.0.0.1:$2" --routes "$OUT/gateway/routes.toml" \
     --registry http://127.0.0.1:17100 --register-self false --access-log "${ACCESS_LOG:-false}" \
-    "$([ "${3:-1}" = default ] || echo "--worker-threads ${3:-1}")"
+    "$([ "${3:-1}" = default ] || echo "--worker-threads ${3:-1}")" ${GATEWAY_EXTRA:-}
 }
 
 wait_ready() { # admin-port [tries of 0.1 s]
@@ -147,7 +147,7 @@ start_gateway() { # [binary http-port admin-port workers]
   wait_ready "$admin"
 }
 
-write_nginx_conf() { # [extra main-context directive]; NGINX_WORKERS (1), NGINX_CONNS, ACCESS_LOG
+write_nginx_conf() { # [extra main-context directive]; NGINX_WORKERS (1), NGINX_CONNS, ACCESS_LOG, TLS_DIR (a TLS server on 8443)
   mkdir -p "$OUT/nginx"
   local log="access_log off;"
   [ "${ACCESS_LOG:-false}" = true ] && log="access_log $OUT/nginx/access.log;"
@@ -172,6 +172,14 @@ http {
     listen 127.0.0.1:8180;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_next_upstream error timeout; }
   }
+$([ -n "${TLS_DIR:-}" ] && cat <<TLS
+  server {
+    listen 127.0.0.1:8443 ssl http2;
+    ssl_certificate $TLS_DIR/cert.pem; ssl_certificate_key $TLS_DIR/key.pem; ssl_protocols TLSv1.3;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_next_upstream error timeout; }
+  }
+TLS
+)
   server {
     listen 127.0.0.1:8181 http2;
     location /echo.v1.Echo/ { grpc_pass grpc://e; }
@@ -189,14 +197,21 @@ start_nginx() {
 }
 
 start_haproxy() { # HAPROXY_THREADS (1; "default": HAProxy's own, one per CPU), HAPROXY_CONNS
-  local threads="nbthread ${HAPROXY_THREADS:-1}"
+  local threads="nbthread ${HAPROXY_THREADS:-1}" log="" logging="" out=/dev/null
   [ "${HAPROXY_THREADS:-1}" = default ] && threads=""
+  # With the access log on: HAProxy's HTTP log format, one line per
+  # request, written to stdout (it has no file target) and on to a file.
+  if [ "${ACCESS_LOG:-false}" = true ]; then
+    log="log stdout format raw local0"; logging=$'log global\n  option httplog'; out=$OUT/haproxy-access.log
+  fi
   cat > "$OUT/haproxy.cfg" <<EOF
 global
   $threads
   maxconn ${HAPROXY_CONNS:-5000}
+  $log
 defaults
   mode http
+  $logging
   timeout connect 1s
   timeout client 30s
   timeout server 30s
@@ -210,7 +225,7 @@ backend b
   server s2 127.0.0.1:9002
   server s3 127.0.0.1:9003
 EOF
-  on_cpu 1 haproxy -db -f "$OUT/haproxy.cfg" & pids+=($!)
+  on_cpu 1 haproxy -db -f "$OUT/haproxy.cfg" >"$out" & pids+=($!)
   HAPROXY_PID=$!
   sleep 0.5
 }
@@ -360,7 +375,7 @@ PY
 }
 
 # The same CPU-per-request figure with the proxies measured at the same
-# time: nginx, the gateway (and the baseline commit's) all pinned to CPU 1,
+# time: nginx, HAProxy, the gateway (and the baseline commit's) all pinned to CPU 1,
 # each offered the same rate by its own generator on CPU 0. Measured one
 # after another, a proxy's CPU per request moved by up to ±15 % from one
 # 5-second run to the next on this machine (a virtual CPU on a shared host),
@@ -372,9 +387,10 @@ concurrent() {
   start_registry peak_ewma
   start_gateway
   start_nginx
-  declare -A url=([nginx]=http://127.0.0.1:8180/ [gateway]=http://127.0.0.1:8380/)
-  declare -A pid=([nginx]=$NGINX_PID [gateway]=$GATEWAY_PID)
-  names=(nginx gateway)
+  start_haproxy
+  declare -A url=([nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
+  declare -A pid=([nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
+  names=(nginx haproxy gateway)
   add_baseline
   # Each proxy's share: together about the proxies scenario's fixed rate.
   local rate=${CONCURRENT_RATE:-$((16000 / ${#names[@]}))}
@@ -484,12 +500,15 @@ start_echo() { # three gRPC echo backends, registered as service "echo"
   done
 }
 
-# h2load at a fixed rate (10 connections, 10 streams each); prints
-# "rps cpu_us_per_request mean_us failed".
+# h2load at a fixed rate (H2_CONNS connections, 10; H2_STREAMS streams
+# each, 10), or as fast as it goes with rate 0; prints
+# "rps cpu_us_per_request mean_us failed session", the session being
+# "TLS-version/cipher/ALPN" as h2load reports it ("plain" without TLS).
 h2measure() { # url pid rate [h2load args]
-  local url=$1 pid=$2 rate=$3 before after out; shift 3
+  local url=$1 pid=$2 rate=$3 conns=${H2_CONNS:-10} before after out paced=(); shift 3
+  [ "$rate" -gt 0 ] && paced=(--rps $((rate / conns)))
   before=$(cpu_ticks "$pid")
-  out=$(taskset -c 0 h2load -c 10 -m 10 --rps $((rate / 10)) -D "$SECS" "$@" "$url" 2>&1)
+  out=$(taskset -c 0 h2load -c "$conns" -m "${H2_STREAMS:-10}" "${paced[@]}" -D "$SECS" "$@" "$url" 2>&1)
   after=$(cpu_ticks "$pid")
   python3 - "$out" "$before" "$after" "$TICKS" "$SECS" <<'PY'
 import re, sys
@@ -499,7 +518,9 @@ ok, failed = (int(m.group(4)), int(m.group(5)) + int(m.group(6))) if m else (0, 
 mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
 unit = mean.group(1) if mean else "0us"
 v = float(re.sub(r"[a-z]+$", "", unit)); v *= {"us": 1, "ms": 1000, "s": 1e6}[re.search(r"[a-z]+$", unit).group(0)]
-print(f"{ok / secs:.0f} {(a - b) / t * 1e6 / max(ok, 1):.2f} {v:.0f} {failed}")
+said = lambda key: (re.search(key + r":\s*(\S+)", out) or [None, "-"])[1]
+session = "/".join([said("TLS Protocol"), said("Cipher"), said("Application protocol")]) if "TLS Protocol" in out else "plain"
+print(f"{ok / secs:.0f} {(a - b) / t * 1e6 / max(ok, 1):.2f} {v:.0f} {failed} {session}")
 PY
 }
 
@@ -533,6 +554,76 @@ h2() {
     done
   done
   cleanup; pids=()
+}
+
+# Issue 20: TLS 1.3 termination with the same certificate (ECDSA P-256,
+# made here by openssl) against nginx (`ssl_protocols TLSv1.3`), each
+# pinned to CPU 1 with one worker, h2load and the backends on CPU 0:
+# HTTP/1.1 over TLS (ALPN http/1.1, 64 connections), h2 over TLS (ALPN h2,
+# 10 connections of 10 streams) and h2c by prior knowledge (the same), all
+# to the three HTTP/1.1 backends. For each, interleaved, RUNS runs: the CPU
+# per request at TLS_RATE (5,000/s), and the maximum requests/s with the
+# proxy held to CAP % of a CPU (see cap()), so that it saturates, not CPU 0.
+# Connections are made once per run: this is the cost of the records, not
+# of handshakes.
+tls_cert() {
+  mkdir -p "$OUT/tls"
+  [ -s "$OUT/tls/cert.pem" ] && [ -s "$OUT/tls/key.pem" ] && return
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>/dev/null
+}
+
+tls() {
+  tls_cert
+  start_backends 0
+  start_registry peak_ewma
+  GATEWAY_EXTRA="--https-listen 127.0.0.1:8343 --tls-cert $OUT/tls/cert.pem --tls-key $OUT/tls/key.pem" start_gateway
+  TLS_DIR=$OUT/tls start_nginx
+  declare -A pid=([gateway]=$GATEWAY_PID [nginx]=$NGINX_PID)
+  declare -A tls_port=([gateway]=8343 [nginx]=8443) plain_port=([gateway]=8380 [nginx]=8181)
+  local rate=${TLS_RATE:-5000} kind name run
+  : > "$OUT/tls-runs.txt"
+  for kind in h1-tls h2-tls h2c; do
+    local conns=10 args=()
+    [ "$kind" = h1-tls ] && conns=64 args=(--h1)
+    for name in nginx gateway; do # warm up
+      H2_CONNS=$conns H2_STREAMS=1 SECS=1 h2measure "$(tls_url "$kind" "$name")" "${pid[$name]}" 1000 "${args[@]}" >/dev/null
+    done
+    for run in $(seq 1 "$RUNS"); do
+      for name in nginx gateway; do
+        local streams=10 r c m f session rmax
+        [ "$kind" = h1-tls ] && streams=1
+        read -r r c m f session < <(H2_CONNS=$conns H2_STREAMS=$streams h2measure "$(tls_url "$kind" "$name")" "${pid[$name]}" "$rate" "${args[@]}")
+        rmax=-
+        if cap "$name" "${pid[$name]}"; then
+          rmax=$(H2_CONNS=$conns H2_STREAMS=$streams h2measure "$(tls_url "$kind" "$name")" "${pid[$name]}" 0 "${args[@]}" | awk '{print $1}')
+        fi
+        uncap "$name"
+        echo "tls $kind $name $run rps $r cpu_us $c mean_us $m failed $f capped_max $rmax session $session" | tee -a "$OUT/tls-runs.txt"
+      done
+    done
+  done
+  python3 - "$OUT/tls-runs.txt" <<'PY' | tee "$OUT/tls.txt"
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+for kind in ["h1-tls", "h2-tls", "h2c"]:
+    for name in ["nginx", "gateway"]:
+        mine = [r for r in rows if r[1] == kind and r[2] == name]
+        if not mine:
+            continue
+        med = lambda key: statistics.median(float(r[r.index(key) + 1]) for r in mine if r[r.index(key) + 1] != "-") if any(r[r.index(key) + 1] != "-" for r in mine) else "-"
+        sessions = sorted({r[r.index("session") + 1] for r in mine})
+        print(f"tls {kind} {name} runs {len(mine)} rps {med('rps')} cpu_us {med('cpu_us')} mean_us {med('mean_us')} "
+              f"failed {med('failed')} capped_max {med('capped_max')} session {','.join(sessions)}")
+PY
+  cleanup; pids=()
+}
+tls_url() { # kind name
+  case $1 in
+    h2c) echo "http://127.0.0.1:${plain_port[$2]}/" ;;
+    *) echo "https://127.0.0.1:${tls_port[$2]}/" ;;
+  esac
 }
 
 # User-space instructions per proxied request, counted by callgrind: within
@@ -589,6 +680,52 @@ instructions() {
       counts+=("$ok" "$total")
     done
     echo "instructions $name per_request $(python3 -c "print(round((${counts[3]} - ${counts[1]}) / max(${counts[2]} - ${counts[0]}, 1)))") runs ${counts[0]}/${counts[1]} ${counts[2]}/${counts[3]}" | tee -a "$OUT/instructions.txt"
+  done
+  cleanup; pids=()
+}
+
+# Issue 20 item 3: where a proxied request's CPU goes, per proxy (one
+# worker each, pinned to CPU 1; nginx's worker process itself), at
+# SYSCALL_RATE (5,000/s) over 64 connections, RUNS runs interleaved: user
+# and system time per request (/proc, 10 ms ticks) and the system calls
+# per request by kind (perf's syscall tracepoints; skipped without perf).
+syscalls() {
+  start_backends 0
+  start_registry peak_ewma
+  start_gateway
+  start_nginx
+  start_haproxy
+  declare -A url=([nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
+  declare -A pid=([nginx]=$(pgrep -P "$NGINX_PID" | head -1) [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
+  local rate=${SYSCALL_RATE:-5000} kinds=read,write,recvfrom,sendto,readv,writev,recvmsg,sendmsg,epoll_wait,epoll_ctl,futex
+  local events=raw_syscalls:sys_enter
+  for k in ${kinds//,/ }; do events+=",syscalls:sys_enter_$k"; done
+  : > "$OUT/syscalls.txt"
+  for name in nginx haproxy gateway; do load "${url[$name]}" 0 1 64 >/dev/null; done # warm up
+  for run in $(seq 1 "$RUNS"); do
+    for name in nginx haproxy gateway; do
+      local p=${pid[$name]} before after sp="" ok
+      before=$(awk '{print $14, $15}' "/proc/$p/stat")
+      if command -v perf >/dev/null; then
+        perf stat -x, -e "$events" -p "$p" -o "$OUT/perf-$name.txt" -- sleep "$SECS" & sp=$!
+      fi
+      ok=$(load "${url[$name]}" "$rate" "$SECS" 64 | json ok)
+      [ -n "$sp" ] && wait "$sp"
+      after=$(awk '{print $14, $15}' "/proc/$p/stat")
+      python3 - "$name" "$run" "$ok" "$before" "$after" "$TICKS" "$OUT/perf-$name.txt" "$sp" <<'PY' | tee -a "$OUT/syscalls.txt"
+import sys
+name, run, ok, before, after, hz, perf, sp = sys.argv[1:]
+ok, hz = max(int(ok), 1), int(hz)
+(u0, s0), (u1, s1) = map(int, before.split()), map(int, after.split())
+line = f"syscalls {name} {run} user_us {(u1 - u0) / hz * 1e6 / ok:.2f} sys_us {(s1 - s0) / hz * 1e6 / ok:.2f}"
+if sp:
+    for row in open(perf):
+        f = row.strip().split(",")
+        if len(f) > 2 and f[0].replace(".", "").isdigit():
+            line += f" {f[2].split(':')[-1].replace('sys_enter_', '').replace('sys_enter', 'all')} {int(f[0]) / ok:.3f}"
+print(line)
+PY
+    done
   done
   cleanup; pids=()
 }
@@ -808,12 +945,14 @@ case $only in
   failover) failover ;;
   registry) registry ;;
   h2) h2 ;;
+  tls) tls ;;
+  syscalls) syscalls ;;
   concurrent) concurrent ;;
   instructions) instructions ;;
   shared) shared ;;
   idle) idle ;;
-  all) proxies; concurrent; h2; balancing; failover; registry; registry_ha; instructions; shared; idle ;;
-  *) echo "usage: bench/run.sh [proxies|concurrent|h2|balancing|failover|registry|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
+  all) proxies; concurrent; syscalls; h2; tls; balancing; failover; registry; registry_ha; instructions; shared; idle ;;
+  *) echo "usage: bench/run.sh [proxies|concurrent|syscalls|h2|tls|balancing|failover|registry|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
 esac
 done
 

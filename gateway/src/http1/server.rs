@@ -18,7 +18,7 @@ use std::{
     mem::MaybeUninit,
     pin::{Pin, pin},
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -291,21 +291,17 @@ impl Connection<'_> {
                 buf.reserve(READ_SIZE);
                 self.io.read_buf(buf).await
             } else {
-                // Idle: what is there is read with the scratch at hand
-                // (the socket's readiness is only known to be stale once a
-                // read finds nothing); if nothing is, the scratch goes back
-                // to the worker until bytes come, and the drain closes the
-                // connection.
+                // Idle: what is there is read with the scratch at hand; if
+                // nothing is, the scratch goes back to the worker until
+                // bytes come, and the drain closes the connection.
                 if draining.is_cancelled() {
                     return None;
                 }
                 if let Some(scratch) = self.scratch.as_deref_mut() {
-                    scratch.buf.reserve(READ_SIZE);
-                    match self.io.try_read_buf(&mut scratch.buf) {
-                        Ok(0) => return None,
-                        Ok(_) => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => return None,
+                    match read_now(&mut self.io, &mut scratch.buf) {
+                        Poll::Ready(Ok(0) | Err(_)) => return None,
+                        Poll::Ready(Ok(_)) => continue,
+                        Poll::Pending => {}
                     }
                 }
                 if let Some(scratch) = self.scratch.take() {
@@ -317,10 +313,9 @@ impl Connection<'_> {
                     () = drained.as_mut() => return None,
                 }
                 let buf = &mut self.scratch.get_or_insert_with(Scratch::take).buf;
-                buf.reserve(READ_SIZE);
-                match self.io.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    read => read,
+                match read_now(&mut self.io, buf) {
+                    Poll::Ready(read) => read,
+                    Poll::Pending => continue,
                 }
             };
             match read {
@@ -419,6 +414,19 @@ impl Connection<'_> {
         parts.uri = Uri::default();
         true
     }
+}
+
+/// Reads what `io` has into `buf` without waiting, through tokio's
+/// `AsyncRead`, which knows a short read drained the socket and marks it
+/// not readable (`try_read_buf` leaves it readable): so the next idle
+/// check costs no system call, where it cost a read that found nothing
+/// after every request (4 receives per proxied request against nginx's 2,
+/// counted with `perf stat -e 'syscalls:sys_enter_recvfrom'`). Pending
+/// when the socket is not readable (the wake-up registered is a no-op's:
+/// the caller waits with `readable()`, which registers its own).
+fn read_now(io: &mut TcpStream, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    buf.reserve(READ_SIZE);
+    pin!(io.read_buf(buf)).poll(&mut Context::from_waker(Waker::noop()))
 }
 
 /// Parses the head at the front of `buf`; a request's head is split off
