@@ -194,9 +194,10 @@ impl LogSettings for Config {
         self.log_format
     }
 
-    /// The process's own runtime is single-threaded: it is worker 0
-    /// ([`crate::worker`]), and the other workers start their own.
-    fn worker_threads(&self) -> usize {
+    /// The process's own runtime is single-threaded whatever
+    /// `worker_threads` says: it is worker 0 ([`crate::worker`]), and the
+    /// other workers start runtimes of their own.
+    fn runtime_threads(&self) -> usize {
         1
     }
 }

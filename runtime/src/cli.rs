@@ -118,7 +118,7 @@ where
 {
     let command = parse::<S>(about);
     let workers = match &command {
-        Command::Serve(s) => s.worker_threads(),
+        Command::Serve(s) => s.runtime_threads(),
         _ => 0,
     };
     // One worker gets the current-thread scheduler: it has no other worker
@@ -187,12 +187,15 @@ fn caused_by_config(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Settings that shape the process: log format, worker threads.
+/// Settings that shape the process: log format, the threads of its async
+/// runtime.
 pub trait LogSettings {
     /// Text or JSON.
     fn log_format(&self) -> crate::logging::LogFormat;
-    /// Async runtime worker threads; 0 means one per core.
-    fn worker_threads(&self) -> usize {
+    /// Threads of the process's own async runtime (the one `main` starts);
+    /// 0 means one per core. A binary's `worker_threads` setting may mean
+    /// something else (the gateway's starts runtimes of its own).
+    fn runtime_threads(&self) -> usize {
         0
     }
 }
