@@ -33,7 +33,7 @@ def field(f, key, cast=float):
 runs, secs = os.environ.get("RUNS", "3"), os.environ.get("SECS", "10")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print("# Benchmark results\n")
-print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|concurrent|syscalls|h2|tls|balancing|failover|registry|instructions|shared|idle`")
+print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|concurrent|syscalls|latency|h2|tls|balancing|failover|registry|instructions|shared|idle`")
 print("(`BASELINE=<commit>` adds that commit's gateway to the proxies, concurrent and instructions scenarios). Each proxy or store runs pinned to CPU 1")
 print("(one worker); the load generators and backends run on CPU 0. Logging is off everywhere. Figures are medians of")
 print(f"{runs} runs of {secs} s each unless a section says otherwise.\n")
@@ -187,6 +187,20 @@ if sc:
         print(f"gateway/nginx system cpu per request ratio: {g['sys_us'] / n['sys_us']:.2f}")
         print(f"gateway/nginx user cpu per request ratio: {g['user_us'] / n['user_us']:.2f}")
         print()
+
+# --- latency against the baseline commit (issue 20 item 7) --------------------------
+lat = {f[1]: f for f in lines("latency.txt") if f[0] == "latency"}
+if lat:
+    print("### Latency at a fixed rate against the baseline commit\n")
+    print(f"`BASELINE=<commit> bench/run.sh latency`: both pinned to CPU 1 with one worker, {os.environ.get('LATENCY_RATE', '21453')} requests/s")
+    print("over 64 connections, runs interleaved; medians.\n")
+    print("| gateway | runs | p50 µs | p99 µs | p99.9 µs | CPU µs per request |")
+    print("|---|---|---|---|---|---|")
+    for n, f in lat.items():
+        print(f"| {n} | {field(f, 'runs', int)} | {field(f, 'p50'):.0f} | {field(f, 'p99'):.0f} | {field(f, 'p999'):.0f} | {field(f, 'cpu_us'):.2f} |")
+    print()
+    if {"gateway", "baseline"} <= lat.keys():
+        print(f"gateway/baseline p99 at half load ratio: {field(lat['gateway'], 'p99') / field(lat['baseline'], 'p99'):.2f}\n")
 
 # --- instructions ----------------------------------------------------------------
 ins = {f[1]: int(f[3]) for f in lines("instructions.txt") if f[0] == "instructions"}

@@ -3,7 +3,7 @@
 # calls, balancing quality, and failover; writes bench/RESULTS.md.
 #
 #   bench/run.sh            everything
-#   bench/run.sh proxies    one scenario (or several): proxies | concurrent | syscalls | h2 | tls | balancing | failover |
+#   bench/run.sh proxies    one scenario (or several): proxies | concurrent | syscalls | latency | h2 | tls | balancing | failover |
 #                           registry | registry-ha | instructions | shared | idle
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
@@ -19,8 +19,8 @@ mkdir -p "$OUT"
 scenarios=("${@:-all}")
 for only in "${scenarios[@]}"; do
   case $only in
-    all | proxies | concurrent | syscalls | h2 | tls | balancing | failover | registry | registry-ha | instructions | shared | idle) ;;
-    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, syscalls, h2, tls, balancing, failover, registry, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
+    all | proxies | concurrent | syscalls | latency | h2 | tls | balancing | failover | registry | registry-ha | instructions | shared | idle) ;;
+    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, syscalls, latency, h2, tls, balancing, failover, registry, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
   esac
 done
 
@@ -53,7 +53,13 @@ if [ -n "${BASELINE:-}" ] && [ "$(cat "$OUT/gateway-baseline.commit" 2>/dev/null
   (cd "$OUT/baseline-tree" && CARGO_TARGET_DIR=$ROOT/target cargo build --profile profiling --locked --bin gateway >/dev/null)
   cp "$ROOT/target/x86_64-unknown-linux-gnu/profiling/gateway" "$OUT/gateway-baseline-profiling"
   git worktree remove --force "$OUT/baseline-tree"
-  cargo build --release --locked --bin gateway >/dev/null # the current one back in place
+  # The current one back in place. A commit with the same dependencies
+  # builds to the same artifact names, and cargo then finds the current
+  # sources older than that artifact and keeps the baseline's: touched,
+  # they are newer.
+  touch "$ROOT"/*/src/lib.rs
+  cargo build --release --locked --bin gateway >/dev/null
+  cargo build --profile profiling --locked --bin gateway >/dev/null
   git rev-parse "$BASELINE" > "$OUT/gateway-baseline.commit"
 fi
 
@@ -556,6 +562,35 @@ h2() {
   cleanup; pids=()
 }
 
+# Issue 20 item 7: the gateway's latency at a fixed rate (LATENCY_RATE,
+# 21,453/s: half the slowest maximum in the proxies scenario) against the
+# BASELINE commit's, both pinned to CPU 1 with one worker, interleaved,
+# LATENCY_RUNS runs (5); medians of p50, p99, p99.9 and CPU per request.
+latency() {
+  start_backends 0
+  start_registry peak_ewma
+  start_gateway
+  declare -A url=([gateway]=http://127.0.0.1:8380/) pid=([gateway]=$GATEWAY_PID)
+  local names=(gateway) name run
+  add_baseline
+  for name in "${names[@]}"; do load "${url[$name]}" 0 2 64 >/dev/null; done # warm up
+  : > "$OUT/latency-runs.txt"
+  for run in $(seq 1 "${LATENCY_RUNS:-5}"); do
+    for name in "${names[@]}"; do
+      echo "latency $name $run $(measure "${url[$name]}" "${pid[$name]}" "${LATENCY_RATE:-21453}")" | tee -a "$OUT/latency-runs.txt"
+    done
+  done
+  python3 - "$OUT/latency-runs.txt" "${names[@]}" <<'PY' | tee "$OUT/latency.txt"
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+for name in sys.argv[2:]:
+    mine = [r for r in rows if r[1] == name]
+    med = [statistics.median(float(r[i]) for r in mine) for i in range(3, 8)]
+    print(f"latency {name} runs {len(mine)} rps {med[0]:.0f} cpu_us {med[1]:.2f} p50 {med[2]:.0f} p99 {med[3]:.0f} p999 {med[4]:.0f}")
+PY
+  cleanup; pids=()
+}
+
 # Issue 20: TLS 1.3 termination with the same certificate (ECDSA P-256,
 # made here by openssl) against nginx (`ssl_protocols TLSv1.3`), each
 # pinned to CPU 1 with one worker, h2load and the backends on CPU 0:
@@ -947,12 +982,13 @@ case $only in
   h2) h2 ;;
   tls) tls ;;
   syscalls) syscalls ;;
+  latency) latency ;;
   concurrent) concurrent ;;
   instructions) instructions ;;
   shared) shared ;;
   idle) idle ;;
   all) proxies; concurrent; syscalls; h2; tls; balancing; failover; registry; registry_ha; instructions; shared; idle ;;
-  *) echo "usage: bench/run.sh [proxies|concurrent|syscalls|h2|tls|balancing|failover|registry|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
+  *) echo "usage: bench/run.sh [proxies|concurrent|syscalls|latency|h2|tls|balancing|failover|registry|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
 esac
 done
 

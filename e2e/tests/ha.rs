@@ -607,18 +607,7 @@ async fn durable_override_holds() -> Result<(), String> {
     let mut c = connect(REPLICAS[1].1)
         .await
         .ok_or("registry2 does not answer after the run")?;
-    let listed = c
-        .get_service(pb::GetServiceRequest {
-            service: DURABLE_SERVICE.into(),
-        })
-        .await
-        .map_err(|e| format!("get_service: {e}"))?
-        .into_inner();
-    if !listed
-        .instances
-        .iter()
-        .any(|i| i.spec.as_ref().is_some_and(|s| s.instance_id == DURABLE))
-    {
+    if durable_state(&mut c).await?.is_none() {
         c.register(authed(pb::RegisterRequest {
             lease_id: 0,
             ttl_seconds: 300,
@@ -636,18 +625,9 @@ async fn durable_override_holds() -> Result<(), String> {
             .ok_or(format!("{name} does not answer"))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let got = c
-                .get_service(pb::GetServiceRequest {
-                    service: DURABLE_SERVICE.into(),
-                })
+            let state = durable_state(&mut c)
                 .await
-                .map_err(|e| format!("{name}: get_service: {e}"))?
-                .into_inner();
-            let state = got
-                .instances
-                .iter()
-                .find(|i| i.spec.as_ref().is_some_and(|s| s.instance_id == DURABLE))
-                .map(|i| i.state());
+                .map_err(|e| format!("{name}: {e}"))?;
             if state == Some(pb::State::OutOfService) {
                 break;
             }
@@ -660,6 +640,23 @@ async fn durable_override_holds() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The durable instance's state as a replica lists it (`None`: not
+/// listed).
+async fn durable_state(c: &mut RegistryClient<Channel>) -> Result<Option<pb::State>, String> {
+    let listed = c
+        .get_service(pb::GetServiceRequest {
+            service: DURABLE_SERVICE.into(),
+        })
+        .await
+        .map_err(|e| format!("get_service: {e}"))?
+        .into_inner();
+    Ok(listed
+        .instances
+        .iter()
+        .find(|i| i.spec.as_ref().is_some_and(|s| s.instance_id == DURABLE))
+        .map(|i| i.state()))
 }
 
 // --- the actors ---
