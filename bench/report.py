@@ -189,7 +189,7 @@ if sc:
         print()
 
 # --- latency against the baseline commit (issue 20 item 7) --------------------------
-lat = {f[1]: f for f in lines("latency.txt") if f[0] == "latency"}
+lat = {f[0]: f for f in lines("latency.txt") if f[1:2] == ["runs"]}
 if lat:
     print("### Latency at a fixed rate against the baseline commit\n")
     print(f"`BASELINE=<commit> bench/run.sh latency`: both pinned to CPU 1 with one worker, {os.environ.get('LATENCY_RATE', '21453')} requests/s")

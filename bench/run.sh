@@ -94,6 +94,19 @@ on_cpu() { # cpu command...
   local cpu=$1; shift
   if [ "${SHARED:-0}" = 1 ]; then exec "$@"; else exec taskset -c "$cpu" "$@"; fi
 }
+# Per name, the medians of its runs in a file of lines "<scenario> <name>
+# <run> <key> <value> <key> <value>...": "<name> runs <n> <key> <median>...".
+medians() { # runs-file name...
+  python3 - "$@" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+for name in sys.argv[2:]:
+    mine = [r for r in rows if r[1] == name]
+    keys = mine[0][3::2]
+    med = {k: statistics.median(float(r[3 + 2 * i + 1]) for r in mine) for i, k in enumerate(keys)}
+    print(f"{name} runs {len(mine)} " + " ".join(f"{k} {v:g}" for k, v in med.items()))
+PY
+}
 json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
@@ -577,17 +590,12 @@ latency() {
   : > "$OUT/latency-runs.txt"
   for run in $(seq 1 "${LATENCY_RUNS:-5}"); do
     for name in "${names[@]}"; do
-      echo "latency $name $run $(measure "${url[$name]}" "${pid[$name]}" "${LATENCY_RATE:-21453}")" | tee -a "$OUT/latency-runs.txt"
+      measure "${url[$name]}" "${pid[$name]}" "${LATENCY_RATE:-21453}" \
+        | awk -v n="$name" -v r="$run" '{print "latency", n, r, "rps", $1, "cpu_us", $2, "p50", $3, "p99", $4, "p999", $5, "failed", $6}' \
+        | tee -a "$OUT/latency-runs.txt"
     done
   done
-  python3 - "$OUT/latency-runs.txt" "${names[@]}" <<'PY' | tee "$OUT/latency.txt"
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-for name in sys.argv[2:]:
-    mine = [r for r in rows if r[1] == name]
-    med = [statistics.median(float(r[i]) for r in mine) for i in range(3, 8)]
-    print(f"latency {name} runs {len(mine)} rps {med[0]:.0f} cpu_us {med[1]:.2f} p50 {med[2]:.0f} p99 {med[3]:.0f} p999 {med[4]:.0f}")
-PY
+  medians "$OUT/latency-runs.txt" "${names[@]}" | tee "$OUT/latency.txt"
   cleanup; pids=()
 }
 
@@ -829,15 +837,7 @@ print(f"shared {name} {run} rps {n / secs:.0f} cpu_us {ticks / hz * 1e6 / max(n,
 PY
     done
   done
-  python3 - "$OUT/$tag-runs.txt" "${names[@]}" <<'PY' | tee "$OUT/$tag.txt"
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-for name in sys.argv[2:]:
-    mine = [r for r in rows if r[1] == name]
-    keys = mine[0][3::2]
-    med = {k: statistics.median(float(r[3 + 2 * i + 1]) for r in mine) for i, k in enumerate(keys)}
-    print(f"{name} runs {len(mine)} " + " ".join(f"{k} {v:g}" for k, v in med.items()))
-PY
+  medians "$OUT/$tag-runs.txt" "${names[@]}" | tee "$OUT/$tag.txt"
   cleanup; pids=()
 }
 
