@@ -316,11 +316,7 @@ PY
 }
 
 proxies() {
-  start_backends 0
-  start_registry peak_ewma
-  start_gateway
-  start_nginx
-  start_haproxy
+  start_pinned
   declare -A url=([direct]=http://127.0.0.1:9001/ [nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
   declare -A pid=([direct]=$$ [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
   names=(nginx haproxy gateway direct)
@@ -402,11 +398,7 @@ PY
 # stretch of the host falls on all of them in the same seconds, and each
 # run gives one ratio.
 concurrent() {
-  start_backends 0
-  start_registry peak_ewma
-  start_gateway
-  start_nginx
-  start_haproxy
+  start_pinned
   declare -A url=([nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
   declare -A pid=([nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
   names=(nginx haproxy gateway)
@@ -575,6 +567,16 @@ h2() {
   cleanup; pids=()
 }
 
+# The three backends, the registry, and nginx, HAProxy and the gateway,
+# each pinned to CPU 1 with one worker.
+start_pinned() {
+  start_backends 0
+  start_registry peak_ewma
+  start_gateway
+  start_nginx
+  start_haproxy
+}
+
 # Issue 20 item 7: the gateway's latency at a fixed rate (LATENCY_RATE,
 # 21,453/s: half the slowest maximum in the proxies scenario) against the
 # BASELINE commit's, both pinned to CPU 1 with one worker, interleaved,
@@ -733,11 +735,7 @@ instructions() {
 # and system time per request (/proc, 10 ms ticks) and the system calls
 # per request by kind (perf's syscall tracepoints; skipped without perf).
 syscalls() {
-  start_backends 0
-  start_registry peak_ewma
-  start_gateway
-  start_nginx
-  start_haproxy
+  start_pinned
   declare -A url=([nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
   declare -A pid=([nginx]=$(pgrep -P "$NGINX_PID" | head -1) [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
   local rate=${SYSCALL_RATE:-5000} kinds=read,write,recvfrom,sendto,readv,writev,recvmsg,sendmsg,epoll_wait,epoll_ctl,futex
