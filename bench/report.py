@@ -289,14 +289,15 @@ if h2:
 # --- TLS termination (issue 20) ------------------------------------------------------
 tls = {(f[1], f[2]): f for f in lines("tls.txt") if f[0] == "tls"}
 if tls:
-    rate = os.environ.get("TLS_RATE", "5000")
+    rate = os.environ.get("TLS_RATE", "4000")
     print("## TLS 1.3 termination and h2c: gateway vs nginx\n")
     print("`bench/run.sh tls`: the same certificate (ECDSA P-256) for both, nginx with `ssl_protocols TLSv1.3`, the")
     print("gateway with rustls (ring); each pinned to CPU 1 with one worker, h2load and the three HTTP/1.1 backends on")
     print("CPU 0. HTTP/1.1 over TLS: `h2load --h1 -c 64`; h2 over TLS (ALPN) and h2c by prior knowledge: `h2load -c 10")
-    print(f"-m 10`. CPU per request at {int(rate):,} requests/s; the maximum with the proxy held to {os.environ.get('CAP', '50')} % of a CPU")
-    print("(it saturates, not CPU 0). Connections are opened once per run: record encryption, not handshakes.")
-    print("Runs interleave the two proxies; medians. The session column is what h2load negotiated.\n")
+    print(f"-m 10`. CPU per request at {int(rate):,} requests/s each, both proxies loaded at the same time (one after another it")
+    print(f"moved by more than their difference); then each one's maximum held to {os.environ.get('CAP', '50')} % of a CPU (it saturates, not")
+    print("CPU 0). Connections are opened once per run: record encryption, not handshakes. Medians of the runs; the")
+    print("session column is what h2load negotiated.\n")
     print("| protocol | proxy | CPU µs per request | max req/s (capped) | mean µs | failed | session |")
     print("|---|---|---|---|---|---|---|")
     for (kind, name), f in tls.items():

@@ -516,14 +516,23 @@ start_echo() { # three gRPC echo backends, registered as service "echo"
 # "rps cpu_us_per_request mean_us failed session", the session being
 # "TLS-version/cipher/ALPN" as h2load reports it ("plain" without TLS).
 h2measure() { # url pid rate [h2load args]
-  local url=$1 pid=$2 rate=$3 conns=${H2_CONNS:-10} before after out paced=(); shift 3
-  [ "$rate" -gt 0 ] && paced=(--rps $((rate / conns)))
+  local url=$1 pid=$2 rate=$3 before after; shift 3
   before=$(cpu_ticks "$pid")
-  out=$(taskset -c 0 h2load -c "$conns" -m "${H2_STREAMS:-10}" "${paced[@]}" -D "$SECS" "$@" "$url" 2>&1)
+  h2load_at "$url" "$rate" "$@" > "$OUT/h2load.out" 2>&1
   after=$(cpu_ticks "$pid")
-  python3 - "$out" "$before" "$after" "$TICKS" "$SECS" <<'PY'
+  h2figures "$OUT/h2load.out" "$((after - before))"
+}
+
+h2load_at() { # url rate [h2load args]: h2load's report
+  local url=$1 rate=$2 conns=${H2_CONNS:-10} paced=(); shift 2
+  [ "$rate" -gt 0 ] && paced=(--rps $((rate / conns)))
+  taskset -c 0 h2load -c "$conns" -m "${H2_STREAMS:-10}" "${paced[@]}" -D "$SECS" "$@" "$url"
+}
+
+h2figures() { # h2load-report-file proxy-cpu-ticks: see h2measure
+  python3 - "$1" "$2" "$TICKS" "$SECS" <<'PY'
 import re, sys
-out, b, a, t, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+out, ticks, t, secs = open(sys.argv[1]).read(), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
 ok, failed = (int(m.group(4)), int(m.group(5)) + int(m.group(6))) if m else (0, -1)
 mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
@@ -531,7 +540,7 @@ unit = mean.group(1) if mean else "0us"
 v = float(re.sub(r"[a-z]+$", "", unit)); v *= {"us": 1, "ms": 1000, "s": 1e6}[re.search(r"[a-z]+$", unit).group(0)]
 said = lambda key: (re.search(key + r":\s*(\S+)", out) or [None, "-"])[1]
 session = "/".join([said("TLS Protocol"), said("Cipher"), said("Application protocol")]) if "TLS Protocol" in out else "plain"
-print(f"{ok / secs:.0f} {(a - b) / t * 1e6 / max(ok, 1):.2f} {v:.0f} {failed} {session}")
+print(f"{ok / secs:.0f} {ticks / t * 1e6 / max(ok, 1):.2f} {v:.0f} {failed} {session}")
 PY
 }
 
@@ -558,7 +567,7 @@ h2() {
       h2measure "http://127.0.0.1:${port[$name]}$path" "${pid[$name]}" 2000 -D 1 "${args[@]}" >/dev/null # warm up
       rps=(); cpus=(); means=(); fails=()
       for _ in $(seq 1 "$RUNS"); do
-        read -r r c m f < <(h2measure "http://127.0.0.1:${port[$name]}$path" "${pid[$name]}" "${H2_RATE:-5000}" "${args[@]}")
+        read -r r c m f _ < <(h2measure "http://127.0.0.1:${port[$name]}$path" "${pid[$name]}" "${H2_RATE:-5000}" "${args[@]}")
         rps+=("$r"); cpus+=("$c"); means+=("$m"); fails+=("$f")
       done
       echo "h2 $kind $name rps $(median "${rps[@]}") cpu_us $(median "${cpus[@]}") mean_us $(median "${means[@]}") failed $(median "${fails[@]}")" | tee -a "$OUT/h2.txt"
@@ -606,9 +615,11 @@ latency() {
 # pinned to CPU 1 with one worker, h2load and the backends on CPU 0:
 # HTTP/1.1 over TLS (ALPN http/1.1, 64 connections), h2 over TLS (ALPN h2,
 # 10 connections of 10 streams) and h2c by prior knowledge (the same), all
-# to the three HTTP/1.1 backends. For each, interleaved, RUNS runs: the CPU
-# per request at TLS_RATE (5,000/s), and the maximum requests/s with the
-# proxy held to CAP % of a CPU (see cap()), so that it saturates, not CPU 0.
+# to the three HTTP/1.1 backends. For each, RUNS runs: the CPU per request
+# at TLS_RATE (4,000/s) with both proxies loaded at the same time (one
+# after another, it moved by more than the difference between them), then
+# each one's maximum requests/s held to CAP % of a CPU (see cap()), so that
+# it saturates, not CPU 0.
 # Connections are made once per run: this is the cost of the records, not
 # of handshakes.
 tls_cert() {
@@ -627,7 +638,7 @@ tls() {
   TLS_DIR=$OUT/tls start_nginx
   declare -A pid=([gateway]=$GATEWAY_PID [nginx]=$NGINX_PID)
   declare -A tls_port=([gateway]=8343 [nginx]=8443) plain_port=([gateway]=8380 [nginx]=8181)
-  local rate=${TLS_RATE:-5000} kind name run
+  local rate=${TLS_RATE:-4000} kind name run
   : > "$OUT/tls-runs.txt"
   for kind in h1-tls h2-tls h2c; do
     local conns=10 args=()
@@ -635,12 +646,21 @@ tls() {
     for name in nginx gateway; do # warm up
       H2_CONNS=$conns H2_STREAMS=1 SECS=1 h2measure "$(tls_url "$kind" "$name")" "${pid[$name]}" 1000 "${args[@]}" >/dev/null
     done
+    local streams=10
+    [ "$kind" = h1-tls ] && streams=1
     for run in $(seq 1 "$RUNS"); do
+      # CPU per request with both loaded at the same time, each by its
+      # own h2load (see concurrent()).
+      declare -A before=() lp=()
+      for name in nginx gateway; do before[$name]=$(cpu_ticks "${pid[$name]}"); done
       for name in nginx gateway; do
-        local streams=10 r c m f session rmax
-        [ "$kind" = h1-tls ] && streams=1
-        read -r r c m f session < <(H2_CONNS=$conns H2_STREAMS=$streams h2measure "$(tls_url "$kind" "$name")" "${pid[$name]}" "$rate" "${args[@]}")
-        rmax=-
+        H2_CONNS=$conns H2_STREAMS=$streams h2load_at "$(tls_url "$kind" "$name")" "$rate" "${args[@]}" > "$OUT/tls-$name.out" 2>&1 &
+        lp[$name]=$!
+      done
+      for name in nginx gateway; do wait "${lp[$name]}"; done
+      for name in nginx gateway; do
+        local r c m f session rmax=-
+        read -r r c m f session < <(h2figures "$OUT/tls-$name.out" $(($(cpu_ticks "${pid[$name]}") - before[$name])))
         if cap "$name" "${pid[$name]}"; then
           rmax=$(H2_CONNS=$conns H2_STREAMS=$streams h2measure "$(tls_url "$kind" "$name")" "${pid[$name]}" 0 "${args[@]}" | awk '{print $1}')
         fi
