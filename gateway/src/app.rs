@@ -83,6 +83,7 @@ impl Gateway {
         access_log: bool,
     ) -> Self {
         Self {
+            timers: crate::worker::PerWorker::new(settings.workers, Default::default),
             routes: ArcSwap::from_pointee(routes),
             services: RwLock::new(HashMap::new()),
             upstream,
@@ -90,7 +91,6 @@ impl Gateway {
             limits,
             view: ArcSwap::from_pointee(View::default()),
             new_service: Notify::new(),
-            timers: crate::worker::PerWorker::default(),
             access_log,
         }
     }

@@ -149,6 +149,7 @@ pub struct ServiceState {
     pub duration: metrics::Histogram,
     breaker: BreakerConfig,
     max_per_endpoint: u32,
+    workers: usize,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +173,9 @@ pub struct ServiceSettings {
     pub budget_min_per_second: u32,
     /// This gateway's zone.
     pub zone: String,
+    /// The gateway's traffic workers ([`crate::worker`]): each endpoint
+    /// keeps idle connections apart for each.
+    pub workers: usize,
 }
 
 // === impl Stats ===
@@ -307,6 +311,7 @@ impl ServiceState {
             duration: metrics::histogram!("switchyard_gateway_service_duration_seconds", "service" => name.to_string()),
             breaker: s.breaker,
             max_per_endpoint: s.max_per_endpoint,
+            workers: s.workers,
         }
     }
 
@@ -432,7 +437,7 @@ impl ServiceState {
         let e = Arc::new(Endpoint {
             id: Arc::from(id),
             address: address.to_string(),
-            pool_key: crate::pool::PoolKey::new(address.parse().ok()?),
+            pool_key: crate::pool::PoolKey::new(address.parse().ok()?, self.workers),
             h2,
             load: Arc::new(Load::new()),
             breaker: Breaker::default(),

@@ -135,9 +135,7 @@ pub async fn serve(
     // time, and a handle taken before a recorder exists records nothing
     // (every route's requests_total was missing from /metrics until this).
     let _ = runtime_admin::metrics_handle();
-    // Before any per-worker state is made.
     let workers = config.workers();
-    worker::reserve(workers);
     let routes_path = PathBuf::from(&config.routes);
     let file = RoutesFile::load(&routes_path).map_err(|e| config_error("routes", e))?;
     let tls = if config.tls() {
@@ -272,6 +270,7 @@ fn service_settings(config: &Config) -> ServiceSettings {
         budget_percent: config.retry_budget_percent,
         budget_min_per_second: config.retry_budget_min_per_second,
         zone: config.zone.clone(),
+        workers: config.workers(),
     }
 }
 

@@ -87,7 +87,7 @@ pub struct PoolKey {
 /// on both was 1,100 instructions per request. They close when their
 /// endpoint leaves the view, or when found closed or expired at a checkout,
 /// a park or a sweep ([`H1Pool::sweep_direct`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct DirectIdle(PerWorker<Mutex<Vec<Parked<client::Conn>>>>);
 
 /// Passes a [`PoolKey`]'s stored hash through.
@@ -157,14 +157,15 @@ pub enum SendError {
 // === impl PoolKey ===
 
 impl PoolKey {
-    /// The key of `authority`.
-    pub fn new(authority: Authority) -> Self {
+    /// The key of `authority`, with idle direct connections kept apart
+    /// for each of `workers` workers.
+    pub fn new(authority: Authority, workers: usize) -> Self {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         authority.as_str().to_ascii_lowercase().hash(&mut h);
         Self {
             hash: h.finish(),
             authority,
-            direct: Arc::default(),
+            direct: Arc::new(DirectIdle(PerWorker::new(workers, Default::default))),
         }
     }
 
@@ -552,7 +553,7 @@ mod tests {
             }
         });
         (
-            PoolKey::new(addr.to_string().parse().expect("authority")),
+            PoolKey::new(addr.to_string().parse().expect("authority"), 1),
             accepted,
         )
     }
@@ -571,6 +572,7 @@ mod tests {
                 .to_string()
                 .parse()
                 .expect("a"),
+            1,
         );
         let accepted = Arc::new(AtomicU64::new(0));
         let count = accepted.clone();
@@ -598,7 +600,7 @@ mod tests {
             .local_addr()
             .expect("addr")
             .port();
-        PoolKey::new(format!("127.0.0.1:{port}").parse().expect("a"))
+        PoolKey::new(format!("127.0.0.1:{port}").parse().expect("a"), 1)
     }
 
     fn get(key: &PoolKey) -> Request<UpstreamBody> {

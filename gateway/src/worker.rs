@@ -15,11 +15,7 @@
 //! Worker 0 is the process's own runtime, which also runs the control
 //! plane and the admin API; workers 1 and up are threads started here.
 
-use std::{
-    cell::Cell,
-    future::Future,
-    sync::atomic::{AtomicUsize, Ordering},
-};
+use std::{cell::Cell, future::Future};
 
 use tokio_util::sync::CancellationToken;
 
@@ -27,19 +23,10 @@ thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
-/// The most workers any gateway of this process runs (slots kept per
-/// worker are this many).
-static COUNT: AtomicUsize = AtomicUsize::new(1);
-
 /// This thread's worker: 0 on the process's own runtime and on any thread
 /// that is not a worker's.
 pub fn index() -> usize {
     INDEX.with(Cell::get)
-}
-
-/// Makes room for `n` workers in the slots made from now on.
-pub fn reserve(n: usize) {
-    COUNT.fetch_max(n.max(1), Ordering::Relaxed);
 }
 
 /// One value per worker, each worker reaching its own ([`PerWorker::get`]).
@@ -49,9 +36,9 @@ pub struct PerWorker<T>(Box<[T]>);
 // === impl PerWorker ===
 
 impl<T> PerWorker<T> {
-    /// A value per worker (as many as [`reserve`] has made room for).
-    pub fn new(mut make: impl FnMut() -> T) -> Self {
-        Self((0..COUNT.load(Ordering::Relaxed)).map(|_| make()).collect())
+    /// A value for each of `workers` workers (at least one).
+    pub fn new(workers: usize, mut make: impl FnMut() -> T) -> Self {
+        Self((0..workers.max(1)).map(|_| make()).collect())
     }
 
     /// This thread's worker's value.
@@ -67,12 +54,6 @@ impl<T> PerWorker<T> {
     /// Every worker's value.
     pub fn all(&self) -> impl Iterator<Item = &T> {
         self.0.iter()
-    }
-}
-
-impl<T: Default> Default for PerWorker<T> {
-    fn default() -> Self {
-        Self::new(T::default)
     }
 }
 
@@ -115,8 +96,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_worker_reaches_its_own_slot_and_keeps_running_until_released() {
-        reserve(3);
-        let slots = std::sync::Arc::new(PerWorker::new({
+        let slots = std::sync::Arc::new(PerWorker::new(3, {
             let mut n = 0;
             move || {
                 n += 1;
