@@ -135,7 +135,6 @@ pub async fn serve(
     // time, and a handle taken before a recorder exists records nothing
     // (every route's requests_total was missing from /metrics until this).
     let _ = runtime_admin::metrics_handle();
-    let workers = config.workers();
     let routes_path = PathBuf::from(&config.routes);
     let file = RoutesFile::load(&routes_path).map_err(|e| config_error("routes", e))?;
     let tls = if config.tls() {
@@ -144,6 +143,10 @@ pub async fn serve(
         None
     };
     let gw = Arc::new(gateway(&config, file));
+    // As many workers as the per-worker slots were made for (the core
+    // count is read once: two readings could differ, and a worker without
+    // a slot of its own would take another runtime's connections).
+    let workers = gw.settings.workers;
     for service in gw.routes.load().services() {
         gw.service(&service);
     }
