@@ -9,6 +9,7 @@ use switchyard_runtime::{
     cli::{AdminAddr, LogSettings},
     logging::LogFormat,
     settings::duration,
+    tls::{self, Files as TlsFiles},
 };
 
 use crate::outlier::OutlierConfig;
@@ -26,6 +27,12 @@ switchyard_runtime::settings! {
         pub registry_token: String = String::new(),
         /// Tokens that may ReportLoad and SetPolicy; empty turns auth off.
         pub operator_tokens: Vec<String> = Vec::new(),
+        /// CA certificate (PEM) that signs every component's certificate; with mtls_cert and mtls_key, gRPC links are mutual TLS.
+        pub mtls_ca: String = String::new(),
+        /// This balancer's certificate (PEM), URI SAN spiffe://switchyard/balancer.
+        pub mtls_cert: String = String::new(),
+        /// This balancer's private key (PEM).
+        pub mtls_key: String = String::new(),
         /// Address to advertise in the registry (host:port).
         pub advertise_addr: String = String::new(),
         /// Advertise the first local address inside this CIDR (with the gRPC port).
@@ -187,7 +194,17 @@ impl Settings for Config {
                 .map_err(|e| ConfigError::new("advertise_cidr", e))?;
         }
         ServicesFile::load(&self.services_file)?;
+        let files = self.mtls_files()?;
+        tls::server(files.as_ref())?;
+        tls::client(files.as_ref())?;
         Ok(())
+    }
+}
+
+impl Config {
+    /// The component links' certificate files (`None` without them).
+    pub fn mtls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        tls::files(&self.mtls_ca, &self.mtls_cert, &self.mtls_key)
     }
 }
 

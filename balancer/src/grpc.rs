@@ -5,7 +5,10 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use futures_util::{Stream, StreamExt};
 use switchyard_client::balance::{self, Policy};
 use switchyard_proto::balancer::v1::{self as pb, balancer_server};
-use switchyard_runtime::auth::{Role, Tokens};
+use switchyard_runtime::{
+    auth::{Role, Tokens},
+    tls::{Identity, Peer},
+};
 use tokio_stream::{StreamMap, wrappers::WatchStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -76,13 +79,24 @@ impl BalancerService {
         }
     }
 
+    /// By the client certificate's identity over mutual TLS, else by token.
     fn require<T>(&self, req: &Request<T>, role: Role) -> Result<(), Status> {
         let header = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.tokens.require(header, role)?;
+        let identity = Peer::identity_of(req.extensions());
+        self.tokens.caller(identity, header, role)?;
         Ok(())
+    }
+
+    /// Load reports come from gateways: the gateway's identity may send
+    /// them, as an operator token or identity may.
+    fn require_reporter<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match Peer::identity_of(req.extensions()) {
+            Some(Identity::Gateway) => Ok(()),
+            _ => self.require(req, Role::Operator),
+        }
     }
 }
 
@@ -184,7 +198,7 @@ impl balancer_server::Balancer for BalancerService {
         &self,
         req: Request<Streaming<pb::LoadReport>>,
     ) -> Result<Response<pb::ReportLoadResponse>, Status> {
-        self.require(&req, Role::Operator)?;
+        self.require_reporter(&req)?;
         let mut stream = req.into_inner();
         let mut accepted = 0;
         loop {

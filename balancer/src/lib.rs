@@ -73,7 +73,9 @@ impl Listeners {
 
 fn target(config: &Config) -> Result<Target, switchyard_runtime::ConfigError> {
     let token = (!config.registry_token.is_empty()).then_some(config.registry_token.as_str());
+    let files = config.mtls_files()?;
     Target::new(&config.registry, token)
+        .and_then(|t| t.with_tls(files.as_ref()))
         .map_err(|e| switchyard_runtime::ConfigError::new("registry", e))
 }
 
@@ -134,7 +136,17 @@ pub async fn serve(
     let session = session.transpose()?;
 
     let http_addr = listeners.http.local_addr()?;
-    let grpc = grpc_server(balancer.clone(), tokens, listeners.grpc, shutdown.clone())?;
+    let tls = switchyard_runtime::tls::server(config.mtls_files()?.as_ref())?;
+    if tls.is_none() {
+        tracing::warn!("gRPC is plaintext: set mtls_ca, mtls_cert and mtls_key for mutual TLS");
+    }
+    let grpc = grpc_server(
+        balancer.clone(),
+        tokens,
+        listeners.grpc,
+        tls,
+        shutdown.clone(),
+    )?;
     let router = runtime_admin::router(readiness).merge(admin::router(balancer.clone()));
     let http = tokio::spawn(runtime_admin::serve(
         listeners.http,
@@ -200,6 +212,7 @@ fn grpc_server(
     balancer: Arc<Balancer>,
     tokens: Arc<Tokens>,
     listener: TcpListener,
+    tls: Option<switchyard_runtime::tls::ServerTls>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, ServeError> {
     let service = BalancerServer::new(grpc::BalancerService::new(
@@ -212,6 +225,7 @@ fn grpc_server(
         service,
         &[switchyard_proto::FILE_DESCRIPTOR_SET],
         listener,
+        tls,
         keepalive,
         shutdown,
     )?)

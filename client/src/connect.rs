@@ -1,10 +1,12 @@
-//! Connecting to one of several registry addresses, with backoff, and
-//! attaching the bearer token to every call.
+//! Connecting to one of several registry addresses, with backoff, over
+//! mutual TLS when given certificates, and attaching the bearer token to
+//! every call.
 
 use std::{sync::Arc, time::Duration};
 
 use switchyard_proto::registry::v1::registry_client::RegistryClient;
 use switchyard_time::Backoff;
+pub use switchyard_tls::{ClientTls, Files as TlsFiles};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Request, Status,
@@ -31,6 +33,9 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Longest wait between rounds of attempts.
     pub backoff_cap: Duration,
+    /// This client's certificate and the CA, for mutual TLS; `None` dials
+    /// in plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 /// Why a target could not be built.
@@ -45,6 +50,14 @@ pub enum TargetError {
     /// No address at all.
     #[error("no registry address given")]
     Empty,
+    /// The TLS files cannot be used.
+    #[error("{0}")]
+    Tls(#[from] switchyard_tls::Error),
+    /// An `https://` address without TLS files.
+    #[error(
+        "registry address `{0}` is https:// but no TLS files are given (mtls_ca, mtls_cert, mtls_key)"
+    )]
+    HttpsWithoutTls(String),
 }
 
 // === impl Auth ===
@@ -109,7 +122,21 @@ impl Target {
             auth: Auth::new(token)?,
             connect_timeout: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(3),
+            tls: None,
         })
+    }
+
+    /// Dials every address over mutual TLS with `files` (`None` keeps
+    /// plaintext, and then refuses `https://` addresses). The files are
+    /// read again when they change, for connections made after.
+    pub fn with_tls(mut self, files: Option<&TlsFiles>) -> Result<Self, TargetError> {
+        self.tls = files.map(ClientTls::load).transpose()?;
+        if self.tls.is_none()
+            && let Some(a) = self.addresses.iter().find(|a| a.starts_with("https://"))
+        {
+            return Err(TargetError::HttpsWithoutTls(a.clone()));
+        }
+        Ok(self)
     }
 
     /// Connects to the first address that answers, trying them in turn with
@@ -128,7 +155,11 @@ impl Target {
                     .keep_alive_while_idle(true);
                 tokio::select! {
                     () = stop.cancelled() => return None,
-                    connected = endpoint.connect() => match connected {
+                    connected = switchyard_tls::channel(
+                        endpoint,
+                        self.tls.as_ref(),
+                        Some(switchyard_tls::Identity::Registry),
+                    ) => match connected {
                         Ok(channel) => {
                             return Some(RegistryClient::with_interceptor(channel, self.auth.clone()));
                         }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use rand::Rng;
-use switchyard_client::{Session, Target, instance, pb::Protocol};
+use switchyard_client::{Session, Target, connect::TlsFiles, instance, pb::Protocol};
 
 /// The `echo.v1` contract.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -66,10 +66,12 @@ impl Faults {
 }
 
 /// Registers `service`/`instance_id` at `address` with the registry at
-/// `registry` (nothing when `registry` is empty).
+/// `registry` (nothing when `registry` is empty), over mutual TLS with
+/// `tls` when given.
 pub fn register(
     registry: &[String],
     token: &str,
+    tls: Option<&TlsFiles>,
     service: &str,
     instance_id: &str,
     address: &str,
@@ -79,7 +81,8 @@ pub fn register(
         return Ok(None);
     }
     let token = (!token.is_empty()).then_some(token);
-    let session = Session::start(Target::new(registry, token)?, Duration::from_secs(10));
+    let target = Target::new(registry, token)?.with_tls(tls)?;
+    let session = Session::start(target, Duration::from_secs(10));
     session.register(instance(service, instance_id, address, protocol));
     tracing::info!(%service, %instance_id, %address, "registering");
     Ok(Some(session))

@@ -7,6 +7,7 @@ use switchyard_runtime::{
     cli::{AdminAddr, LogSettings},
     logging::LogFormat,
     settings::duration,
+    tls::{self, Files as TlsFiles},
 };
 
 switchyard_runtime::settings! {
@@ -32,6 +33,12 @@ switchyard_runtime::settings! {
         pub balancer_token: String = String::new(),
         /// Tokens that may call POST /api/reload; empty allows loopback callers only.
         pub operator_tokens: Vec<String> = Vec::new(),
+        /// CA certificate (PEM) that signs every component's certificate; with mtls_cert and mtls_key, gRPC links are mutual TLS.
+        pub mtls_ca: String = String::new(),
+        /// This gateway's certificate (PEM), URI SAN spiffe://switchyard/gateway.
+        pub mtls_cert: String = String::new(),
+        /// This gateway's private key (PEM).
+        pub mtls_key: String = String::new(),
         /// Whether to register this gateway in the registry.
         pub register_self: bool = true,
         /// Address to advertise (host:port of the traffic listener).
@@ -179,7 +186,15 @@ impl Settings for Config {
         }
         crate::routes::RoutesFile::load(std::path::Path::new(&self.routes))
             .map_err(|e| ConfigError::new("routes", e))?;
+        tls::client(self.mtls_files()?.as_ref())?;
         Ok(())
+    }
+}
+
+impl Config {
+    /// The component links' certificate files (`None` without them).
+    pub fn mtls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        tls::files(&self.mtls_ca, &self.mtls_cert, &self.mtls_key)
     }
 }
 

@@ -13,7 +13,10 @@ use std::{
 
 use switchyard_client::{Discovery, Target, discovery::routable};
 use switchyard_proto::balancer::v1::{self as pb, balancer_client::BalancerClient};
-use switchyard_runtime::{Backoff, Readiness};
+use switchyard_runtime::{
+    Backoff, Readiness,
+    tls::{ClientTls, Identity},
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -194,14 +197,15 @@ async fn subscribe_once(
     lost_at: &mut Option<Instant>,
     shutdown: &CancellationToken,
 ) -> Result<(), Ended> {
-    let channel = Endpoint::from_shared(format!("http://{address}"))
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(Ended::Address)?
         .connect_timeout(Duration::from_secs(1))
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(Ended::Connect)?;
+        .keep_alive_timeout(Duration::from_secs(5));
+    let channel =
+        switchyard_tls::channel(endpoint, cfg.target.tls.as_ref(), Some(Identity::Balancer))
+            .await
+            .map_err(Ended::Connect)?;
     let request = pb::SubscribeRequest {
         services: services.iter().cloned().collect(),
         subscriber_id: cfg.id.clone(),
@@ -270,9 +274,9 @@ async fn report_loop(gw: Arc<Gateway>, cfg: ControlConfig, shutdown: Cancellatio
         let live = balancers(&gw);
         streams.retain(|addr, tx| live.contains(addr) && !tx.is_closed());
         for addr in live {
-            let tx = streams
-                .entry(addr.clone())
-                .or_insert_with(|| open_report_stream(addr, cfg.balancer_token.clone()));
+            let tx = streams.entry(addr.clone()).or_insert_with(|| {
+                open_report_stream(addr, cfg.balancer_token.clone(), cfg.target.tls.clone())
+            });
             let _ = tx.try_send(report.clone());
         }
     }
@@ -281,11 +285,15 @@ async fn report_loop(gw: Arc<Gateway>, cfg: ControlConfig, shutdown: Cancellatio
 fn open_report_stream(
     address: String,
     token: Option<AsciiMetadataValue>,
+    tls: Option<ClientTls>,
 ) -> mpsc::Sender<pb::LoadReport> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let channel = match Endpoint::from_shared(format!("http://{address}")) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(1)).connect().await,
+            Ok(e) => {
+                let e = e.connect_timeout(Duration::from_secs(1));
+                switchyard_tls::channel(e, tls.as_ref(), Some(Identity::Balancer)).await
+            }
             Err(_) => return,
         };
         let Ok(channel) = channel else { return };

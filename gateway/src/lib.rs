@@ -281,7 +281,10 @@ fn service_settings(config: &Config) -> ServiceSettings {
 /// the report interval and the balancers' token.
 fn control_config(config: &Config, id: &str) -> Result<ControlConfig, ServeError> {
     let token = (!config.registry_token.is_empty()).then_some(config.registry_token.as_str());
-    let target = Target::new(&config.registry, token).map_err(|e| config_error("registry", e))?;
+    let files = config.mtls_files()?;
+    let target = Target::new(&config.registry, token)
+        .and_then(|t| t.with_tls(files.as_ref()))
+        .map_err(|e| config_error("registry", e))?;
     let balancer_token = if config.balancer_token.is_empty() {
         None
     } else {

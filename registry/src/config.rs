@@ -7,6 +7,7 @@ use switchyard_runtime::{
     cli::{AdminAddr, LogSettings},
     logging::LogFormat,
     settings::duration,
+    tls::{self, ServerTls},
 };
 
 switchyard_runtime::settings! {
@@ -62,6 +63,12 @@ switchyard_runtime::settings! {
         pub operator_tokens: Vec<String> = Vec::new(),
         /// Whether reads (GetService, ListServices, Watch, GET /api) need no token.
         pub open_reads: bool = true,
+        /// CA certificate (PEM) that signs every component's certificate; with mtls_cert and mtls_key, gRPC is mutual TLS.
+        pub mtls_ca: String = String::new(),
+        /// This registry's certificate (PEM): URI SAN spiffe://switchyard/registry, and the names clients dial.
+        pub mtls_cert: String = String::new(),
+        /// This registry's private key (PEM).
+        pub mtls_key: String = String::new(),
         /// Largest gRPC message accepted, in bytes.
         pub max_message_bytes: usize = 4 * 1024 * 1024,
         /// HTTP/2 ping interval that detects dead control streams.
@@ -187,7 +194,15 @@ impl Settings for Config {
                 "set both register_tokens and operator_tokens, or neither (auth off)",
             ));
         }
+        self.tls()?;
         Ok(())
+    }
+}
+
+impl Config {
+    /// The gRPC port's TLS, loaded from the files (`None` without them).
+    pub fn tls(&self) -> Result<Option<ServerTls>, ConfigError> {
+        tls::server(tls::files(&self.mtls_ca, &self.mtls_cert, &self.mtls_key)?.as_ref())
     }
 }
 

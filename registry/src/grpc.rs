@@ -8,7 +8,10 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
-use switchyard_runtime::auth::{Role, Tokens};
+use switchyard_runtime::{
+    auth::{Caller, Role, Tokens},
+    tls::Peer,
+};
 
 use crate::{
     config::Limits,
@@ -69,8 +72,27 @@ impl RegistryService {
     }
 
     fn require<T>(&self, req: &Request<T>, role: Role) -> Result<Role, Status> {
-        Ok(self.tokens.require(bearer(req.metadata()), role)?)
+        Ok(self.caller(req, role)?.role)
     }
+
+    /// By the client certificate's identity over mutual TLS, else by token.
+    fn caller<T>(&self, req: &Request<T>, role: Role) -> Result<Caller, Status> {
+        let identity = Peer::identity_of(req.extensions());
+        Ok(self.tokens.caller(identity, bearer(req.metadata()), role)?)
+    }
+}
+
+/// A caller limited to one service may use a lease only if every instance
+/// under it is of that service (it could otherwise renew or end another
+/// service's instances by guessing a lease id).
+fn may_use_lease(registry: &Registry, caller: &Caller, lease_id: u64) -> Result<(), Status> {
+    if caller.role == Role::Operator || caller.identity.is_none() {
+        return Ok(());
+    }
+    for service in registry.lease_services(lease_id) {
+        caller.may_register(&service)?;
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -80,11 +102,15 @@ impl registry_server::Registry for RegistryService {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let _t = timer("Register");
-        let role = self.require(&req, Role::Register)?;
+        let caller = self.caller(&req, Role::Register)?;
         let (lease_id, ttl, specs) = convert::register_from_pb(req.into_inner(), &self.limits)?;
+        for spec in &specs {
+            caller.may_register(&spec.service)?;
+        }
+        may_use_lease(&self.registry, &caller, lease_id)?;
         let done = self
             .registry
-            .register(lease_id, ttl, specs, role == Role::Operator)
+            .register(lease_id, ttl, specs, caller.role == Role::Operator)
             .await?;
         Ok(Response::new(pb::RegisterResponse {
             lease_id: done.lease_id,
@@ -99,16 +125,17 @@ impl registry_server::Registry for RegistryService {
         &self,
         req: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        self.require(&req, Role::Register)?;
+        let caller = Arc::new(self.caller(&req, Role::Register)?);
         let registry = self.registry.clone();
         let epoch = registry.epoch().to_string();
         let shutdown = self.shutdown.clone();
         let answers = req
             .into_inner()
             .then(move |r| {
-                let (registry, epoch) = (registry.clone(), epoch.clone());
+                let (registry, epoch, caller) = (registry.clone(), epoch.clone(), caller.clone());
                 async move {
                     let r = r?;
+                    may_use_lease(&registry, &caller, r.lease_id)?;
                     // A fenced replica (or one that cannot reach etcd to
                     // adopt the lease) ends the stream: the client moves on.
                     let (result, ttl) = match registry.keep_alive(r.lease_id).await? {
@@ -133,10 +160,11 @@ impl registry_server::Registry for RegistryService {
         req: Request<pb::DeregisterRequest>,
     ) -> Result<Response<pb::DeregisterResponse>, Status> {
         let _t = timer("Deregister");
-        let role = self.require(&req, Role::Register)?;
+        let caller = self.caller(&req, Role::Register)?;
         let r = req.into_inner();
         let key = convert::key(&r.service, &r.instance_id)?;
-        let owner = match (role, r.lease_id) {
+        caller.may_register(&key.service)?;
+        let owner = match (caller.role, r.lease_id) {
             (Role::Operator, 0) => None,
             (Role::Operator, id) => Some(id),
             (_, 0) => {
@@ -159,8 +187,9 @@ impl registry_server::Registry for RegistryService {
         req: Request<pb::RevokeLeaseRequest>,
     ) -> Result<Response<pb::RevokeLeaseResponse>, Status> {
         let _t = timer("RevokeLease");
-        self.require(&req, Role::Register)?;
+        let caller = self.caller(&req, Role::Register)?;
         let lease_id = req.into_inner().lease_id;
+        may_use_lease(&self.registry, &caller, lease_id)?;
         if lease_id == 0 {
             return Err(Error::Invalid {
                 field: "lease_id".into(),

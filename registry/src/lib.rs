@@ -68,6 +68,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The TLS files could not be used.
+    #[error("{0}")]
+    Tls(#[from] switchyard_runtime::ConfigError),
     /// Reflection could not be built from the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -244,10 +247,15 @@ fn grpc_server(
         config.http2_keepalive_interval,
         config.http2_keepalive_timeout,
     );
+    let tls = config.tls()?;
+    if tls.is_none() {
+        tracing::warn!("gRPC is plaintext: set mtls_ca, mtls_cert and mtls_key for mutual TLS");
+    }
     Ok(switchyard_runtime::grpc::spawn(
         server,
         &[switchyard_proto::FILE_DESCRIPTOR_SET],
         listener,
+        tls,
         keepalive,
         shutdown,
     )?)

@@ -21,6 +21,8 @@ mod checks;
 mod contract;
 #[path = "leases.rs"]
 mod leases;
+#[path = "mtls.rs"]
+mod mtls;
 #[path = "ownership.rs"]
 mod ownership;
 #[path = "protocol.rs"]

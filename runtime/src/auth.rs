@@ -1,7 +1,9 @@
-//! Bearer tokens: two lists (lists allow rotation), compared in constant time,
-//! never logged.
+//! Who may do what: by the identity of a client certificate when the call
+//! came over mutual TLS, else by bearer token. Tokens: two lists (lists
+//! allow rotation), compared in constant time, never logged.
 
 use subtle::ConstantTimeEq;
+use switchyard_tls::Identity;
 
 /// Why a caller was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +36,67 @@ pub enum Role {
     Register,
     /// Everything.
     Operator,
+}
+
+/// A caller's rights, from its certificate's identity or its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// What it may do.
+    pub role: Role,
+    /// The identity its certificate names, if it came with one.
+    pub identity: Option<Identity>,
+}
+
+/// The service a component registers itself under: the only one whose
+/// instances its identity may register.
+const OWN_SERVICE: [(Identity, &str); 2] = [
+    (Identity::Gateway, "switchyard-gateway"),
+    (Identity::Balancer, "switchyard-balancer"),
+];
+
+// === impl Caller ===
+
+impl Caller {
+    /// Whether it may register, renew or deregister instances of
+    /// `service`: an operator (identity or token) and a register token may
+    /// touch any service; an identity only its own.
+    pub fn may_register(&self, service: &str) -> Result<(), AuthError> {
+        if self.role == Role::Operator {
+            return Ok(());
+        }
+        match &self.identity {
+            None => Ok(()),
+            Some(identity) => match own_service(identity) {
+                Some(own) if own == service => Ok(()),
+                own => Err(AuthError::PermissionDenied(format!(
+                    "{identity} may register instances of {} only, not of `{service}`",
+                    own.map_or("no service".to_string(), |s| format!("`{s}`")),
+                ))),
+            },
+        }
+    }
+}
+
+/// The one service an identity may register instances of.
+fn own_service(identity: &Identity) -> Option<&str> {
+    match identity {
+        Identity::Service(name) => Some(name),
+        other => OWN_SERVICE
+            .iter()
+            .find(|(id, _)| id == other)
+            .map(|(_, s)| *s),
+    }
+}
+
+/// What an identity may do: an operator everything; a service, the
+/// gateway and the balancer register their own instances and read; the
+/// rest read.
+fn identity_role(identity: &Identity) -> Role {
+    match identity {
+        Identity::Operator => Role::Operator,
+        other if own_service(other).is_some() => Role::Register,
+        _ => Role::Reader,
+    }
 }
 
 /// The configured tokens.
@@ -115,6 +178,39 @@ impl Tokens {
             )));
         }
         Ok(role)
+    }
+
+    /// The caller's rights if they reach `needed`: by `identity` when the
+    /// call came over mutual TLS with a certificate that names one (the
+    /// token is then not looked at), else by the `authorization` header.
+    /// A refusal names the identity.
+    pub fn caller(
+        &self,
+        identity: Option<&Identity>,
+        header: Option<&str>,
+        needed: Role,
+    ) -> Result<Caller, AuthError> {
+        let Some(identity) = identity else {
+            return self.require(header, needed).map(|role| Caller {
+                role,
+                identity: None,
+            });
+        };
+        let role = identity_role(identity);
+        let unknown = matches!(identity, Identity::Unknown(_));
+        if role < needed || (unknown && !self.open_reads && !self.disabled()) {
+            let may = match role {
+                Role::Operator => "do everything",
+                Role::Register => "register its own instances and read",
+                Role::Reader if unknown => "do nothing here: it names no Switchyard component",
+                Role::Reader => "read only",
+            };
+            return Err(AuthError::PermissionDenied(format!("{identity} may {may}")));
+        }
+        Ok(Caller {
+            role,
+            identity: Some(identity.clone()),
+        })
     }
 
     /// [`Tokens::require`] for a caller at `peer`, on an admin endpoint.
@@ -215,6 +311,62 @@ mod tests {
             tokens(true).require_from(Some("Bearer op-token-1"), Role::Operator, far),
             Ok(Role::Operator)
         );
+    }
+
+    #[test]
+    fn a_certificate_identity_decides_over_a_token() {
+        let t = tokens(false);
+        let hello = Identity::Service("hello".into());
+        let caller = t
+            .caller(Some(&hello), Some("Bearer op-token-1"), Role::Register)
+            .expect("a service registers");
+        assert_eq!(caller.role, Role::Register);
+        assert_eq!(caller.may_register("hello"), Ok(()));
+        assert!(matches!(
+            caller.may_register("echo"),
+            Err(AuthError::PermissionDenied(m))
+                if m.contains("spiffe://switchyard/service/hello") && m.contains("`echo`")
+        ));
+        assert!(matches!(
+            t.caller(Some(&hello), Some("Bearer op-token-1"), Role::Operator),
+            Err(AuthError::PermissionDenied(m)) if m.contains("service/hello")
+        ));
+        let gateway = t
+            .caller(Some(&Identity::Gateway), None, Role::Register)
+            .expect("a gateway registers itself");
+        assert_eq!(gateway.may_register("switchyard-gateway"), Ok(()));
+        assert!(gateway.may_register("hello").is_err());
+        assert!(
+            t.caller(Some(&Identity::Registry), None, Role::Register)
+                .is_err()
+        );
+        assert_eq!(
+            t.caller(Some(&Identity::Registry), None, Role::Reader)
+                .map(|c| c.role),
+            Ok(Role::Reader)
+        );
+        let op = t
+            .caller(Some(&Identity::Operator), None, Role::Operator)
+            .expect("operator");
+        assert_eq!(op.may_register("anything"), Ok(()));
+        // Another trust domain reads only where reads are open.
+        let stranger = Identity::Unknown("spiffe://elsewhere/operator".into());
+        assert!(t.caller(Some(&stranger), None, Role::Reader).is_err());
+        assert!(
+            tokens(true)
+                .caller(Some(&stranger), None, Role::Reader)
+                .is_ok()
+        );
+        assert!(
+            tokens(true)
+                .caller(Some(&stranger), None, Role::Register)
+                .is_err()
+        );
+        // Without a certificate, the token decides as before, for any service.
+        let token = t
+            .caller(None, Some("Bearer reg-token-1"), Role::Register)
+            .expect("token");
+        assert_eq!(token.may_register("echo"), Ok(()));
     }
 
     #[test]

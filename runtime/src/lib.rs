@@ -15,6 +15,7 @@
 //! - [`clock`], [`backoff`]: the injectable clock and reconnect backoff,
 //!   from `switchyard-time` (which the SDK shares without this crate).
 //! - [`grpc`]: a gRPC service served beside health and reflection.
+//! - [`tls`]: the certificate settings of mutual TLS between components.
 //! - [`testing`]: bounded polling and joins for tests of the real servers.
 
 pub mod admin;
@@ -28,6 +29,7 @@ pub mod readiness;
 pub mod settings;
 pub mod shutdown;
 pub mod testing;
+pub mod tls;
 
 pub use readiness::Readiness;
 pub use settings::{ConfigError, Settings};

@@ -26,6 +26,7 @@ use switchyard_runtime::{
     cli::{self, About, AdminAddr, LogSettings},
     logging::LogFormat,
     settings::duration,
+    tls::Files as TlsFiles,
 };
 
 switchyard_runtime::settings! {
@@ -37,6 +38,12 @@ switchyard_runtime::settings! {
         registry: Vec<String> = Vec::new(),
         /// Register token.
         registry_token: String = String::new(),
+        /// CA certificate (PEM) for mutual TLS to the registry; with mtls_cert and mtls_key.
+        mtls_ca: String = String::new(),
+        /// This service's certificate (PEM), URI SAN spiffe://switchyard/service/hello.
+        mtls_cert: String = String::new(),
+        /// This service's private key (PEM).
+        mtls_key: String = String::new(),
         /// Address to advertise (host:port).
         advertise_addr: String = String::new(),
         /// Advertise the local address inside this CIDR.
@@ -66,7 +73,14 @@ impl Settings for Config {
         if !(0.0..=1.0).contains(&self.fail_rate) {
             return Err(ConfigError::new("fail_rate", "must be 0 to 1"));
         }
+        switchyard_runtime::tls::client(self.mtls_files()?.as_ref())?;
         Ok(())
+    }
+}
+
+impl Config {
+    fn mtls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        switchyard_runtime::tls::files(&self.mtls_ca, &self.mtls_cert, &self.mtls_key)
     }
 }
 
@@ -135,6 +149,7 @@ fn main() -> ExitCode {
         let session = switchyard_examples::register(
             &c.registry,
             &c.registry_token,
+            c.mtls_files()?.as_ref(),
             "hello",
             &instance,
             &advertised,

@@ -1,7 +1,10 @@
 //! Leases: registering under one, keeping it alive, revoking it, and the
 //! tick that expires lapsed leases (or holds them behind the brake).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use super::{
     Failed, Inner, Registry,
@@ -149,6 +152,18 @@ impl Registry {
             }
             _ => Ok(Renewal::Unknown),
         }
+    }
+
+    /// The services with instances under `lease_id`; none for a lease
+    /// with no instances or one this replica does not know.
+    pub fn lease_services(&self, lease_id: u64) -> BTreeSet<String> {
+        let inner = self.lock();
+        inner
+            .leases
+            .get(&lease_id)
+            .map_or_else(BTreeSet::new, |lease| {
+                lease.instances.iter().map(|k| k.service.clone()).collect()
+            })
     }
 
     /// Ends a lease and removes its instances.

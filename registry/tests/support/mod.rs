@@ -82,7 +82,11 @@ pub async fn client_of(r: &Running) -> RegistryClient<Channel> {
 
 /// Instances of a service, by id.
 pub async fn ids_of(r: &Running, service: &str) -> Vec<String> {
-    let mut c = client_of(r).await;
+    ids_seen_by(&mut client_of(r).await, service).await
+}
+
+/// Instances of a service, by id, as `c` reads them.
+pub async fn ids_seen_by(c: &mut RegistryClient<Channel>, service: &str) -> Vec<String> {
     let got = c
         .get_service(pb::GetServiceRequest {
             service: service.into(),
