@@ -11,6 +11,9 @@ export DOCKER_BUILDKIT=0 # the legacy builder: buildx is not installed here
   || { apt-get update -qq && apt-get install -y -qq etcd-server etcd-client >/dev/null; }
 bins=(registry balancer gateway hello echo)
 cargo build --release --locked $(printf -- "--bin %s " "${bins[@]}") --bin echo-client --bin echo-via-gateway
+# The development CA's tool for deploy/certs.sh (a feature of its own, so
+# the servers do not carry certificate making).
+cargo build --release --locked -p switchyard-tls --features dev-ca --bin switchyard-certs
 
 out=target/x86_64-unknown-linux-gnu/release
 ctx=target/docker-context

@@ -14,6 +14,9 @@ esac
 compose() { docker-compose -p switchyard -f "$file" "$@"; }
 
 deploy/build.sh
+# mTLS between the components: the development CA and certificates under
+# deploy/certs, made on the first run and reused after.
+deploy/certs.sh
 # Never recreate containers in place (compose 1.29 breaks on it with new engines).
 compose down --remove-orphans
 compose up -d

@@ -3,6 +3,7 @@
 
 use std::{
     io::Read,
+    path::PathBuf,
     process::{Command, Output, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -37,6 +38,9 @@ pub struct Compose {
     /// Settings for the file's `${...}`: ports and subnets of its own, so a
     /// developer's stack can run beside it.
     pub env: Vec<(&'static str, String)>,
+    /// The stack's development CA and certificates (`deploy/certs.sh` with
+    /// a directory of the tests' own, not the developer's `deploy/certs`).
+    pub certs: PathBuf,
 }
 
 /// Output of a command: success, stdout. A command still running after
@@ -185,13 +189,44 @@ impl Compose {
             ("SWITCHYARD_DATA_SUBNET", data.to_string()),
         ];
         all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
-        Self {
+        let certs = crate::binaries::root().join("target/e2e-certs");
+        all.push(("SWITCHYARD_CERTS", certs.display().to_string()));
+        let compose = Self {
             project: project.into(),
             gateway_port,
             admin_port,
             registry_http_port,
             file,
             env: all,
+            certs,
+        };
+        compose.make_certs(&[]);
+        compose
+    }
+
+    /// Runs `deploy/certs.sh` for this stack's directory (`--renew` makes
+    /// new component certificates from the same CA); panics on failure.
+    pub fn make_certs(&self, args: &[&str]) {
+        let root = crate::binaries::root();
+        let mut cmd = Command::new(root.join("deploy/certs.sh"));
+        cmd.args(args)
+            .env("SWITCHYARD_CERTS", &self.certs)
+            .current_dir(&root);
+        let out =
+            bounded(&mut cmd, DOCKER_LIMIT).unwrap_or_else(|e| panic!("deploy/certs.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "deploy/certs.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The files of one certificate of this stack (`operator`, `hello`...).
+    pub fn cert_files(&self, name: &str) -> switchyard_tls::Files {
+        switchyard_tls::Files {
+            ca: self.certs.join("ca.pem"),
+            cert: self.certs.join(format!("{name}.pem")),
+            key: self.certs.join(format!("{name}-key.pem")),
         }
     }
 

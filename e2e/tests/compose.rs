@@ -11,10 +11,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::time::SystemTime;
+
 use switchyard_e2e::{
     compose::{Compose, run},
     load::{self, Call, Report},
 };
+use switchyard_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use switchyard_tls::{
+    ClientTls, Identity,
+    dev::{DevCa, Leaf},
+};
+use tonic::transport::Endpoint;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 type Scenario = fn(&Compose, &tokio::runtime::Runtime);
 
@@ -31,7 +40,7 @@ fn main() {
     compose.dc(&["down", "--remove-orphans", "-v"]);
     compose.dc(&["up", "-d"]);
     compose.wait_healthy(Duration::from_secs(180));
-    let scenarios: [(&str, Scenario); 11] = [
+    let scenarios: [(&str, Scenario); 14] = [
         // First, on the stack as `deploy/up.sh` leaves it, as a newcomer
         // tries it (the next scenario checks the same after a load phase).
         (
@@ -40,6 +49,18 @@ fn main() {
         ),
         ("every replica gets traffic, gRPC works", every_replica),
         ("the seed's Flask sketch calls work as written", seed_api),
+        (
+            "every gRPC port takes mutual TLS with the stack's CA only",
+            mtls_ports,
+        ),
+        (
+            "a service's identity registers its own service only",
+            identity_rights,
+        ),
+        (
+            "every certificate renewed under load fails no request",
+            certificates_renewed,
+        ),
         ("a scaled-up replica gets requests", scale_up),
         ("docker kill of one hello and one echo", kill),
         ("docker stop of a replica drains gracefully", stop),
@@ -573,4 +594,238 @@ fn down(c: &Compose, _rt: &tokio::runtime::Runtime) {
     let (containers, networks) = c.leftovers();
     assert!(containers.is_empty(), "containers left: {containers}");
     assert!(networks.is_empty(), "networks left: {networks}");
+}
+
+// --- mutual TLS (issue 21) ---
+
+/// The gRPC ports of the stack: the registry's published one, and every
+/// registry and balancer container's on the control network.
+fn grpc_ports(c: &Compose) -> Vec<(String, Identity)> {
+    let published = c
+        .env
+        .iter()
+        .find(|(k, _)| *k == "SWITCHYARD_REGISTRY_GRPC_PORT")
+        .map_or("17000".to_string(), |(_, v)| v.clone());
+    let mut ports = vec![(format!("127.0.0.1:{published}"), Identity::Registry)];
+    for (service, port, identity) in [
+        ("registry", 7000, Identity::Registry),
+        ("balancer", 7010, Identity::Balancer),
+    ] {
+        for id in c.containers(service) {
+            let (_, ip) = run(
+                "docker",
+                &[
+                    "inspect",
+                    "-f",
+                    "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                    &id,
+                ],
+            );
+            let ip = ip.split_whitespace().next().unwrap_or_default().to_string();
+            assert!(!ip.is_empty(), "{service} {id} has an address");
+            ports.push((format!("{ip}:{port}"), identity.clone()));
+        }
+    }
+    ports
+}
+
+/// A health check at `addr`, over TLS with `tls` or in plaintext.
+async fn health(addr: &str, tls: Option<&ClientTls>, expect: &Identity) -> Result<(), String> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(3));
+    let channel = switchyard_tls::channel(endpoint, tls, Some(expect.clone()))
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Another CA's operator, and the stack's CA's operator expired a day ago.
+fn strangers(c: &Compose) -> (ClientTls, ClientTls) {
+    let dir = c.certs.with_file_name("e2e-certs-strangers");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let other = DevCa::generate("another CA").expect("CA");
+    std::fs::write(dir.join("ca.pem"), c.certs.join("ca.pem").pipe_read()).expect("ca");
+    let mut wrong_ca = other
+        .issue(&Leaf::new(Identity::Operator, &[], 30))
+        .expect("issue")
+        .write(&dir, "wrong-ca")
+        .expect("write");
+    wrong_ca.ca = c.certs.join("ca.pem");
+    let ours = DevCa::from_pem(
+        &c.certs.join("ca.pem").pipe_read(),
+        &c.certs.join("ca-key.pem").pipe_read(),
+    )
+    .expect("the stack's CA");
+    let day = Duration::from_secs(86_400);
+    let expired = ours
+        .issue(&Leaf {
+            identity: Identity::Operator,
+            names: vec![],
+            not_before: SystemTime::now() - 30 * day,
+            not_after: SystemTime::now() - day,
+        })
+        .expect("issue")
+        .write(&dir, "expired")
+        .expect("write");
+    (
+        ClientTls::load(&wrong_ca).expect("wrong-ca"),
+        ClientTls::load(&expired).expect("expired"),
+    )
+}
+
+trait PipeRead {
+    fn pipe_read(&self) -> String;
+}
+
+impl PipeRead for std::path::PathBuf {
+    fn pipe_read(&self) -> String {
+        std::fs::read_to_string(self).unwrap_or_else(|e| panic!("{}: {e}", self.display()))
+    }
+}
+
+fn mtls_ports(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let operator = ClientTls::load(&c.cert_files("operator")).expect("operator");
+    let (wrong_ca, expired) = strangers(c);
+    let ports = grpc_ports(c);
+    assert!(
+        ports.len() >= 4,
+        "the registry and both balancers: {ports:?}"
+    );
+    rt.block_on(async {
+        for (addr, identity) in &ports {
+            health(addr, Some(&operator), identity)
+                .await
+                .unwrap_or_else(|e| panic!("{addr}: the operator is refused: {e}"));
+            for (who, tls) in [("plaintext", None), ("another CA", Some(&wrong_ca)), ("an expired certificate", Some(&expired))] {
+                let outcome = health(addr, tls, identity).await;
+                assert!(outcome.is_err(), "{addr}: {who} was let in");
+            }
+            println!("    {addr} ({identity}): the operator in; plaintext, another CA and an expired certificate refused");
+        }
+    });
+}
+
+fn identity_rights(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let hello = ClientTls::load(&c.cert_files("hello")).expect("hello");
+    let (addr, _) = grpc_ports(c).remove(0);
+    rt.block_on(async {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+        let channel = switchyard_tls::channel(endpoint, Some(&hello), Some(Identity::Registry))
+            .await
+            .expect("hello connects");
+        let mut registry = RegistryClient::new(channel);
+        let spec = |service: &str| pb::InstanceSpec {
+            service: service.into(),
+            instance_id: "e2e-identity".into(),
+            address: "10.9.9.9:80".into(),
+            protocol: pb::Protocol::Http1 as i32,
+            ..Default::default()
+        };
+        let register = |service| pb::RegisterRequest {
+            lease_id: 0,
+            ttl_seconds: 10,
+            instances: vec![spec(service)],
+        };
+        let err = registry
+            .register(register("echo"))
+            .await
+            .expect_err("hello registers echo");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        assert!(
+            err.message().contains("spiffe://switchyard/service/hello"),
+            "{err}"
+        );
+        let own = registry
+            .register(register("hello"))
+            .await
+            .expect("hello registers hello")
+            .into_inner();
+        registry
+            .revoke_lease(pb::RevokeLeaseRequest {
+                lease_id: own.lease_id,
+            })
+            .await
+            .expect("hello ends its own lease");
+    });
+    let (code, body) = switchyard_e2e::compose::request(
+        c.registry_http_port,
+        "GET",
+        "/api/services/echo",
+        None,
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        !body.contains("e2e-identity"),
+        "nothing of the refused call happened: {body}"
+    );
+}
+
+/// The served certificate's SHA-256, as `openssl` reads it off the port.
+fn served_fingerprint(c: &Compose, addr: &str) -> String {
+    let operator = c.cert_files("operator");
+    let script = format!(
+        "openssl s_client -connect {addr} -CAfile {} -cert {} -key {} -alpn h2 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+        operator.ca.display(),
+        operator.cert.display(),
+        operator.key.display()
+    );
+    run("sh", &["-c", &script]).1.trim().to_string()
+}
+
+fn file_fingerprint(path: &std::path::Path) -> String {
+    let (_, out) = run(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+            &path.display().to_string(),
+        ],
+    );
+    out.trim().to_string()
+}
+
+fn certificates_renewed(c: &Compose, rt: &tokio::runtime::Runtime) {
+    let registry = grpc_ports(c).remove(0).0;
+    let before = served_fingerprint(c, &registry);
+    assert_eq!(
+        before,
+        file_fingerprint(&c.cert_files("registry").cert),
+        "the registry serves its file"
+    );
+    let calls = [Call::Get(hello_url(c)), Call::Grpc(c.gateway())];
+    let reports = load_with(c, rt, &calls, 12, Duration::from_secs(3), || {
+        c.make_certs(&["--renew"]);
+    });
+    for r in &reports {
+        assert_eq!(
+            r.failed, 0,
+            "no request failed while every certificate was renewed: {r}"
+        );
+    }
+    let after = file_fingerprint(&c.cert_files("registry").cert);
+    assert_ne!(before, after, "--renew made a new registry certificate");
+    assert_eq!(
+        served_fingerprint(c, &registry),
+        after,
+        "new handshakes get the new certificate"
+    );
+    // Components connect again with their new certificates: a balancer
+    // restarted now registers and is followed by the gateway.
+    let balancer = c.containers("balancer").remove(0);
+    c.docker("restart", &balancer);
+    c.wait_healthy(Duration::from_secs(60));
+    let calls = [Call::Get(hello_url(c))];
+    let reports = load_with(c, rt, &calls, 5, Duration::from_secs(1), || {});
+    assert_eq!(reports[0].failed, 0, "{}", reports[0]);
 }

@@ -35,6 +35,7 @@ use switchyard_e2e::{
 };
 use switchyard_etcd::{Client, Follower, Update, pb as etcdpb};
 use switchyard_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use switchyard_tls::{ClientTls, Identity};
 use tokio::time::{Instant, sleep, timeout};
 use tonic::transport::{Channel, Endpoint};
 
@@ -52,6 +53,9 @@ const SESSION_TTL: u32 = 6;
 /// long resumes with a reset snapshot, which is checked too.
 const HISTORY: usize = 100;
 const WATCHERS: usize = 8;
+/// The checker talks to the replicas as the operator: gRPC is mutual TLS
+/// in the stack, and the writers register services of every name.
+static OPERATOR_TLS: std::sync::OnceLock<ClientTls> = std::sync::OnceLock::new();
 const WRITERS: usize = 3;
 
 fn main() {
@@ -60,6 +64,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(90);
     let compose = Compose::ha(SESSION_TTL, HISTORY);
+    let tls = ClientTls::load(&compose.cert_files("operator")).expect("the operator's certificate");
+    OPERATOR_TLS.set(tls).expect("set once");
     switchyard_e2e::compose::require_images(&[
         "registry", "balancer", "gateway", "hello", "echo", "etcd",
     ]);
@@ -666,10 +672,9 @@ async fn connect(port: u16) -> Option<RegistryClient<Channel>> {
         .ok()?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(3));
-    let channel = timeout(Duration::from_secs(2), endpoint.connect())
-        .await
-        .ok()?
-        .ok()?;
+    let tls = OPERATOR_TLS.get();
+    let connect = switchyard_tls::channel(endpoint, tls, Some(Identity::Registry));
+    let channel = timeout(Duration::from_secs(2), connect).await.ok()?.ok()?;
     Some(RegistryClient::new(channel))
 }
 

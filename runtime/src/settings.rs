@@ -105,9 +105,20 @@ pub fn load<S: Settings>(sources: &Sources) -> Result<S, ConfigError> {
             merged.insert(field.key.into(), typed(&defaults[field.key], raw));
         }
     }
-    for (key, raw) in flags.values {
-        merged.insert(key.clone(), typed(&defaults[key.as_str()], &raw));
+    for field in S::FIELDS.iter().filter(|f| is_secret(f.key)) {
+        let file_key = format!("{}_file", field.key);
+        if let Some(raw) = sources.env.get(&env_var(&file_key)) {
+            merged.insert(file_key, Value::String(raw.clone()));
+        }
     }
+    for (key, raw) in flags.values {
+        let value = match defaults.get(key.as_str()) {
+            Some(default) => typed(default, &raw),
+            None => Value::String(raw),
+        };
+        merged.insert(key, value);
+    }
+    read_secret_files::<S>(&mut merged, &defaults)?;
     // Kept to quote a refused value back (a start-up cost only).
     let given = merged.clone();
     let settings: S = serde_path_to_error::deserialize(Value::Object(merged)).map_err(|e| {
@@ -116,11 +127,21 @@ pub fn load<S: Settings>(sources: &Sources) -> Result<S, ConfigError> {
             key if key.is_empty() => "\"\"".to_string(),
             key => key,
         };
-        let message = e.into_inner().to_string();
+        let message = if is_secret(&key) {
+            // serde quotes what it found; a token is never printed.
+            let expected = if defaults[key.as_str()].is_array() {
+                "a list of tokens"
+            } else {
+                "a token"
+            };
+            format!("not {expected} (the value is not shown)")
+        } else {
+            e.into_inner().to_string()
+        };
         // The value as given, unless the message already quotes it:
         // "`grpc_listen`: `nothost:1`: invalid socket address syntax".
         match given.get(&key).map(display) {
-            Some(value) if !value.is_empty() && !message.contains(&value) => {
+            Some(value) if !value.is_empty() && !message.contains(&value) && !is_secret(&key) => {
                 ConfigError::new(key, format!("`{value}`: {message}"))
             }
             _ => ConfigError::new(key, message),
@@ -150,7 +171,11 @@ fn parse_flags<S: Described>(args: &[String]) -> Result<Flags, ConfigError> {
             None => (name, None),
         };
         let key = name.replace('-', "_");
-        if key != "config" && !S::FIELDS.iter().any(|f| f.key == key) {
+        let known = |k: &str| S::FIELDS.iter().any(|f| f.key == k);
+        let secret_file = key
+            .strip_suffix("_file")
+            .is_some_and(|k| is_secret(k) && known(k));
+        if key != "config" && !known(&key) && !secret_file {
             return Err(ConfigError::new(format!("--{name}"), "unknown flag"));
         }
         let value = match inline {
@@ -167,6 +192,46 @@ fn parse_flags<S: Described>(args: &[String]) -> Result<Flags, ConfigError> {
         }
     }
     Ok(flags)
+}
+
+/// Tokens: each may also come from a file (`register_tokens_file`, flag
+/// `--register-tokens-file`, `SWITCHYARD_REGISTER_TOKENS_FILE`), so it
+/// stays out of process listings and environment dumps, and is never
+/// quoted back in an error.
+fn is_secret(key: &str) -> bool {
+    key.ends_with("_token") || key.ends_with("_tokens")
+}
+
+/// Replaces each `<key>_file` by the file's content: one token per line
+/// for a list, the trimmed text for one token.
+fn read_secret_files<S: Described>(
+    merged: &mut Map<String, Value>,
+    defaults: &Value,
+) -> Result<(), ConfigError> {
+    for field in S::FIELDS.iter().filter(|f| is_secret(f.key)) {
+        let file_key = format!("{}_file", field.key);
+        let Some(path) = merged.remove(&file_key) else {
+            continue;
+        };
+        let Value::String(path) = path else {
+            return Err(ConfigError::new(file_key, "must be a path"));
+        };
+        if merged.contains_key(field.key) {
+            return Err(ConfigError::new(
+                file_key,
+                format!("set {} or {}_file, not both", field.key, field.key),
+            ));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::new(&file_key, format!("{path}: {e}")))?;
+        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let value = match &defaults[field.key] {
+            Value::Array(_) => Value::Array(lines.map(Value::from).collect()),
+            _ => Value::String(lines.collect::<Vec<_>>().join("")),
+        };
+        merged.insert(field.key.to_string(), value);
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<Map<String, Value>, ConfigError> {
@@ -227,6 +292,16 @@ pub fn help<S: Described + Serialize + Default>() -> String {
             "",
             env_var(field.key)
         ));
+        if is_secret(field.key) {
+            let file_key = format!("{}_file", field.key);
+            out.push_str(&format!(
+                "  --{:<28} {}\n  {:<30} env {}\n",
+                file_key.replace('_', "-"),
+                "... or read from this file (one per line)",
+                "",
+                env_var(&file_key)
+            ));
+        }
     }
     out
 }
@@ -324,6 +399,8 @@ mod tests {
             pub(crate) name: String = "x".into(),
             /// Tokens.
             pub(crate) tokens: Vec<String> = Vec::new(),
+            /// Secret tokens.
+            pub(crate) api_tokens: Vec<String> = Vec::new(),
             /// A switch.
             pub(crate) verbose: bool = false,
             /// A time.
@@ -449,5 +526,39 @@ mod tests {
         assert!(h.contains("--port"), "{h}");
         assert!(h.contains("SWITCHYARD_PORT"), "{h}");
         assert!(h.contains("[default: 10s]"), "{h}");
+    }
+
+    #[test]
+    fn tokens_come_from_files_too() {
+        let secrets = tempfile_path::TempPath::with("tok-one\n\n  tok-two  \n");
+        let path = secrets.0.display().to_string();
+        let by_flag: Demo = load(&sources(&["--api-tokens-file", &path], &[])).expect("flag");
+        assert_eq!(by_flag.api_tokens, ["tok-one", "tok-two"]);
+        let by_env: Demo =
+            load(&sources(&[], &[("SWITCHYARD_API_TOKENS_FILE", &path)])).expect("env");
+        assert_eq!(by_env.api_tokens, ["tok-one", "tok-two"]);
+        let toml = file(&format!("api_tokens_file = {path:?}\n"));
+        let by_toml: Demo =
+            load(&sources(&["--config", &toml.0.display().to_string()], &[])).expect("toml");
+        assert_eq!(by_toml.api_tokens, ["tok-one", "tok-two"]);
+
+        let both = load::<Demo>(&sources(
+            &["--api-tokens-file", &path],
+            &[("SWITCHYARD_API_TOKENS", "tok-three")],
+        ))
+        .expect_err("both");
+        assert_eq!(both.key, "api_tokens_file");
+        let missing = load::<Demo>(&sources(&["--api-tokens-file", "/nonexistent/x"], &[]))
+            .expect_err("missing");
+        assert_eq!(missing.key, "api_tokens_file");
+        // Only tokens have a file form.
+        let err = load::<Demo>(&sources(&["--port-file", &path], &[])).expect_err("port");
+        assert_eq!(err.key, "--port-file");
+        // A token of the wrong type is not quoted back.
+        let toml = file("api_tokens = 12345678\n");
+        let err = load::<Demo>(&sources(&["--config", &toml.0.display().to_string()], &[]))
+            .expect_err("type");
+        assert!(!err.message.contains("12345678"), "{err}");
+        assert!(help::<Demo>().contains("--api-tokens-file"));
     }
 }

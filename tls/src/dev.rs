@@ -1,7 +1,12 @@
 //! A development CA, made offline: what `deploy/up.sh` and the tests use
 //! to give every component a certificate that names its identity.
 
-use std::{io, net::IpAddr, path::Path, time::SystemTime};
+use std::{
+    io,
+    net::IpAddr,
+    path::Path,
+    time::{Duration, SystemTime},
+};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -9,6 +14,9 @@ use rcgen::{
 };
 
 use crate::{Files, Identity};
+
+/// How long a development CA is valid.
+pub const CA_DAYS: u64 = 3650;
 
 /// A CA that signs component certificates.
 pub struct DevCa {
@@ -48,7 +56,7 @@ impl std::fmt::Debug for DevCa {
 }
 
 impl DevCa {
-    /// A new CA (ECDSA P-256) named `common_name`.
+    /// A new CA (ECDSA P-256) named `common_name`, valid [`CA_DAYS`].
     pub fn generate(common_name: &str) -> Result<Self, rcgen::Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -56,6 +64,9 @@ impl DevCa {
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = SystemTime::now();
+        params.not_before = (now - Duration::from_secs(3600)).into();
+        params.not_after = (now + Duration::from_secs(CA_DAYS * 86_400)).into();
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Self {
@@ -160,8 +171,8 @@ impl Leaf {
         Self {
             identity,
             names: names.iter().map(|n| n.to_string()).collect(),
-            not_before: now - std::time::Duration::from_secs(3600),
-            not_after: now + std::time::Duration::from_secs(days * 86_400),
+            not_before: now - Duration::from_secs(3600),
+            not_after: now + Duration::from_secs(days * 86_400),
         }
     }
 }
