@@ -12,6 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# The binaries refuse to start without mTLS files or plaintext said out loud;
+# the data-path scenarios measure the proxies, with plaintext control links
+# (the registry-mtls scenario measures the cost of mTLS itself).
+export SWITCHYARD_PLAINTEXT=true
 OUT=$ROOT/bench/out
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}

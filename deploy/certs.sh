@@ -2,8 +2,10 @@
 # The development CA and one certificate per component and example service
 # under deploy/certs (git-ignored), made offline on first run and reused
 # after; `deploy/certs.sh --renew` makes new component certificates from the
-# same CA (the processes pick them up at their next connection).
-# Usage: deploy/certs.sh [--renew]   (SWITCHYARD_CERTS=DIR for another place)
+# same CA (the processes pick them up at their next connection);
+# `deploy/certs.sh --service my-api` adds one for your own service.
+# Usage: deploy/certs.sh [--renew] [--service NAME]...
+#   (SWITCHYARD_CERTS=DIR for another place)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${SWITCHYARD_CERTS:-deploy/certs}

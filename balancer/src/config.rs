@@ -33,6 +33,8 @@ switchyard_runtime::settings! {
         pub mtls_cert: String = String::new(),
         /// This balancer's private key (PEM).
         pub mtls_key: String = String::new(),
+        /// Serve and dial gRPC between components in plaintext, without mtls_* files (nothing checks who calls).
+        pub plaintext: bool = false,
         /// Address to advertise in the registry (host:port).
         pub advertise_addr: String = String::new(),
         /// Advertise the first local address inside this CIDR (with the gRPC port).
@@ -194,7 +196,12 @@ impl Settings for Config {
                 .map_err(|e| ConfigError::new("advertise_cidr", e))?;
         }
         ServicesFile::load(&self.services_file)?;
-        let files = self.mtls_files()?;
+        let files = tls::required(
+            &self.mtls_ca,
+            &self.mtls_cert,
+            &self.mtls_key,
+            self.plaintext,
+        )?;
         tls::server(files.as_ref())?;
         tls::client(files.as_ref())?;
         Ok(())

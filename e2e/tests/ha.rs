@@ -254,14 +254,25 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
         tokio::spawn(async move {
             let mut values = HashMap::new();
             loop {
+                // A second without an update: ask etcd how far the watch
+                // is, so the recorder passes revisions that changed
+                // nothing under its prefix (etcd's own progress messages
+                // come every 10 minutes).
                 let update = tokio::select! {
                     () = stop.notified() => break,
-                    u = follower.next() => u,
+                    u = follower.next() => Some(u),
+                    () = sleep(Duration::from_secs(1)) => None,
                 };
                 match update {
-                    Ok(u) => lock(&truth).apply(u, &mut values),
-                    Err(_) => sleep(Duration::from_millis(200)).await,
+                    Some(Ok(u)) => lock(&truth).apply(u, &mut values),
+                    Some(Err(_)) => sleep(Duration::from_millis(200)).await,
+                    None => {
+                        let _ = timeout(Duration::from_secs(2), follower.request_progress()).await;
+                    }
                 }
+                let mut truth = lock(&truth);
+                let seen = u64::try_from(follower.revision()).unwrap_or(0);
+                truth.revision = truth.revision.max(seen);
             }
             lock(&truth).duplicates = follower.dropped();
         })
@@ -307,13 +318,16 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
     // it has reached what etcd holds now.
     heal(compose);
     compose.wait_healthy(Duration::from_secs(120));
-    let head = etcd
-        .status()
+    let head = timeout(Duration::from_secs(10), etcd.status())
         .await
         .ok()
+        .and_then(Result::ok)
         .and_then(|s| s.header)
         .map_or(0, |h| as_u64(h.revision));
-    while lock(&truth).revision < head {
+    // Bounded: a recorder that never gets there is said as a violation
+    // below (its revision short of the head), not a run that hangs.
+    let waited = Instant::now();
+    while lock(&truth).revision < head && waited.elapsed() < Duration::from_secs(60) {
         sleep(Duration::from_millis(100)).await;
     }
     for history in &mut histories {
@@ -351,6 +365,12 @@ async fn check(compose: &Compose, length: Duration) -> Vec<String> {
     let truth = lock(&truth);
     let acks = lock(&acks).clone();
     let mut violations = Vec::new();
+    if truth.revision < head {
+        violations.push(format!(
+            "the recorder followed etcd up to revision {} only, not to its head {head}, within 60 s",
+            truth.revision
+        ));
+    }
     let (mut messages, mut resets, mut sessions) = (0, 0, 0);
     for (n, history) in histories.iter().enumerate() {
         sessions += history.len();

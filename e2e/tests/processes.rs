@@ -34,6 +34,9 @@ fn spawn(bin: &str, args: &[&str]) -> Proc {
     let child = Command::new(binaries::path(bin))
         .args(args)
         .env("SWITCHYARD_LOG_FORMAT", "json")
+        // The processes test the binaries' work, not mTLS (the compose
+        // suite runs it): their gRPC links are plaintext, said out loud.
+        .env("SWITCHYARD_PLAINTEXT", "true")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

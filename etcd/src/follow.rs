@@ -179,6 +179,17 @@ impl Follower {
         fresh
     }
 
+    /// Asks etcd to say how far the watch has come (a progress message,
+    /// which moves [`revision`](Self::revision) without an update: a caller
+    /// waiting for a revision with no change under the prefix learns it has
+    /// passed). Nothing happens while no watch is open.
+    pub async fn request_progress(&self) -> Result<(), Error> {
+        match &self.watch {
+            Some(watch) => watch.request_progress().await,
+            None => Ok(()),
+        }
+    }
+
     /// Drops the watch: the next [`next`](Self::next) watches again from
     /// the revision after the last reported (for a caller that suspects the
     /// stream is a dead connection). [`next`](Self::next) may be cancelled

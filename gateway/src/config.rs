@@ -39,6 +39,8 @@ switchyard_runtime::settings! {
         pub mtls_cert: String = String::new(),
         /// This gateway's private key (PEM).
         pub mtls_key: String = String::new(),
+        /// Serve and dial gRPC between components in plaintext, without mtls_* files (nothing checks who calls).
+        pub plaintext: bool = false,
         /// Whether to register this gateway in the registry.
         pub register_self: bool = true,
         /// Address to advertise (host:port of the traffic listener).
@@ -186,7 +188,13 @@ impl Settings for Config {
         }
         crate::routes::RoutesFile::load(std::path::Path::new(&self.routes))
             .map_err(|e| ConfigError::new("routes", e))?;
-        tls::client(self.mtls_files()?.as_ref())?;
+        let files = tls::required(
+            &self.mtls_ca,
+            &self.mtls_cert,
+            &self.mtls_key,
+            self.plaintext,
+        )?;
+        tls::client(files.as_ref())?;
         Ok(())
     }
 }

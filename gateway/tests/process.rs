@@ -90,6 +90,7 @@ async fn a_hundred_megabytes_up_and_down_stream_through_a_gateway_process() {
     std::fs::write(&routes, ROUTES).expect("routes");
     let (http, admin) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("SWITCHYARD_PLAINTEXT", "true")
         .args([
             "--http-listen",
             &http.to_string(),
@@ -253,6 +254,7 @@ fn gateway_command(
     let (http, admin) = (free_port(), free_port());
     let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
     command
+        .env("SWITCHYARD_PLAINTEXT", "true")
         .args(["--http-listen", &http.to_string()])
         .args(["--admin-listen", &admin.to_string()])
         .args(["--routes", routes.to_str().expect("utf8")])
@@ -415,6 +417,7 @@ fn unusable_start_up_files_name_key_and_path_and_exit_64() {
     ];
     for (args, named_key, path) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .env("SWITCHYARD_PLAINTEXT", "true")
             .args(["--routes", &routes])
             .args(args)
             .args([

@@ -69,6 +69,8 @@ switchyard_runtime::settings! {
         pub mtls_cert: String = String::new(),
         /// This registry's private key (PEM).
         pub mtls_key: String = String::new(),
+        /// Serve and dial gRPC between components in plaintext, without mtls_* files (nothing checks who calls).
+        pub plaintext: bool = false,
         /// Largest gRPC message accepted, in bytes.
         pub max_message_bytes: usize = 4 * 1024 * 1024,
         /// HTTP/2 ping interval that detects dead control streams.
@@ -194,6 +196,12 @@ impl Settings for Config {
                 "set both register_tokens and operator_tokens, or neither (auth off)",
             ));
         }
+        tls::required(
+            &self.mtls_ca,
+            &self.mtls_cert,
+            &self.mtls_key,
+            self.plaintext,
+        )?;
         self.tls()?;
         Ok(())
     }

@@ -407,6 +407,7 @@ impl Replica {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
             .args(["--grpc-listen", &grpc.to_string()])
             .args(["--http-listen", &http.to_string()])
+            .env("SWITCHYARD_PLAINTEXT", "true")
             .env("SWITCHYARD_STORE", "etcd")
             .env("SWITCHYARD_ETCD_ENDPOINTS", etcd.endpoints().join(","))
             .env("SWITCHYARD_ETCD_SESSION_TTL_SECS", "5")

@@ -37,6 +37,7 @@ impl Proc {
                 "--http-listen",
                 &http.to_string(),
             ])
+            .env("SWITCHYARD_PLAINTEXT", "true")
             .env("SWITCHYARD_DATA_DIR", data_dir)
             .env("SWITCHYARD_WARM_UP", "0s")
             .stdout(Stdio::null())
@@ -102,6 +103,32 @@ fn config_errors_name_the_key_and_exit_64() {
         (vec!["--default-ttl-secs", "1000"], "default_ttl_secs"),
         (vec!["--no-such-flag", "1"], "--no-such-flag"),
         (vec!["--warm-up", "soon"], "warm_up"),
+        // Neither certificates nor plaintext said out loud: mTLS is the default.
+        (vec![], "mtls_cert"),
+        (vec!["--mtls-ca", "/nonexistent/ca.pem"], "mtls_cert"),
+        (
+            vec![
+                "--plaintext",
+                "--mtls-ca",
+                "/x",
+                "--mtls-cert",
+                "/y",
+                "--mtls-key",
+                "/z",
+            ],
+            "plaintext",
+        ),
+        (
+            vec![
+                "--mtls-ca",
+                "/nonexistent/ca.pem",
+                "--mtls-cert",
+                "/y",
+                "--mtls-key",
+                "/z",
+            ],
+            "`mtls_ca`: /nonexistent/ca.pem",
+        ),
     ] {
         let out = Command::new(BIN).args(&args).output().expect("run");
         assert_eq!(out.status.code(), Some(64), "{args:?}");
@@ -115,6 +142,7 @@ fn config_errors_name_the_key_and_exit_64() {
     let addr = taken.local_addr().expect("addr").to_string();
     let out = Command::new(BIN)
         .args(["--grpc-listen", &addr, "--http-listen", "127.0.0.1:0"])
+        .env("SWITCHYARD_PLAINTEXT", "true")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));

@@ -25,6 +25,30 @@ pub fn files(ca: &str, cert: &str, key: &str) -> Result<Option<Files>, ConfigErr
     })
 }
 
+/// What a binary's settings ask for its gRPC links: the files, or
+/// plaintext said out loud (`plaintext = true`). A binary given neither
+/// does not start: mutual TLS is the default, and the compose stacks run
+/// with it. Both at once is refused too.
+pub fn required(
+    ca: &str,
+    cert: &str,
+    key: &str,
+    plaintext: bool,
+) -> Result<Option<Files>, ConfigError> {
+    match (files(ca, cert, key)?, plaintext) {
+        (Some(_), true) => Err(ConfigError::new(
+            "plaintext",
+            "set the mtls_* files or plaintext = true, not both",
+        )),
+        (None, false) => Err(ConfigError::new(
+            "mtls_cert",
+            "gRPC between components is mutual TLS: set mtls_ca, mtls_cert and mtls_key \
+             (deploy/certs.sh makes a development set), or plaintext = true",
+        )),
+        (files, _) => Ok(files),
+    }
+}
+
 /// The server side, loaded and checked; errors name the key of the file.
 pub fn server(files: Option<&Files>) -> Result<Option<ServerTls>, ConfigError> {
     files

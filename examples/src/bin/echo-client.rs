@@ -5,16 +5,26 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use switchyard_client::{Discovery, Target, channel};
+use switchyard_client::{Discovery, Target, channel, connect::TlsFiles};
 use switchyard_examples::pb::{EchoRequest, echo_client::EchoClient};
 
-const USAGE: &str = "Usage: echo-client [REGISTRY_URL] [CALLS]\n  Finds echo instances in the registry and calls them CALLS times (default 100), balancing\n  with the SDK alone, and prints which instance answered. REGISTRY_URL defaults to http://127.0.0.1:7000.";
+const USAGE: &str = "Usage: echo-client [REGISTRY_URL] [CALLS]\n  Finds echo instances in the registry and calls them CALLS times (default 100), balancing\n  with the SDK alone, and prints which instance answered. REGISTRY_URL defaults to http://127.0.0.1:7000.\n  An https:// registry is dialled with mutual TLS as the operator: the files of SWITCHYARD_MTLS_CA,\n  SWITCHYARD_MTLS_CERT and SWITCHYARD_MTLS_KEY, by default deploy/certs/ca.pem, operator.pem and\n  operator-key.pem (what deploy/up.sh made; run it from the repository).";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (registry, calls) = switchyard_examples::client_args(USAGE, "http://127.0.0.1:7000");
+    let tls = registry.starts_with("https://").then(|| {
+        let file = |var: &str, default: &str| {
+            std::env::var_os(var).map_or_else(|| default.into(), std::path::PathBuf::from)
+        };
+        TlsFiles {
+            ca: file("SWITCHYARD_MTLS_CA", "deploy/certs/ca.pem"),
+            cert: file("SWITCHYARD_MTLS_CERT", "deploy/certs/operator.pem"),
+            key: file("SWITCHYARD_MTLS_KEY", "deploy/certs/operator-key.pem"),
+        }
+    });
     let discovery = Discovery::start(
-        Target::new([registry], None)?,
+        Target::new([registry], None)?.with_tls(tls.as_ref())?,
         vec!["echo".into()],
         Duration::from_secs(10),
         switchyard_runtime::clock::system(),

@@ -41,6 +41,8 @@ switchyard_runtime::settings! {
         mtls_cert: String = String::new(),
         /// This service's private key (PEM).
         mtls_key: String = String::new(),
+        /// Dial the registry in plaintext, without mtls_* files.
+        plaintext: bool = false,
         /// Address to advertise (host:port).
         advertise_addr: String = String::new(),
         /// Advertise the local address inside this CIDR.
@@ -70,7 +72,15 @@ impl Settings for Config {
         if !(0.0..=1.0).contains(&self.fail_rate) {
             return Err(ConfigError::new("fail_rate", "must be 0 to 1"));
         }
-        switchyard_runtime::tls::client(self.mtls_files()?.as_ref())?;
+        if !self.registry.is_empty() {
+            let files = switchyard_runtime::tls::required(
+                &self.mtls_ca,
+                &self.mtls_cert,
+                &self.mtls_key,
+                self.plaintext,
+            )?;
+            switchyard_runtime::tls::client(files.as_ref())?;
+        }
         Ok(())
     }
 }

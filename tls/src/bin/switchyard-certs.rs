@@ -1,5 +1,7 @@
-//! `switchyard-certs DIR [--renew]`: the development CA and one certificate
-//! per component and example service, made offline, for `deploy/up.sh`.
+//! `switchyard-certs DIR [--renew] [--service NAME]...`: the development CA
+//! and one certificate per component and example service (and per service
+//! named with `--service`: `spiffe://switchyard/service/NAME`), made
+//! offline, for `deploy/up.sh`.
 //!
 //! The CA (`ca.pem`, `ca-key.pem`) is made once and reused. A component's
 //! certificate (`<name>.pem`, `<name>-key.pem`) is kept on later runs
@@ -56,24 +58,41 @@ fn leaves() -> Vec<(&'static str, Identity, &'static [&'static str])> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (dirs, flags): (Vec<&String>, Vec<&String>) =
-        args.iter().partition(|a| !a.starts_with('-'));
-    let renew = flags.iter().any(|f| *f == "--renew");
-    let usage = "usage: switchyard-certs DIR [--renew]";
-    if flags.iter().any(|f| *f == "-h" || *f == "--help") {
-        println!("{usage}");
-        return ExitCode::SUCCESS;
-    }
-    if let Some(bad) = flags.iter().find(|f| **f != "--renew") {
-        eprintln!("switchyard-certs: unknown flag {bad}\n{usage}");
-        return ExitCode::from(64);
+    let usage = "usage: switchyard-certs DIR [--renew] [--service NAME]...";
+    let mut args = std::env::args().skip(1);
+    let (mut dirs, mut renew, mut services) = (Vec::new(), false, Vec::new());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                say(format_args!("{usage}"));
+                return ExitCode::SUCCESS;
+            }
+            "--renew" => renew = true,
+            "--service" => match args.next() {
+                Some(name) if leaves().iter().any(|(n, ..)| *n == name) => {
+                    eprintln!("switchyard-certs: {name} has a certificate already\n{usage}");
+                    return ExitCode::from(64);
+                }
+                Some(name) if valid_service(&name) => services.push(name),
+                other => {
+                    eprintln!(
+                        "switchyard-certs: --service needs a service name (letters, digits, '-', '_', '.'), got {other:?}\n{usage}"
+                    );
+                    return ExitCode::from(64);
+                }
+            },
+            flag if flag.starts_with('-') => {
+                eprintln!("switchyard-certs: unknown flag {flag}\n{usage}");
+                return ExitCode::from(64);
+            }
+            _ => dirs.push(arg),
+        }
     }
     let [dir] = dirs.as_slice() else {
         eprintln!("switchyard-certs: give one directory\n{usage}");
         return ExitCode::from(64);
     };
-    match run(Path::new(dir), renew) {
+    match run(Path::new(dir), renew, &services) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard-certs: {e}");
@@ -82,12 +101,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(dir: &Path, renew: bool) -> Result<(), String> {
+/// A service name the registry takes, which also makes a safe file name.
+fn valid_service(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn run(dir: &Path, renew: bool, services: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let (ca_pem, ca_key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
     let (ca, new_ca) = match (read(&ca_pem), read(&ca_key)) {
         // Your own CA: its key is elsewhere, so nothing is made here.
-        (Some(_), None) => return own_ca(dir),
+        (Some(_), None) => return own_ca(dir, services),
         (Some(cert), Some(key)) => (
             DevCa::from_pem(&cert, &key).map_err(|e| format!("{}: {e}", ca_pem.display()))?,
             false,
@@ -102,7 +131,10 @@ fn run(dir: &Path, renew: bool) -> Result<(), String> {
             (ca, true)
         }
     };
-    for (name, identity, names) in leaves() {
+    let yours = services
+        .iter()
+        .map(|s| (s.as_str(), Identity::Service(s.clone()), &[][..]));
+    for (name, identity, names) in leaves().into_iter().chain(yours) {
         let cert = dir.join(format!("{name}.pem"));
         if !renew
             && !new_ca
@@ -124,10 +156,11 @@ fn run(dir: &Path, renew: bool) -> Result<(), String> {
 }
 
 /// With a CA whose key is not here: every certificate must be given.
-fn own_ca(dir: &Path) -> Result<(), String> {
-    let missing: Vec<String> = leaves()
-        .into_iter()
-        .flat_map(|(name, ..)| [format!("{name}.pem"), format!("{name}-key.pem")])
+fn own_ca(dir: &Path, services: &[String]) -> Result<(), String> {
+    let names = leaves().into_iter().map(|(name, ..)| name.to_string());
+    let missing: Vec<String> = names
+        .chain(services.iter().cloned())
+        .flat_map(|name| [format!("{name}.pem"), format!("{name}-key.pem")])
         .filter(|f| !dir.join(f).exists())
         .collect();
     if !missing.is_empty() {
