@@ -406,6 +406,36 @@ if reg:
         print(f"registry memory per instance: {sy['mem']:.0f} bytes (target ≤ 2048)")
     print()
 
+# --- the registry with mutual TLS against plaintext (issue 21) -------------------
+mt = lines("registry-mtls.txt")
+if mt:
+    agg = {}
+    for mode in ["plaintext", "mtls"]:
+        rows = [f for f in mt if f[0] == "registry-mtls" and f[1] == mode]
+        if rows:
+            agg[mode] = dict(
+                reg=statistics.median(field(f, "register_per_sec") for f in rows),
+                p50=statistics.median(field(f, "p50_us") for f in rows),
+                p99=statistics.median(field(f, "p99_us") for f in rows),
+                missed=sum(field(f, "missed", int) for f in rows),
+                runs=len(rows),
+            )
+    print("## The registry with mutual TLS\n")
+    print("`bench/run.sh registry-mtls`: the same registry with mutual TLS 1.3 (the development CA of")
+    print("`switchyard-certs`, ECDSA P-256, TLS_AES_128_GCM_SHA256) and in plaintext, interleaved run by run, on CPU 1;")
+    print("`bench-registry` on CPU 0 as the operator: 64 concurrent registrations over 10 long-lived HTTP/2 connections,")
+    print("and propagation of one registration at a time to 1,000 watch streams.\n")
+    print("| registry | registrations/s | propagation p50 µs | p99 µs | missed | runs |")
+    print("|---|---|---|---|---|---|")
+    for mode, a in agg.items():
+        print(f"| {mode} | {a['reg']:.0f} | {a['p50']:.0f} | {a['p99']:.0f} | {a['missed']} | {a['runs']} |")
+    print()
+    if {"plaintext", "mtls"} <= agg.keys():
+        pt, tl = agg["plaintext"], agg["mtls"]
+        print(f"registry mtls/plaintext registration ratio: {tl['reg'] / pt['reg']:.2f}")
+        print(f"registry mtls/plaintext propagation p99 ratio: {tl['p99'] / max(pt['p99'], 1):.2f}")
+    print()
+
 # --- the registry on etcd vs etcd itself (issue 18) ----------------------------
 ha = lines("registry-ha.txt")
 if ha:

@@ -23,8 +23,8 @@ mkdir -p "$OUT"
 scenarios=("${@:-all}")
 for only in "${scenarios[@]}"; do
   case $only in
-    all | proxies | concurrent | syscalls | latency | h2 | tls | balancing | failover | registry | registry-ha | instructions | shared | idle) ;;
-    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, syscalls, latency, h2, tls, balancing, failover, registry, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
+    all | proxies | concurrent | syscalls | latency | h2 | tls | balancing | failover | registry | registry-mtls | registry-ha | instructions | shared | idle) ;;
+    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, syscalls, latency, h2, tls, balancing, failover, registry, registry-mtls, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
   esac
 done
 
@@ -924,6 +924,35 @@ start_store() { # switchyard | etcd-nofsync | etcd-fsync
   sleep 0.5
 }
 
+# The registry with mutual TLS against the same registry in plaintext
+# (issue 21), interleaved run by run, each alone on CPU 1 with the client on
+# CPU 0: registrations over 10 long-lived HTTP/2 connections (as SDKs hold
+# theirs) and propagation to 1,000 watchers; the client is the operator.
+registry_mtls() {
+  : > "$OUT/registry-mtls.txt"
+  local certs=$OUT/certs
+  cargo build --release --locked -p switchyard-tls --features dev-ca --bin switchyard-certs >/dev/null
+  rm -rf "$certs" && "$BIN/switchyard-certs" "$certs" >/dev/null
+  for run in $(seq 1 "$RUNS"); do
+    for mode in plaintext mtls; do
+      local tls=(--plaintext true) client_env=()
+      if [ "$mode" = mtls ]; then
+        tls=(--plaintext false --mtls-ca "$certs/ca.pem" --mtls-cert "$certs/registry.pem" --mtls-key "$certs/registry-key.pem")
+        client_env=(BENCH_MTLS_DIR="$certs")
+      fi
+      taskset -c 1 "$BIN/registry" --grpc-listen 127.0.0.1:17200 --http-listen 127.0.0.1:17201 --warm-up 0s "${tls[@]}" \
+        >/dev/null 2>&1 & pids+=($!)
+      for _ in $(seq 1 50); do (echo > /dev/tcp/127.0.0.1/17200) 2>/dev/null && break; sleep 0.1; done
+      sleep 0.5
+      reg=$(env "${client_env[@]}" taskset -c 0 "$BIN/bench-registry" switchyard http://127.0.0.1:17200 register "${REG_N:-20000}" 64 | json per_sec)
+      prop=$(env "${client_env[@]}" taskset -c 0 "$BIN/bench-registry" switchyard http://127.0.0.1:17200 propagate 1000 "${PROP_WRITES:-100}")
+      echo "registry-mtls $mode $run register_per_sec $reg $(echo "$prop" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('p50_us', r['p50_us'], 'p99_us', r['p99_us'], 'missed', r['missed'])")" | tee -a "$OUT/registry-mtls.txt"
+      cleanup; pids=()
+    done
+  done
+  medians "$OUT/registry-mtls.txt" plaintext mtls
+}
+
 registry() {
   : > "$OUT/registry.txt"
   for store in switchyard etcd-nofsync etcd-fsync; do
@@ -1001,6 +1030,7 @@ case $only in
   balancing) balancing ;;
   failover) failover ;;
   registry) registry ;;
+  registry-mtls) registry_mtls ;;
   h2) h2 ;;
   tls) tls ;;
   syscalls) syscalls ;;
@@ -1009,8 +1039,8 @@ case $only in
   instructions) instructions ;;
   shared) shared ;;
   idle) idle ;;
-  all) proxies; concurrent; syscalls; h2; tls; balancing; failover; registry; registry_ha; instructions; shared; idle ;;
-  *) echo "usage: bench/run.sh [proxies|concurrent|syscalls|latency|h2|tls|balancing|failover|registry|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
+  all) proxies; concurrent; syscalls; h2; tls; balancing; failover; registry; registry_mtls; registry_ha; instructions; shared; idle ;;
+  *) echo "usage: bench/run.sh [proxies|concurrent|syscalls|latency|h2|tls|balancing|failover|registry|registry-mtls|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
 esac
 done
 

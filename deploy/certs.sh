@@ -17,7 +17,7 @@ bin=target/x86_64-unknown-linux-gnu/release/switchyard-certs
 # The images run as uid 10001, which must read its key through the
 # bind mount; the CA's key and the operator's stay with whoever ran this.
 keys=()
-for name in registry balancer gateway hello echo; do keys+=("$dir/$name-key.pem"); done
+for name in registry balancer gateway hello echo etcd; do keys+=("$dir/$name-key.pem"); done
 if [ "$(id -u)" = 0 ]; then
   chown 10001:10001 "${keys[@]}"
 else

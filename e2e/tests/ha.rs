@@ -241,9 +241,10 @@ fn as_u64(r: i64) -> u64 {
 async fn check(compose: &Compose, length: Duration) -> Vec<String> {
     let endpoints: Vec<String> = ETCD
         .iter()
-        .map(|(_, p)| format!("http://127.0.0.1:{p}"))
+        .map(|(_, p)| format!("https://127.0.0.1:{p}"))
         .collect();
-    let etcd = Client::new(&endpoints).expect("etcd client");
+    // etcd takes mutual TLS from the stack's CA: the checker is the operator.
+    let etcd = Client::with_tls(&endpoints, OPERATOR_TLS.get()).expect("etcd client");
 
     // The recorder.
     let truth = Arc::new(Mutex::new(Truth::default()));
@@ -1021,7 +1022,8 @@ impl Cut {
 /// The member that is the leader now.
 async fn leader() -> Option<&'static str> {
     for (name, port) in ETCD {
-        let Ok(c) = Client::new(&[format!("http://127.0.0.1:{port}")]) else {
+        let Ok(c) = Client::with_tls(&[format!("https://127.0.0.1:{port}")], OPERATOR_TLS.get())
+        else {
             continue;
         };
         if let Ok(Ok(s)) = timeout(Duration::from_secs(2), c.status()).await {

@@ -128,6 +128,16 @@ impl Client {
     /// lazily and kept up with HTTP/2 pings every 10 s (above etcd's 5 s
     /// `grpc-keepalive-min-time`); nothing is dialled here.
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self, Error> {
+        Self::with_tls(endpoints, None)
+    }
+
+    /// [`Client::new`] over mutual TLS with `tls` (etcd started with
+    /// `--client-cert-auth` and the same CA): each member's certificate must
+    /// name the host it is dialled at.
+    pub fn with_tls<S: AsRef<str>>(
+        endpoints: &[S],
+        tls: Option<&switchyard_tls::ClientTls>,
+    ) -> Result<Self, Error> {
         if endpoints.is_empty() {
             return Err(Error::Endpoint {
                 endpoint: String::new(),
@@ -137,7 +147,7 @@ impl Client {
         let mut list = Vec::with_capacity(endpoints.len());
         for e in endpoints {
             let e = e.as_ref();
-            let channel = Endpoint::from_shared(e.to_string())
+            let endpoint = Endpoint::from_shared(e.to_string())
                 .map_err(|err| Error::Endpoint {
                     endpoint: e.into(),
                     reason: err.to_string(),
@@ -145,8 +155,8 @@ impl Client {
                 .connect_timeout(Duration::from_secs(2))
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true)
-                .connect_lazy();
+                .keep_alive_while_idle(true);
+            let channel = switchyard_tls::channel_lazy(endpoint, tls, None);
             list.push((e.to_string(), channel));
         }
         Ok(Self {

@@ -21,7 +21,7 @@ switchyard_runtime::settings! {
         pub data_dir: String = String::new(),
         /// Where the registry keeps its state: file (one node, the default) or etcd (replicas).
         pub store: StoreKind = StoreKind::File,
-        /// etcd members for store etcd, as http://host:port, comma-separated.
+        /// etcd members for store etcd, as http://host:port, comma-separated (https:// with the mtls_* files: mutual TLS to etcd too).
         pub etcd_endpoints: Vec<String> = Vec::new(),
         /// Key prefix in etcd; replicas with the same prefix serve one registry.
         pub etcd_prefix: String = "/switchyard/v1/".to_string(),
@@ -164,14 +164,24 @@ impl Settings for Config {
                     "store etcd needs at least one endpoint (http://host:2379)",
                 ));
             }
+            let scheme = if self.mtls_cert.is_empty() {
+                "http://"
+            } else {
+                "https://"
+            };
             if let Some(bad) = self
                 .etcd_endpoints
                 .iter()
-                .find(|e| !e.starts_with("http://") || e.len() <= "http://".len())
+                .find(|e| !e.starts_with(scheme) || e.len() <= scheme.len())
             {
+                let why = if scheme == "https://" {
+                    "with the mtls_* files, etcd is dialled with mutual TLS: https://host:port"
+                } else {
+                    "without the mtls_* files, etcd is dialled in plaintext: http://host:port"
+                };
                 return Err(ConfigError::new(
                     "etcd_endpoints",
-                    format!("{bad:?} is not http://host:port"),
+                    format!("{bad:?}: {why}"),
                 ));
             }
             if !self.etcd_prefix.starts_with('/') || !self.etcd_prefix.ends_with('/') {
@@ -208,6 +218,13 @@ impl Settings for Config {
 }
 
 impl Config {
+    /// The client side of the same files, for etcd (`None` without them,
+    /// or when they cannot be read: validation refused that already).
+    pub fn etcd_tls(&self) -> Option<tls::ClientTls> {
+        let files = tls::files(&self.mtls_ca, &self.mtls_cert, &self.mtls_key).ok()??;
+        tls::client(Some(&files)).ok()?
+    }
+
     /// The gRPC port's TLS, loaded from the files (`None` without them).
     pub fn tls(&self) -> Result<Option<ServerTls>, ConfigError> {
         tls::server(tls::files(&self.mtls_ca, &self.mtls_cert, &self.mtls_key)?.as_ref())

@@ -122,6 +122,7 @@ async fn join_etcd(
         prefix: config.etcd_prefix.clone(),
         replica,
         session_ttl: Duration::from_secs(u64::from(config.etcd_session_ttl_secs)),
+        tls: config.etcd_tls(),
     };
     loop {
         let joined = Registry::on_etcd(

@@ -15,6 +15,10 @@
 //! `propagate` opens WATCHERS watch streams (one per watcher, as a client per
 //! process would), then writes one instance at a time and times, for each
 //! write, how long until the *last* watcher saw it.
+//!
+//! With `BENCH_MTLS_DIR` set (a directory `switchyard-certs` made), the
+//! connections to Switchyard are mutual TLS as its operator, for the cost
+//! of mTLS against the same registry in plaintext.
 
 use std::{
     sync::{
@@ -62,15 +66,23 @@ async fn main() -> Result<(), Error> {
     // connection c goes to the (c mod n)-th, so a lease is renewed where it
     // was registered, as a client does.
     let urls: Vec<String> = args[1].split(',').map(str::to_string).collect();
+    let tls = match std::env::var_os("BENCH_MTLS_DIR") {
+        Some(dir) if target == Target::Switchyard => {
+            let dir = std::path::PathBuf::from(dir);
+            Some(switchyard_tls::ClientTls::load(&switchyard_tls::Files {
+                ca: dir.join("ca.pem"),
+                cert: dir.join("operator.pem"),
+                key: dir.join("operator-key.pem"),
+            })?)
+        }
+        _ => None,
+    };
     let mut channels = Vec::new();
     for c in 0..CONNECTIONS {
         // One Endpoint::connect per channel: each is its own HTTP/2 connection.
-        channels.push(
-            Endpoint::from_shared(urls[c % urls.len()].clone())?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
+        let endpoint = Endpoint::from_shared(urls[c % urls.len()].clone())?.tcp_nodelay(true);
+        let expect = Some(switchyard_tls::Identity::Registry);
+        channels.push(switchyard_tls::channel(endpoint, tls.as_ref(), expect).await?);
     }
     match args[2].as_str() {
         "register" => register(target, &channels, num(3)?, num(4)?).await,

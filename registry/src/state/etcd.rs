@@ -59,6 +59,9 @@ pub struct EtcdSettings {
     pub replica: String,
     /// TTL of this replica's session lease.
     pub session_ttl: Duration,
+    /// Mutual TLS to the members (`https://` endpoints), with this
+    /// replica's certificate; `None` dials in plaintext.
+    pub tls: Option<switchyard_tls::ClientTls>,
 }
 
 /// What etcd keeps of an instance.
@@ -123,7 +126,8 @@ impl Registry {
         settings: EtcdSettings,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, Error> {
-        let client = Client::new(&settings.endpoints).map_err(unavailable)?;
+        let client =
+            Client::with_tls(&settings.endpoints, settings.tls.as_ref()).map_err(unavailable)?;
         let status = client.status().await.map_err(unavailable)?;
         let cluster = status.header.map_or(0, |h| h.cluster_id);
         let epoch: Arc<str> = format!("etcd-{cluster:016x}").into();

@@ -52,6 +52,13 @@ fn leaves() -> Vec<(&'static str, Identity, &'static [&'static str])> {
         ),
         ("gateway", Identity::Gateway, &["gateway"]),
         ("operator", Identity::Operator, &[]),
+        // The HA stack's etcd members, for clients (the registry replicas)
+        // and for each other.
+        (
+            "etcd",
+            Identity::Unknown(format!("spiffe://{}/etcd", switchyard_tls::TRUST_DOMAIN)),
+            &["etcd1", "etcd2", "etcd3", "localhost", "127.0.0.1"],
+        ),
         ("hello", Identity::Service("hello".into()), &[]),
         ("echo", Identity::Service("echo".into()), &[]),
     ]
