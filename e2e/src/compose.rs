@@ -223,11 +223,7 @@ impl Compose {
 
     /// The files of one certificate of this stack (`operator`, `hello`...).
     pub fn cert_files(&self, name: &str) -> switchyard_tls::Files {
-        switchyard_tls::Files {
-            ca: self.certs.join("ca.pem"),
-            cert: self.certs.join(format!("{name}.pem")),
-            key: self.certs.join(format!("{name}-key.pem")),
-        }
+        switchyard_tls::Files::in_dir(&self.certs, name)
     }
 
     /// Runs docker-compose for this project; panics on failure.

@@ -65,6 +65,21 @@ impl Faults {
     }
 }
 
+/// An example service's registry link, checked at start: nothing without
+/// a registry; else the `mtls_*` files (which must load) or plaintext said
+/// out loud, as the components want.
+pub fn check_registry_tls(
+    registry: &[String],
+    (ca, cert, key): (&str, &str, &str),
+    plaintext: bool,
+) -> Result<(), switchyard_runtime::ConfigError> {
+    if registry.is_empty() {
+        return Ok(());
+    }
+    let files = switchyard_runtime::tls::required(ca, cert, key, plaintext)?;
+    switchyard_runtime::tls::client(files.as_ref()).map(drop)
+}
+
 /// Registers `service`/`instance_id` at `address` with the registry at
 /// `registry` (nothing when `registry` is empty), over mutual TLS with
 /// `tls` when given.

@@ -41,11 +41,7 @@ fn certificates(dir: &Path) {
 }
 
 fn files(dir: &Path, name: &str) -> Files {
-    Files {
-        ca: dir.join("ca.pem"),
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    }
+    Files::in_dir(dir, name)
 }
 
 /// The three settings as a binary takes them.

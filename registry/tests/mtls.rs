@@ -47,11 +47,7 @@ fn certificates(dir: &Path, leaves: &[(&str, Identity)]) -> DevCa {
 }
 
 fn files(dir: &Path, name: &str) -> Files {
-    Files {
-        ca: dir.join("ca.pem"),
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    }
+    Files::in_dir(dir, name)
 }
 
 async fn started(dir: &Path) -> Running {

@@ -134,11 +134,7 @@ impl Issued {
     /// readable by its owner only), beside the CA's `<dir>/ca.pem`, which
     /// must be there: the files a component's `mtls_*` settings name.
     pub fn write(&self, dir: &Path, name: &str) -> io::Result<Files> {
-        let files = Files {
-            ca: dir.join("ca.pem"),
-            cert: dir.join(format!("{name}.pem")),
-            key: dir.join(format!("{name}-key.pem")),
-        };
+        let files = Files::in_dir(dir, name);
         write_private(&files.key, &self.key_pem)?;
         std::fs::write(&files.cert, &self.cert_pem)?;
         Ok(files)

@@ -69,6 +69,16 @@ impl Files {
         }
     }
 
+    /// The files `switchyard-certs` and `deploy/certs.sh` write for
+    /// `name` in `dir`: `ca.pem`, `<name>.pem`, `<name>-key.pem`.
+    pub fn in_dir(dir: &Path, name: &str) -> Self {
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+        }
+    }
+
     fn path(&self, part: Part) -> &Path {
         match part {
             Part::Ca => &self.ca,

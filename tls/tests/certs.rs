@@ -21,11 +21,7 @@ fn run(args: &[&str]) -> (i32, String) {
 }
 
 fn files(dir: &std::path::Path, name: &str) -> Files {
-    Files {
-        ca: dir.join("ca.pem"),
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    }
+    Files::in_dir(dir, name)
 }
 
 fn read(dir: &std::path::Path, file: &str) -> String {

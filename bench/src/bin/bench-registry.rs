@@ -68,12 +68,8 @@ async fn main() -> Result<(), Error> {
     let urls: Vec<String> = args[1].split(',').map(str::to_string).collect();
     let tls = match std::env::var_os("BENCH_MTLS_DIR") {
         Some(dir) if target == Target::Switchyard => {
-            let dir = std::path::PathBuf::from(dir);
-            Some(switchyard_tls::ClientTls::load(&switchyard_tls::Files {
-                ca: dir.join("ca.pem"),
-                cert: dir.join("operator.pem"),
-                key: dir.join("operator-key.pem"),
-            })?)
+            let files = switchyard_tls::Files::in_dir(std::path::Path::new(&dir), "operator");
+            Some(switchyard_tls::ClientTls::load(&files)?)
         }
         _ => None,
     };

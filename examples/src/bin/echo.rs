@@ -72,16 +72,8 @@ impl Settings for Config {
         if !(0.0..=1.0).contains(&self.fail_rate) {
             return Err(ConfigError::new("fail_rate", "must be 0 to 1"));
         }
-        if !self.registry.is_empty() {
-            let files = switchyard_runtime::tls::required(
-                &self.mtls_ca,
-                &self.mtls_cert,
-                &self.mtls_key,
-                self.plaintext,
-            )?;
-            switchyard_runtime::tls::client(files.as_ref())?;
-        }
-        Ok(())
+        let files = (&*self.mtls_ca, &*self.mtls_cert, &*self.mtls_key);
+        switchyard_examples::check_registry_tls(&self.registry, files, self.plaintext)
     }
 }
 
