@@ -386,3 +386,76 @@ async fn certificate_files_change_under_live_streams() {
         .expect("the connection made before the change still answers");
     stop(r).await;
 }
+
+#[tokio::test]
+async fn a_client_reads_its_certificate_files_again() {
+    // The registry's own files, and the client's, in two directories.
+    let server = scratch("client-reload-server");
+    let ca = certificates(&server, &[("registry", Identity::Registry)]);
+    let client = scratch("client-reload-client");
+    std::fs::write(client.join("ca.pem"), ca.cert_pem()).expect("ca");
+    ca.issue(&Leaf::new(Identity::Operator, &[], 30))
+        .expect("issue")
+        .write(&client, "operator")
+        .expect("write");
+    let r = started(&server).await;
+    // One ClientTls for the whole test, as a process holds one.
+    let tls = ClientTls::load(&files(&client, "operator")).expect("client");
+    let list = |tls: ClientTls| {
+        let grpc = r.grpc;
+        async move {
+            let endpoint = Endpoint::from_shared(format!("http://{grpc}")).expect("endpoint");
+            let channel = switchyard_tls::channel(endpoint, Some(&tls), Some(Identity::Registry))
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            RegistryClient::new(channel)
+                .list_services(pb::ListServicesRequest::default())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    };
+    list(tls.clone())
+        .await
+        .expect("in with the first certificate");
+
+    // The registry now trusts the next CA only, and the client's files
+    // become a certificate of that CA: only a client that read its files
+    // again gets in.
+    let next = DevCa::generate("the next CA").expect("CA");
+    std::fs::write(server.join("ca.pem"), next.cert_pem()).expect("server trust");
+    next.issue(&Leaf::new(Identity::Operator, &[], 30))
+        .expect("issue")
+        .write(&client, "operator")
+        .expect("write");
+    std::fs::write(client.join("ca.pem"), ca.cert_pem()).expect("client trust");
+    // First the registry reads its files again: a client of the old CA
+    // is refused from then on.
+    let old = scratch("client-reload-old");
+    std::fs::write(old.join("ca.pem"), ca.cert_pem()).expect("ca");
+    ca.issue(&Leaf::new(Identity::Operator, &[], 30))
+        .expect("issue")
+        .write(&old, "operator")
+        .expect("write");
+    let old_tls = ClientTls::load(&files(&old, "operator")).expect("old");
+    let mut reloaded = false;
+    for _ in 0..50 {
+        if list(old_tls.clone()).await.is_err() {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "the registry trusts the next CA only within 5 s");
+    // Then the long-lived client, which must present its new certificate.
+    let mut outcome = Err(String::new());
+    for _ in 0..50 {
+        outcome = list(tls.clone()).await;
+        if outcome.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    outcome.expect("the client presents its new certificate within 5 s");
+    stop(r).await;
+}
