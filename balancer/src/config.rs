@@ -19,7 +19,7 @@ switchyard_runtime::settings! {
     pub struct Config {
         /// gRPC listen address.
         pub grpc_listen: SocketAddr = ([0, 0, 0, 0], 7010).into(),
-        /// HTTP listen address (/healthz, /readyz, /metrics, /api/services).
+        /// HTTP listen address (/healthz, /readyz, /metrics, /api/services); without operator_tokens, 0.0.0.0 listens on loopback only.
         pub http_listen: SocketAddr = ([0, 0, 0, 0], 7011).into(),
         /// Registry addresses, comma-separated.
         pub registry: Vec<String> = vec!["http://127.0.0.1:7000".into()],

@@ -66,7 +66,15 @@ impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         Ok(Self {
             grpc: switchyard_runtime::cli::listen("grpc_listen", config.grpc_listen).await?,
-            http: switchyard_runtime::cli::listen("http_listen", config.http_listen).await?,
+            http: switchyard_runtime::cli::listen(
+                "http_listen",
+                switchyard_runtime::cli::guarded_addr(
+                    "http_listen",
+                    config.http_listen,
+                    !config.operator_tokens.is_empty(),
+                ),
+            )
+            .await?,
         })
     }
 }

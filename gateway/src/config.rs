@@ -21,7 +21,7 @@ switchyard_runtime::settings! {
         pub tls_cert: String = String::new(),
         /// PEM private key for TLS.
         pub tls_key: String = String::new(),
-        /// Admin listen address (/healthz, /readyz, /metrics, /api/*).
+        /// Admin listen address (/healthz, /readyz, /metrics, /api/*); without operator_tokens, 0.0.0.0 listens on loopback only.
         pub admin_listen: SocketAddr = ([0, 0, 0, 0], 8081).into(),
         /// The routes file (TOML); its directory is watched for changes.
         pub routes: String = "routes.toml".into(),

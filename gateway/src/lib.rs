@@ -114,7 +114,15 @@ impl Listeners {
             } else {
                 None
             },
-            admin: switchyard_runtime::cli::listen("admin_listen", config.admin_listen).await?,
+            admin: switchyard_runtime::cli::listen(
+                "admin_listen",
+                switchyard_runtime::cli::guarded_addr(
+                    "admin_listen",
+                    config.admin_listen,
+                    !config.operator_tokens.is_empty(),
+                ),
+            )
+            .await?,
         })
     }
 }

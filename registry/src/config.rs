@@ -15,7 +15,7 @@ switchyard_runtime::settings! {
     pub struct Config {
         /// gRPC listen address.
         pub grpc_listen: SocketAddr = ([0, 0, 0, 0], 7000).into(),
-        /// HTTP listen address (JSON API, /healthz, /readyz, /metrics).
+        /// HTTP listen address (JSON API, /healthz, /readyz, /metrics); without tokens, 0.0.0.0 listens on loopback only.
         pub http_listen: SocketAddr = ([0, 0, 0, 0], 7001).into(),
         /// Directory for durable operator state; empty keeps it in memory only (store file).
         pub data_dir: String = String::new(),

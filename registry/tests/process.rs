@@ -262,3 +262,50 @@ async fn operator_state_survives_a_restart_of_the_binary() {
     assert!(status.success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// This machine's address on its default route (no packet is sent).
+fn outward_ip() -> std::net::IpAddr {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+    probe
+        .connect("192.0.2.1:9")
+        .expect("a route off this machine (the test needs a non-loopback address)");
+    probe.local_addr().expect("addr").ip()
+}
+
+/// Whether something answers HTTP at `addr` within 2 s.
+fn answers(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+}
+
+#[tokio::test]
+async fn without_tokens_the_json_api_listens_on_loopback_only() {
+    let outward = outward_ip();
+    assert!(!outward.is_loopback(), "{outward}");
+    for tokens in [false, true] {
+        let (grpc, port) = (free_port(), free_port().port());
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--grpc-listen", &grpc.to_string()])
+            .args(["--http-listen", &format!("0.0.0.0:{port}")])
+            .env("SWITCHYARD_PLAINTEXT", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if tokens {
+            cmd.env("SWITCHYARD_REGISTER_TOKENS", "register-token-a")
+                .env("SWITCHYARD_OPERATOR_TOKENS", "operator-token-b");
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        let local = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        while !answers(local) && start.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(answers(local), "tokens {tokens}: loopback answers");
+        assert_eq!(
+            answers(SocketAddr::new(outward, port)),
+            tokens,
+            "tokens {tokens}: {outward}:{port} answers only with tokens"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -175,6 +175,30 @@ pub async fn listen(key: &str, addr: SocketAddr) -> std::io::Result<tokio::net::
     })
 }
 
+/// Where a listener that takes changes (a JSON API, an admin API) binds:
+/// as configured when tokens guard it; without tokens, an address meaning
+/// every interface (`0.0.0.0`, `::`) becomes loopback, with a warning, so
+/// that only this machine can reach it (its changes were loopback-only
+/// already, and its reads say what runs where).
+pub fn guarded_addr(key: &str, addr: SocketAddr, tokens_set: bool) -> SocketAddr {
+    if tokens_set || !addr.ip().is_unspecified() {
+        return addr;
+    }
+    let loopback: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    };
+    let bound = SocketAddr::new(loopback, addr.port());
+    tracing::warn!(
+        key,
+        configured = %addr,
+        %bound,
+        "no tokens are set: this listener takes changes, so it listens on loopback only (set tokens to serve it on every address)"
+    );
+    bound
+}
+
 /// Whether a [`ConfigError`] is in the error's chain of sources.
 fn caused_by_config(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
