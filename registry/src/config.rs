@@ -218,9 +218,14 @@ impl Settings for Config {
 }
 
 impl Config {
-    /// The client side of the same files, for etcd (`None` without them,
-    /// or when they cannot be read: validation refused that already).
+    /// The client side of the same files, for etcd at `https://`
+    /// endpoints (`None` for `http://` ones, without the files, or when they
+    /// cannot be read: a binary's validation refused those mixes already;
+    /// the in-process tests run a TLS registry on a plaintext etcd).
     pub fn etcd_tls(&self) -> Option<tls::ClientTls> {
+        if !self.etcd_endpoints.iter().all(|e| e.starts_with("https://")) {
+            return None;
+        }
         let files = tls::files(&self.mtls_ca, &self.mtls_cert, &self.mtls_key).ok()??;
         tls::client(Some(&files)).ok()?
     }
