@@ -223,7 +223,11 @@ impl Config {
     /// cannot be read: a binary's validation refused those mixes already;
     /// the in-process tests run a TLS registry on a plaintext etcd).
     pub fn etcd_tls(&self) -> Option<tls::ClientTls> {
-        if !self.etcd_endpoints.iter().all(|e| e.starts_with("https://")) {
+        if !self
+            .etcd_endpoints
+            .iter()
+            .all(|e| e.starts_with("https://"))
+        {
             return None;
         }
         let files = tls::files(&self.mtls_ca, &self.mtls_cert, &self.mtls_key).ok()??;
