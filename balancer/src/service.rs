@@ -226,6 +226,7 @@ impl Service {
                 effective_weight: balance::effective_weight(i.weight, factor, 1.0),
                 ejection,
                 metadata: spec.metadata.clone(),
+                tls: spec.tls,
             });
         }
         endpoints.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));

@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -20,7 +20,10 @@ use switchyard_client::balance::{self, Load, Member, Pick, Picker, Policy, Rule,
 use switchyard_proto::{balancer::v1 as pb, registry::v1 as reg};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::{
+    breaker::{Breaker, BreakerConfig, BreakerState},
+    upstream::tls::{TlsClient, TlsClients, TlsSettings},
+};
 
 /// One endpoint, kept across rebuilds while its instance exists.
 #[derive(Debug)]
@@ -34,6 +37,8 @@ pub struct Endpoint {
     pub pool_key: crate::pool::PoolKey,
     /// Speaks HTTP/2 (h2c or gRPC) rather than HTTP/1.1.
     pub h2: bool,
+    /// Plaintext or TLS, and with which client.
+    pub transport: Transport,
     /// In-flight count and latency estimate.
     pub load: Arc<Load>,
     /// Local ejection and circuit breaking.
@@ -42,6 +47,19 @@ pub struct Endpoint {
     pub stats: Stats,
     /// Prometheus counters by outcome, made once (no per-request labels).
     attempts: [metrics::Counter; 6],
+}
+
+/// How an endpoint is reached.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// TCP: the gateway's own HTTP/1.1 pool, or hyper's HTTP/2 client.
+    Plain,
+    /// TLS, through the service's client for the endpoint's protocol
+    /// (boxed: a client is a few hundred bytes, shared inside).
+    Tls(Box<TlsClient>),
+    /// Registered as TLS, but this gateway has no certificate files to
+    /// reach it with: every attempt fails without connecting.
+    TlsUnavailable,
 }
 
 /// Counters since the last load report.
@@ -150,6 +168,11 @@ pub struct ServiceState {
     breaker: BreakerConfig,
     max_per_endpoint: u32,
     workers: usize,
+    /// How TLS instances are reached (`None`: without mtls_* files, they
+    /// cannot be), and this service's clients, made at its first TLS
+    /// instance.
+    tls: Option<TlsSettings>,
+    tls_clients: OnceLock<TlsClients>,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +199,18 @@ pub struct ServiceSettings {
     /// The gateway's traffic workers ([`crate::worker`]): each endpoint
     /// keeps idle connections apart for each.
     pub workers: usize,
+    /// How instances served over TLS are reached; `None` without mtls_*
+    /// files.
+    pub tls: Option<TlsSettings>,
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// Served over TLS.
+    pub fn tls(&self) -> bool {
+        !matches!(self.transport, Transport::Plain)
+    }
 }
 
 // === impl Stats ===
@@ -312,6 +347,8 @@ impl ServiceState {
             breaker: s.breaker,
             max_per_endpoint: s.max_per_endpoint,
             workers: s.workers,
+            tls: s.tls.clone(),
+            tls_clients: OnceLock::new(),
         }
     }
 
@@ -424,13 +461,13 @@ impl ServiceState {
         inputs: &mut Inputs,
         id: &str,
         address: &str,
-        protocol: i32,
+        (protocol, tls): (i32, bool),
     ) -> Option<Arc<Endpoint>> {
         let h2 = protocol == reg::Protocol::H2c as i32 || protocol == reg::Protocol::Grpc as i32;
         if let Some(e) = inputs
             .endpoints
             .get(id)
-            .filter(|e| e.address == address && e.h2 == h2)
+            .filter(|e| e.address == address && e.h2 == h2 && e.tls() == tls)
         {
             return Some(e.clone());
         }
@@ -439,6 +476,11 @@ impl ServiceState {
             address: address.to_string(),
             pool_key: crate::pool::PoolKey::new(address.parse().ok()?, self.workers),
             h2,
+            transport: if tls {
+                self.tls_transport(id, h2)
+            } else {
+                Transport::Plain
+            },
             load: Arc::new(Load::new()),
             breaker: Breaker::default(),
             stats: Stats::default(),
@@ -452,6 +494,22 @@ impl ServiceState {
         });
         inputs.endpoints.insert(id.to_string(), e.clone());
         Some(e)
+    }
+
+    /// The client an instance served over TLS is reached with.
+    fn tls_transport(&self, id: &str, h2: bool) -> Transport {
+        let Some(settings) = &self.tls else {
+            tracing::warn!(service = %self.name, instance = id, "instance served over TLS, but this gateway has no mtls_* files to reach it with");
+            return Transport::TlsUnavailable;
+        };
+        let clients = self
+            .tls_clients
+            .get_or_init(|| settings.clients(&self.name));
+        Transport::Tls(Box::new(if h2 {
+            clients.h2.clone()
+        } else {
+            clients.h1.clone()
+        }))
     }
 
     fn build_from_assignment(&self, inputs: &mut Inputs) -> Snapshot {
@@ -468,7 +526,8 @@ impl ServiceState {
         let mut endpoints = Vec::new();
         let mut base = Vec::new();
         for e in &a.endpoints {
-            let Some(ep) = self.endpoint(inputs, &e.instance_id, &e.address, e.protocol) else {
+            let Some(ep) = self.endpoint(inputs, &e.instance_id, &e.address, (e.protocol, e.tls))
+            else {
                 continue;
             };
             let ejection = e.ejection.as_ref();
@@ -532,8 +591,12 @@ impl ServiceState {
                     .get("lb.policy")
                     .and_then(|p| p.parse::<Policy>().ok())
             });
-            let Some(ep) = self.endpoint(inputs, &spec.instance_id, &spec.address, spec.protocol)
-            else {
+            let Some(ep) = self.endpoint(
+                inputs,
+                &spec.instance_id,
+                &spec.address,
+                (spec.protocol, spec.tls),
+            ) else {
                 continue;
             };
             let (until, times) = carried.get(&spec.instance_id).copied().unwrap_or((None, 0));
@@ -621,6 +684,7 @@ impl ServiceState {
                 json!({
                     "instance_id": &*e.id,
                     "address": e.address,
+                    "tls": e.tls(),
                     "serving": b.serving,
                     "unhealthy": b.unhealthy,
                     "expired_held": b.held,

@@ -76,7 +76,7 @@ use crate::{
     endpoints::ServiceSettings,
     http1::server::ConnSettings,
     routes::{RouteTable, RoutesFile},
-    upstream::Upstream,
+    upstream::{Upstream, tls::TlsSettings},
 };
 
 /// The gateway's bound sockets.
@@ -150,7 +150,7 @@ pub async fn serve(
     } else {
         None
     };
-    let gw = Arc::new(gateway(&config, file));
+    let gw = Arc::new(gateway(&config, file)?);
     // As many workers as the per-worker slots were made for (the core
     // count is read once: two readings could differ, and a worker without
     // a slot of its own would take another runtime's connections).
@@ -254,23 +254,31 @@ async fn drain(
 
 /// The gateway's state for `config` and a checked routes file (nothing
 /// started yet: no listener, no control plane).
-fn gateway(config: &Config, file: RoutesFile) -> Gateway {
-    Gateway::new(
+fn gateway(config: &Config, file: RoutesFile) -> Result<Gateway, ServeError> {
+    Ok(Gateway::new(
         RouteTable::compile(file, None),
         Upstream::new(config.connect_timeout, config.upstream_idle_timeout),
-        service_settings(config),
+        service_settings(config)?,
         Limits {
             max_body: config.max_body_bytes,
             replay: config.replay_buffer_bytes,
         },
         config.access_log,
-    )
+    ))
 }
 
 /// What every service's endpoints share: breaker, per-endpoint limit,
-/// retry budget, zone.
-fn service_settings(config: &Config) -> ServiceSettings {
-    ServiceSettings {
+/// retry budget, zone, and how TLS instances are reached (with the
+/// gateway's mTLS files).
+fn service_settings(config: &Config) -> Result<ServiceSettings, ServeError> {
+    let tls = switchyard_runtime::tls::upstream(config.mtls_files()?.as_ref())?.map(|files| {
+        TlsSettings {
+            files,
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.upstream_idle_timeout,
+        }
+    });
+    Ok(ServiceSettings {
         breaker: BreakerConfig {
             failures: config.local_ejection_failures,
             timeouts: config.local_ejection_timeouts,
@@ -282,7 +290,8 @@ fn service_settings(config: &Config) -> ServiceSettings {
         budget_min_per_second: config.retry_budget_min_per_second,
         zone: config.zone.clone(),
         workers: config.workers(),
-    }
+        tls,
+    })
 }
 
 /// The control plane's settings: the registry, this gateway's id and zone,

@@ -1,6 +1,9 @@
 //! The shared upstream connection pools: the gateway's own for HTTP/1.1
 //! endpoints ([`crate::pool`]), hyper-util's pooled client for HTTP/2 (h2c
 //! and gRPC); connections are reused across requests, routes and reloads.
+//! Instances served over TLS have a client of their service's ([`tls`]).
+
+pub mod tls;
 
 use std::{error::Error as StdError, time::Duration};
 

@@ -205,6 +205,7 @@ mod tests {
                 unhealthy_threshold: 1,
                 healthy_threshold: 1,
             }),
+            tls: false,
         }
     }
 

@@ -55,6 +55,18 @@ pub fn spec_from_pb(field: &str, p: pb::InstanceSpec) -> Result<InstanceSpec, Er
         .health_check
         .map(|h| check_from_pb(&format!("{field}.health_check"), h))
         .transpose()?;
+    if p.tls
+        && health_check
+            .as_ref()
+            .is_some_and(|h| h.kind != CheckKind::Tcp)
+    {
+        // The registry's HTTP and gRPC checks speak plaintext: on a TLS
+        // port they would fail every time and mark the instance unhealthy.
+        return Err(invalid(
+            &format!("{field}.health_check"),
+            "an instance served over TLS takes a tcp check only",
+        ));
+    }
     Ok(InstanceSpec {
         service: p.service,
         instance_id: p.instance_id,
@@ -67,6 +79,7 @@ pub fn spec_from_pb(field: &str, p: pb::InstanceSpec) -> Result<InstanceSpec, Er
         version: p.version,
         state,
         health_check,
+        tls: p.tls,
     })
 }
 
@@ -268,6 +281,7 @@ fn spec_to_pb(s: &InstanceSpec) -> pb::InstanceSpec {
         version: s.version.clone(),
         state: state_to_pb(s.state) as i32,
         health_check: s.health_check.as_ref().map(check_to_pb),
+        tls: s.tls,
     }
 }
 

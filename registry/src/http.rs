@@ -63,6 +63,9 @@ struct RegisterBody {
     state: Option<State>,
     #[serde(default)]
     lease_id: Option<u64>,
+    /// It serves TLS (the gateway dials it over TLS).
+    #[serde(default)]
+    tls: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +120,8 @@ struct InstanceJson<'a> {
     lease_id: Option<u64>,
     mod_revision: u64,
     overridden: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls: bool,
 }
 
 // === impl ApiError ===
@@ -204,6 +209,7 @@ fn instance_json(i: &Instance, role: Role) -> InstanceJson<'_> {
         lease_id: (role == Role::Operator).then_some(i.lease_id),
         mod_revision: i.mod_revision,
         overridden: i.overrides.is_some(),
+        tls: i.spec.tls,
     }
 }
 
@@ -235,6 +241,7 @@ async fn register(
             version: b.version,
             state: b.state.map_or(0, |s| convert::state_to_pb(s) as i32),
             health_check: None,
+            tls: b.tls,
         },
     )
     .map_err(strip_body_prefix)?;

@@ -105,6 +105,9 @@ pub struct InstanceSpec {
     /// Optional active check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// It serves TLS on its address (the gateway dials it over TLS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// Identifies an instance: (service, instance id).

@@ -119,3 +119,44 @@ async fn the_seed_sketchs_calls_work_as_written() {
     assert!(listed(&r, "seed").await.is_empty());
     stop(r).await;
 }
+
+/// `"tls": true` (issue 21 item 4): the instance serves TLS; the flag is
+/// kept, listed in JSON and given to gRPC readers (the gateway dials such
+/// instances over TLS).
+#[tokio::test]
+async fn an_instance_served_over_tls_says_so_to_every_reader() {
+    let r = started().await;
+    let body = r#"{"service":"hello","instance_id":"t1","address":"10.0.0.5:8443","tls":true}"#;
+    let (code, json) = http(r.http, "POST", "/api/register", Some(REG), Some(body)).await;
+    assert_eq!(code, 200, "{json}");
+    let body = r#"{"service":"hello","instance_id":"p1","address":"10.0.0.5:8080"}"#;
+    let (code, json) = http(r.http, "POST", "/api/register", Some(REG), Some(body)).await;
+    assert_eq!(code, 200, "{json}");
+    let (_, json) = http(r.http, "GET", "/api/services/hello", None, None).await;
+    let tls: Vec<(String, bool)> = json["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| {
+            let id = i["instance_id"].as_str().unwrap_or("").to_string();
+            (id, i["tls"].as_bool().unwrap_or(false))
+        })
+        .collect();
+    assert_eq!(tls, vec![("p1".into(), false), ("t1".into(), true)]);
+    let mut c = client_of(&r).await;
+    let got = c
+        .get_service(pb::GetServiceRequest {
+            service: "hello".into(),
+        })
+        .await
+        .expect("get service")
+        .into_inner();
+    let tls: Vec<(String, bool)> = got
+        .instances
+        .iter()
+        .filter_map(|i| i.spec.as_ref())
+        .map(|s| (s.instance_id.clone(), s.tls))
+        .collect();
+    assert_eq!(tls, vec![("p1".into(), false), ("t1".into(), true)]);
+    stop(r).await;
+}

@@ -114,6 +114,16 @@ async fn bad_grpc_registrations_name_the_field_and_change_nothing() {
             10,
             vec![with(|s| s.health_check = http_check("/h", 5, 5))],
         ),
+        (
+            // The registry's HTTP check speaks plaintext: on a TLS port it
+            // would fail every time.
+            "instances[0].health_check",
+            10,
+            vec![with(|s| {
+                s.tls = true;
+                s.health_check = http_check("/h", 5, 1);
+            })],
+        ),
         ("ttl_seconds", 1, vec![spec("hello", "t")]),
         ("ttl_seconds", 301, vec![spec("hello", "t")]),
         ("instances", 10, vec![]),

@@ -1,7 +1,7 @@
 //! The settings every binary has for mutual TLS between components:
 //! `mtls_ca`, `mtls_cert` and `mtls_key`, set together or not at all.
 
-pub use switchyard_tls::{ClientTls, Files, Identity, Part, Peer, ServerTls};
+pub use switchyard_tls::{ClientTls, Files, Identity, Part, Peer, ServerTls, UpstreamTls};
 
 use crate::ConfigError;
 
@@ -61,6 +61,16 @@ pub fn server(files: Option<&Files>) -> Result<Option<ServerTls>, ConfigError> {
 pub fn client(files: Option<&Files>) -> Result<Option<ClientTls>, ConfigError> {
     files
         .map(ClientTls::load)
+        .transpose()
+        .map_err(|e| ConfigError::new(key(e.part), &e))
+}
+
+/// The side that reaches application services served over TLS (the
+/// gateway's upstreams), loaded and checked; errors name the key of the
+/// file.
+pub fn upstream(files: Option<&Files>) -> Result<Option<UpstreamTls>, ConfigError> {
+    files
+        .map(UpstreamTls::load)
         .transpose()
         .map_err(|e| ConfigError::new(key(e.part), &e))
 }

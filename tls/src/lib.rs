@@ -16,11 +16,13 @@ mod connector;
 pub mod dev;
 mod files;
 mod identity;
+mod upstream;
 mod verify;
 
 pub use connector::{Connector, channel, channel_lazy};
 pub use files::{Error, Files, Part};
 pub use identity::{Identity, Peer, TRUST_DOMAIN};
+pub use upstream::UpstreamTls;
 
 use std::sync::Arc;
 

@@ -669,7 +669,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_connection_holds_a_small_future() {
         let file = crate::routes::RoutesFile::parse("").expect("routes");
-        let gw = Arc::new(crate::gateway(&crate::Config::default(), file));
+        let gw = Arc::new(crate::gateway(&crate::Config::default(), file).expect("gateway"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -36,7 +36,7 @@ fn gateway(routes: &str) -> Gateway {
         access_log: false,
         ..crate::Config::default()
     };
-    crate::gateway(&config, file)
+    crate::gateway(&config, file).expect("gateway")
 }
 
 /// What a client reads: the status and the JSON body's `error`.

@@ -20,7 +20,7 @@ use super::{Answer, Served, Tracked, Upstreamed, clean_response};
 use crate::{
     app::Gateway,
     body::{RequestBody, UpstreamBody, upstream_body},
-    endpoints::{Endpoint, Outcome, ServiceState},
+    endpoints::{Endpoint, Outcome, ServiceState, Transport},
     errors::GatewayError,
     headers,
     http1::client,
@@ -84,6 +84,8 @@ enum Outgoing {
     H1(Box<Request<UpstreamBody>>),
     /// Through hyper's client over HTTP/2.
     H2(Box<Request<UpstreamBody>>),
+    /// Through the service's client for the endpoint's TLS protocol.
+    Tls(Box<Request<UpstreamBody>>),
 }
 
 // === impl Gateway ===
@@ -253,6 +255,18 @@ impl Gateway {
                     )),
                     Err(e) => Err((AttemptError::H2(e), None)),
                 },
+                Outgoing::Tls(request) => {
+                    let Transport::Tls(client) = &endpoint.transport else {
+                        return Err((AttemptError::NoTls, Some(request.into_body())));
+                    };
+                    match Box::pin(client.request(*request)).await {
+                        Ok(res) => Ok(Tracked::answer(
+                            res.map(|body| Upstreamed::Hyper(body, None)),
+                            in_flight,
+                        )),
+                        Err(e) => Err((AttemptError::H2(e), None)),
+                    }
+                }
             }
         });
         let outcome = match sleep {
@@ -408,10 +422,14 @@ impl Outgoing {
     fn of(body: RequestBody, attempt: &Attempt<'_>, endpoint: &Endpoint) -> Self {
         let upgrade = attempt.upgrade.is_some();
         match body {
-            Either::Right(whole) if !upgrade && !endpoint.h2 => Self::Direct(whole),
+            Either::Right(whole) if !upgrade && !endpoint.h2 && !endpoint.tls() => {
+                Self::Direct(whole)
+            }
             body => {
                 let request = Box::new(upstream_request(attempt, endpoint, upstream_body(body)));
-                if upgrade || !endpoint.h2 {
+                if endpoint.tls() {
+                    Self::Tls(request)
+                } else if upgrade || !endpoint.h2 {
                     Self::H1(request)
                 } else {
                     Self::H2(request)
@@ -475,8 +493,13 @@ type Exchanged = Result<Answer, (AttemptError, Option<UpstreamBody>)>;
 enum AttemptError {
     #[error(transparent)]
     H1(crate::pool::SendError),
+    /// From hyper-util's client: HTTP/2, or TLS.
     #[error("{0}: {source:?}", source = std::error::Error::source(.0))]
     H2(hyper_util::client::legacy::Error),
+    #[error(
+        "the instance is served over TLS, but this gateway has no mtls_* files to reach it with"
+    )]
+    NoTls,
 }
 
 impl AttemptError {
@@ -484,6 +507,7 @@ impl AttemptError {
         match self {
             Self::H1(e) => e.reach(),
             Self::H2(e) => reach(e),
+            Self::NoTls => Reach::Never,
         }
     }
 }
@@ -547,7 +571,11 @@ fn upstream_request(
 ) -> Request<UpstreamBody> {
     let (parts, path) = (attempt.parts, attempt.path);
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.scheme = Some(if endpoint.tls() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
     uri.authority = Some(endpoint.pool_key.authority().clone());
     uri.path_and_query = Some(path.clone());
     let uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
