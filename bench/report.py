@@ -33,7 +33,7 @@ def field(f, key, cast=float):
 runs, secs = os.environ.get("RUNS", "3"), os.environ.get("SECS", "10")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print("# Benchmark results\n")
-print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|concurrent|syscalls|latency|h2|tls|balancing|failover|registry|instructions|shared|idle`")
+print("Reproduce everything with `bench/run.sh`, or one scenario with `bench/run.sh proxies|concurrent|syscalls|latency|h2|tls|upstream-tls|balancing|failover|registry|registry-mtls|registry-ha|instructions|shared|idle`")
 print("(`BASELINE=<commit>` adds that commit's gateway to the proxies, concurrent and instructions scenarios). Each proxy or store runs pinned to CPU 1")
 print("(one worker); the load generators and backends run on CPU 0. Logging is off everywhere. Figures are medians of")
 print(f"{runs} runs of {secs} s each unless a section says otherwise.\n")
@@ -406,6 +406,25 @@ if reg:
         print(f"registry memory per instance: {sy['mem']:.0f} bytes (target ≤ 2048)")
     print()
 
+# --- upstream TLS: gateway and nginx to the same TLS backends (issue 21) -------
+ut = [f for f in lines("upstream-tls.txt") if f[0] == "upstream-tls"]
+if ut:
+    print("## Upstream TLS\n")
+    print("`bench/run.sh upstream-tls`: the gateway and nginx each proxying HTTP/1.1 to the same three TLS backends")
+    print("(one nginx on CPU 0 answering 1 KiB over TLS 1.3 with a client certificate required), each checking the")
+    print("backends' certificate against the CA and presenting its own, keep-alive to the backends; both proxies on CPU 1")
+    print(f"at once, each offered {field(ut[0], 'rate', int):,} requests/s by its own generator on CPU 0, {len(ut)} runs of {secs} s.\n")
+    print("| run | nginx µs | gateway µs | gateway/nginx | failed (nginx, gateway) |")
+    print("|---|---|---|---|---|")
+    ratios = []
+    for f in ut:
+        n, g = field(f, "nginx"), field(f, "gateway")
+        ratios.append(g / n)
+        print(f"| {field(f, 'run', int)} | {n:.2f} | {g:.2f} | {g / n:.2f} | {field(f, 'nginx_failed', int)}, {field(f, 'gateway_failed', int)} |")
+    print()
+    print(f"gateway/nginx upstream tls cpu per request ratio: {statistics.median(ratios):.2f}")
+    print()
+
 # --- the registry with mutual TLS against plaintext (issue 21) -------------------
 mt = lines("registry-mtls.txt")
 if mt:
@@ -415,6 +434,8 @@ if mt:
         if rows:
             agg[mode] = dict(
                 reg=statistics.median(field(f, "register_per_sec") for f in rows),
+                # Older runs had no renewals.
+                renew=statistics.median(field(f, "renew_per_sec") for f in rows) if "renew_per_sec" in rows[0] else 0,
                 p50=statistics.median(field(f, "p50_us") for f in rows),
                 p99=statistics.median(field(f, "p99_us") for f in rows),
                 missed=sum(field(f, "missed", int) for f in rows),
@@ -424,15 +445,18 @@ if mt:
     print("`bench/run.sh registry-mtls`: the same registry with mutual TLS 1.3 (the development CA of")
     print("`switchyard-certs`, ECDSA P-256, TLS_AES_128_GCM_SHA256) and in plaintext, interleaved run by run, on CPU 1;")
     print("`bench-registry` on CPU 0 as the operator: 64 concurrent registrations over 10 long-lived HTTP/2 connections,")
-    print("and propagation of one registration at a time to 1,000 watch streams.\n")
-    print("| registry | registrations/s | propagation p50 µs | p99 µs | missed | runs |")
-    print("|---|---|---|---|---|---|")
+    print("and propagation of one registration at a time to 1,000 watch streams; renewals of 1,000 leases over the same")
+    print("connections as the service `renew` that holds them (with mTLS its identity is checked against each lease).\n")
+    print("| registry | registrations/s | renewals/s | propagation p50 µs | p99 µs | missed | runs |")
+    print("|---|---|---|---|---|---|---|")
     for mode, a in agg.items():
-        print(f"| {mode} | {a['reg']:.0f} | {a['p50']:.0f} | {a['p99']:.0f} | {a['missed']} | {a['runs']} |")
+        print(f"| {mode} | {a['reg']:.0f} | {a['renew']:.0f} | {a['p50']:.0f} | {a['p99']:.0f} | {a['missed']} | {a['runs']} |")
     print()
     if {"plaintext", "mtls"} <= agg.keys():
         pt, tl = agg["plaintext"], agg["mtls"]
         print(f"registry mtls/plaintext registration ratio: {tl['reg'] / pt['reg']:.2f}")
+        if pt["renew"]:
+            print(f"registry mtls/plaintext renewal ratio: {tl['renew'] / pt['renew']:.2f}")
         print(f"registry mtls/plaintext propagation p99 ratio: {tl['p99'] / max(pt['p99'], 1):.2f}")
     print()
 

@@ -3,7 +3,7 @@
 # calls, balancing quality, and failover; writes bench/RESULTS.md.
 #
 #   bench/run.sh            everything
-#   bench/run.sh proxies    one scenario (or several): proxies | concurrent | syscalls | latency | h2 | tls | balancing | failover |
+#   bench/run.sh proxies    one scenario (or several): proxies | concurrent | syscalls | latency | h2 | tls | upstream-tls | balancing | failover |
 #                           registry | registry-ha | instructions | shared | idle
 #
 # Each proxy is pinned to CPU 1 with one worker (nginx worker_processes 1,
@@ -23,8 +23,8 @@ mkdir -p "$OUT"
 scenarios=("${@:-all}")
 for only in "${scenarios[@]}"; do
   case $only in
-    all | proxies | concurrent | syscalls | latency | h2 | tls | balancing | failover | registry | registry-mtls | registry-ha | instructions | shared | idle) ;;
-    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, syscalls, latency, h2, tls, balancing, failover, registry, registry-mtls, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
+    all | proxies | concurrent | syscalls | latency | h2 | tls | upstream-tls | balancing | failover | registry | registry-mtls | registry-ha | instructions | shared | idle) ;;
+    *) echo "bench/run.sh: unknown scenario '$only' (all, proxies, concurrent, syscalls, latency, h2, tls, upstream-tls, balancing, failover, registry, registry-mtls, registry-ha, instructions, shared, idle)" >&2; exit 64 ;;
   esac
 done
 
@@ -151,7 +151,7 @@ EOF
 
 gateway_args() { # http-port admin-port [workers: 1, or "default" for the gateway's own default]
   echo --http-listen "127.0.0.1:$1" --admin-listen "127.0.0.1:$2" --routes "$OUT/gateway/routes.toml" \
-    --registry http://127.0.0.1:17100 --register-self false --access-log "${ACCESS_LOG:-false}" \
+    --registry "${REGISTRY_URL:-http://127.0.0.1:17100}" --register-self false --access-log "${ACCESS_LOG:-false}" \
     "$([ "${3:-1}" = default ] || echo "--worker-threads ${3:-1}")" ${GATEWAY_EXTRA:-}
 }
 
@@ -170,7 +170,8 @@ start_gateway() { # [binary http-port admin-port workers]
   wait_ready "$admin"
 }
 
-write_nginx_conf() { # [extra main-context directive]; NGINX_WORKERS (1), NGINX_CONNS, ACCESS_LOG, TLS_DIR (a TLS server on 8443)
+write_nginx_conf() { # [extra main-context directive]; NGINX_WORKERS (1), NGINX_CONNS, ACCESS_LOG, TLS_DIR (a TLS server on 8443),
+                     # UPSTREAM_TLS_DIR (8190 proxying to TLS backends on 9441-9443 with that directory's certificates)
   mkdir -p "$OUT/nginx"
   local log="access_log off;"
   [ "${ACCESS_LOG:-false}" = true ] && log="access_log $OUT/nginx/access.log;"
@@ -200,6 +201,19 @@ $([ -n "${TLS_DIR:-}" ] && cat <<TLS
     listen 127.0.0.1:8443 ssl http2;
     ssl_certificate $TLS_DIR/cert.pem; ssl_certificate_key $TLS_DIR/key.pem; ssl_protocols TLSv1.3;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_next_upstream error timeout; }
+  }
+TLS
+)
+$([ -n "${UPSTREAM_TLS_DIR:-}" ] && cat <<TLS
+  upstream t { server 127.0.0.1:9441; server 127.0.0.1:9442; server 127.0.0.1:9443; keepalive 128; keepalive_requests 1000000000; }
+  server {
+    listen 127.0.0.1:8190;
+    location / {
+      proxy_pass https://t; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_next_upstream error timeout;
+      proxy_ssl_certificate $UPSTREAM_TLS_DIR/gateway.pem; proxy_ssl_certificate_key $UPSTREAM_TLS_DIR/gateway-key.pem;
+      proxy_ssl_trusted_certificate $UPSTREAM_TLS_DIR/ca.pem; proxy_ssl_verify on; proxy_ssl_name bench;
+      proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on;
+    }
   }
 TLS
 )
@@ -688,6 +702,75 @@ for kind in ["h1-tls", "h2-tls", "h2c"]:
 PY
   cleanup; pids=()
 }
+# Upstream TLS (issue 21): the gateway and nginx each proxying HTTP/1.1 to
+# the same three TLS backends (one nginx on CPU 0 answering 1 KiB over TLS
+# 1.3, a client certificate required), both proxies on CPU 1, loaded at the
+# same time at the same rate by their own generators (see concurrent()).
+# Both check the backends' certificate against the CA and present theirs;
+# connections to the backends are kept alive, so this is the cost of the
+# records, not of handshakes.
+upstream_tls() {
+  local certs=$OUT/upstream-certs dir=$OUT/tls-backends body
+  cargo build --release --locked -p switchyard-tls --features dev-ca --bin switchyard-certs >/dev/null
+  rm -rf "$certs" && "$BIN/switchyard-certs" "$certs" --service bench >/dev/null
+  mkdir -p "$dir"
+  body=$(head -c 1024 /dev/zero | tr '\0' x)
+  cat > "$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000000;
+  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+  ssl_certificate $certs/bench.pem; ssl_certificate_key $certs/bench-key.pem; ssl_protocols TLSv1.3;
+  ssl_client_certificate $certs/ca.pem; ssl_verify_client on;
+  server {
+    listen 127.0.0.1:9441 ssl; listen 127.0.0.1:9442 ssl; listen 127.0.0.1:9443 ssl;
+    location / { return 200 "$body"; }
+  }
+}
+EOF
+  on_cpu 0 nginx -c "$dir/nginx.conf" & pids+=($!)
+  local tls=(--plaintext false --mtls-ca "$certs/ca.pem" --mtls-cert "$certs/registry.pem" --mtls-key "$certs/registry-key.pem")
+  "$BIN/registry" --grpc-listen 127.0.0.1:17100 --http-listen 127.0.0.1:17101 --warm-up 0s --max-ttl-secs 3600 "${tls[@]}" \
+    >/dev/null 2>&1 & pids+=($!)
+  sleep 0.5
+  for i in 1 2 3; do
+    curl -sf -d "{\"service\":\"bench\",\"instance_id\":\"t$i\",\"address\":\"127.0.0.1:944$i\",\"tls\":true,\"ttl_seconds\":3600}" \
+      http://127.0.0.1:17101/api/register >/dev/null
+  done
+  REGISTRY_URL=https://127.0.0.1:17100 \
+    GATEWAY_EXTRA="--plaintext false --mtls-ca $certs/ca.pem --mtls-cert $certs/gateway.pem --mtls-key $certs/gateway-key.pem" start_gateway
+  UPSTREAM_TLS_DIR=$certs start_nginx
+  declare -A url=([nginx]=http://127.0.0.1:8190/ [gateway]=http://127.0.0.1:8380/)
+  declare -A pid=([nginx]=$NGINX_PID [gateway]=$GATEWAY_PID)
+  local rate=${UPSTREAM_TLS_RATE:-4000} name run
+  : > "$OUT/upstream-tls.txt"
+  for name in nginx gateway; do load "${url[$name]}" 0 2 64 >/dev/null; done # warm up
+  for run in $(seq 1 "$RUNS"); do
+    declare -A before=() lp=()
+    for name in nginx gateway; do before[$name]=$(cpu_ticks "${pid[$name]}"); done
+    for name in nginx gateway; do
+      load "${url[$name]}" "$rate" "$SECS" 32 > "$OUT/upstream-tls-$name.json" &
+      lp[$name]=$!
+    done
+    for name in nginx gateway; do wait "${lp[$name]}"; done
+    local line="upstream-tls run $run rate $rate"
+    for name in nginx gateway; do
+      local after ok failed
+      after=$(cpu_ticks "${pid[$name]}")
+      ok=$(json ok < "$OUT/upstream-tls-$name.json")
+      failed=$(json failed < "$OUT/upstream-tls-$name.json")
+      line+=" $name $(python3 -c "print(round(($after - ${before[$name]}) / $TICKS * 1e6 / max($ok, 1), 2))") ${name}_failed $failed"
+    done
+    echo "$line" | tee -a "$OUT/upstream-tls.txt"
+  done
+  cleanup; pids=()
+}
+
 tls_url() { # kind name
   case $1 in
     h2c) echo "http://127.0.0.1:${plain_port[$2]}/" ;;
@@ -927,12 +1010,14 @@ start_store() { # switchyard | etcd-nofsync | etcd-fsync
 # The registry with mutual TLS against the same registry in plaintext
 # (issue 21), interleaved run by run, each alone on CPU 1 with the client on
 # CPU 0: registrations over 10 long-lived HTTP/2 connections (as SDKs hold
-# theirs) and propagation to 1,000 watchers; the client is the operator.
+# theirs) and propagation to 1,000 watchers as the operator; renewals of
+# 1,000 leases as the service that holds them (its rights are checked on
+# every renewal).
 registry_mtls() {
   : > "$OUT/registry-mtls.txt"
   local certs=$OUT/certs
   cargo build --release --locked -p switchyard-tls --features dev-ca --bin switchyard-certs >/dev/null
-  rm -rf "$certs" && "$BIN/switchyard-certs" "$certs" >/dev/null
+  rm -rf "$certs" && "$BIN/switchyard-certs" "$certs" --service renew >/dev/null
   for run in $(seq 1 "$RUNS"); do
     for mode in plaintext mtls; do
       local tls=(--plaintext true) client_env=()
@@ -946,7 +1031,8 @@ registry_mtls() {
       sleep 0.5
       reg=$(env "${client_env[@]}" taskset -c 0 "$BIN/bench-registry" switchyard http://127.0.0.1:17200 register "${REG_N:-20000}" 64 | json per_sec)
       prop=$(env "${client_env[@]}" taskset -c 0 "$BIN/bench-registry" switchyard http://127.0.0.1:17200 propagate 1000 "${PROP_WRITES:-100}")
-      echo "registry-mtls $mode $run register_per_sec $reg $(echo "$prop" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('p50_us', r['p50_us'], 'p99_us', r['p99_us'], 'missed', r['missed'])")" | tee -a "$OUT/registry-mtls.txt"
+      renew=$(env "${client_env[@]}" BENCH_MTLS_AS=renew taskset -c 0 "$BIN/bench-registry" switchyard http://127.0.0.1:17200 renew 1000 "${RENEW_ROUNDS:-100}" | json per_sec)
+      echo "registry-mtls $mode $run register_per_sec $reg renew_per_sec $renew $(echo "$prop" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('p50_us', r['p50_us'], 'p99_us', r['p99_us'], 'missed', r['missed'])")" | tee -a "$OUT/registry-mtls.txt"
       cleanup; pids=()
     done
   done
@@ -1033,14 +1119,15 @@ case $only in
   registry-mtls) registry_mtls ;;
   h2) h2 ;;
   tls) tls ;;
+  upstream-tls) upstream_tls ;;
   syscalls) syscalls ;;
   latency) latency ;;
   concurrent) concurrent ;;
   instructions) instructions ;;
   shared) shared ;;
   idle) idle ;;
-  all) proxies; concurrent; syscalls; h2; tls; balancing; failover; registry; registry_mtls; registry_ha; instructions; shared; idle ;;
-  *) echo "usage: bench/run.sh [proxies|concurrent|syscalls|latency|h2|tls|balancing|failover|registry|registry-mtls|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
+  all) proxies; concurrent; syscalls; h2; tls; upstream_tls; balancing; failover; registry; registry_mtls; registry_ha; instructions; shared; idle ;;
+  *) echo "usage: bench/run.sh [proxies|concurrent|syscalls|latency|h2|tls|upstream-tls|balancing|failover|registry|registry-mtls|registry-ha|instructions|shared|idle]..." >&2; exit 64 ;;
 esac
 done
 

@@ -145,9 +145,6 @@ pub async fn serve(
 
     let http_addr = listeners.http.local_addr()?;
     let tls = switchyard_runtime::tls::server(config.mtls_files()?.as_ref())?;
-    if tls.is_none() {
-        tracing::warn!("gRPC is plaintext: set mtls_ca, mtls_cert and mtls_key for mutual TLS");
-    }
     let grpc = grpc_server(
         balancer.clone(),
         tokens,

@@ -257,9 +257,6 @@ fn grpc_server(
         config.http2_keepalive_timeout,
     );
     let tls = config.tls()?;
-    if tls.is_none() {
-        tracing::warn!("gRPC is plaintext: set mtls_ca, mtls_cert and mtls_key for mutual TLS");
-    }
     Ok(switchyard_runtime::grpc::spawn(
         server,
         &[switchyard_proto::FILE_DESCRIPTOR_SET],

@@ -53,6 +53,12 @@ where
     S::Response: axum::response::IntoResponse,
     S::Future: Send + 'static,
 {
+    if tls.is_none() {
+        tracing::warn!(
+            service = S::NAME,
+            "gRPC is plaintext: set mtls_ca, mtls_cert and mtls_key for mutual TLS"
+        );
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     // Reflection lists what this port serves, not every service of the
     // descriptor sets (the balancer's contract imports the registry's):

@@ -18,7 +18,9 @@
 //!
 //! With `BENCH_MTLS_DIR` set (a directory `switchyard-certs` made), the
 //! connections to Switchyard are mutual TLS as its operator, for the cost
-//! of mTLS against the same registry in plaintext.
+//! of mTLS against the same registry in plaintext; `BENCH_MTLS_AS=NAME`
+//! takes the certificate `NAME.pem` instead (`renew` runs as the `renew`
+//! service, whose rights the registry checks on every renewal).
 
 use std::{
     sync::{
@@ -68,7 +70,8 @@ async fn main() -> Result<(), Error> {
     let urls: Vec<String> = args[1].split(',').map(str::to_string).collect();
     let tls = match std::env::var_os("BENCH_MTLS_DIR") {
         Some(dir) if target == Target::Switchyard => {
-            let files = switchyard_tls::Files::in_dir(std::path::Path::new(&dir), "operator");
+            let name = std::env::var("BENCH_MTLS_AS").unwrap_or_else(|_| "operator".into());
+            let files = switchyard_tls::Files::in_dir(std::path::Path::new(&dir), &name);
             Some(switchyard_tls::ClientTls::load(&files)?)
         }
         _ => None,

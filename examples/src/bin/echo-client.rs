@@ -24,13 +24,27 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let discovery = Discovery::start(
-        Target::new([registry], None)?.with_tls(tls.as_ref())?,
+        Target::new([registry.as_str()], None)?.with_tls(tls.as_ref())?,
         vec!["echo".into()],
         Duration::from_secs(10),
         switchyard_runtime::clock::system(),
     );
-    if !discovery.synced(Duration::from_secs(10)).await || discovery.routable("echo").is_empty() {
-        anyhow::bail!("no echo instance found in the registry");
+    if !discovery.synced(Duration::from_secs(10)).await {
+        let hint = if tls.is_none() {
+            " (the stack deploy/up.sh starts serves mutual TLS: use https://127.0.0.1:7000)"
+        } else {
+            ""
+        };
+        anyhow::bail!("the registry at {registry} did not answer within 10 s{hint}");
+    }
+    // Straight after the stack starts, its echo instances may not have
+    // registered yet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while discovery.routable("echo").is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("no echo instance registered in the registry at {registry} within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut client = EchoClient::new(channel::balanced_channel(&discovery, "echo"));
     let mut answered_by: BTreeMap<String, usize> = BTreeMap::new();

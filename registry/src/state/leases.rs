@@ -1,10 +1,7 @@
 //! Leases: registering under one, keeping it alive, revoking it, and the
 //! tick that expires lapsed leases (or holds them behind the brake).
 
-use std::{
-    collections::BTreeSet,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use super::{
     Failed, Inner, Registry,
@@ -154,16 +151,22 @@ impl Registry {
         }
     }
 
-    /// The services with instances under `lease_id`; none for a lease
-    /// with no instances or one this replica does not know.
-    pub fn lease_services(&self, lease_id: u64) -> BTreeSet<String> {
+    /// A service with instances under `lease_id` that `refused` holds for;
+    /// none when there is no such service, or the lease has no instances
+    /// or is not known here. Runs on every renewal of a caller with a
+    /// service identity: it allocates only for the service it returns.
+    pub fn lease_service_where(
+        &self,
+        lease_id: u64,
+        refused: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let inner = self.lock();
-        inner
-            .leases
-            .get(&lease_id)
-            .map_or_else(BTreeSet::new, |lease| {
-                lease.instances.iter().map(|k| k.service.clone()).collect()
-            })
+        let lease = inner.leases.get(&lease_id)?;
+        lease
+            .instances
+            .iter()
+            .find(|k| refused(&k.service))
+            .map(|k| k.service.clone())
     }
 
     /// Ends a lease and removes its instances.

@@ -59,8 +59,10 @@ fn leaves() -> Vec<(&'static str, Identity, &'static [&'static str])> {
             Identity::Unknown(format!("spiffe://{}/etcd", switchyard_tls::TRUST_DOMAIN)),
             &["etcd1", "etcd2", "etcd3", "localhost", "127.0.0.1"],
         ),
-        ("hello", Identity::Service("hello".into()), &[]),
-        ("echo", Identity::Service("echo".into()), &[]),
+        // A service's certificate names its host name too (the compose
+        // service's), for clients that check names only.
+        ("hello", Identity::Service("hello".into()), &["hello"]),
+        ("echo", Identity::Service("echo".into()), &["echo"]),
     ]
 }
 
@@ -138,10 +140,14 @@ fn run(dir: &Path, renew: bool, services: &[String]) -> Result<(), String> {
             (ca, true)
         }
     };
-    let yours = services
-        .iter()
-        .map(|s| (s.as_str(), Identity::Service(s.clone()), &[][..]));
-    for (name, identity, names) in leaves().into_iter().chain(yours) {
+    let yours = services.iter().map(|s| {
+        let name: &str = s;
+        (name, Identity::Service(s.clone()), vec![name])
+    });
+    let ours = leaves()
+        .into_iter()
+        .map(|(name, identity, names)| (name, identity, names.to_vec()));
+    for (name, identity, names) in ours.chain(yours) {
         let cert = dir.join(format!("{name}.pem"));
         if !renew
             && !new_ca
@@ -150,7 +156,7 @@ fn run(dir: &Path, renew: bool, services: &[String]) -> Result<(), String> {
         {
             continue;
         }
-        ca.issue(&Leaf::new(identity.clone(), names, LEAF_DAYS))
+        ca.issue(&Leaf::new(identity.clone(), &names, LEAF_DAYS))
             .map_err(|e| format!("{name}: {e}"))?
             .write(dir, name)
             .map_err(|e| format!("{}: {e}", cert.display()))?;
