@@ -10,7 +10,7 @@ export DOCKER_BUILDKIT=0 # the legacy builder: buildx is not installed here
 { command -v etcd && command -v etcdctl; } >/dev/null \
   || { apt-get update -qq && apt-get install -y -qq etcd-server etcd-client >/dev/null; }
 bins=(registry balancer gateway hello echo)
-cargo build --release --locked $(printf -- "--bin %s " "${bins[@]}") --bin echo-client --bin echo-via-gateway
+cargo build --release --locked $(printf -- "--bin %s " "${bins[@]}") --bin echo-client --bin echo-via-gateway --bin switchyard
 # The development CA's tool for deploy/certs.sh (a feature of its own, so
 # the servers do not carry certificate making).
 cargo build --release --locked -p switchyard-tls --features dev-ca --bin switchyard-certs

@@ -38,6 +38,23 @@ while :; do
   sleep 1
 done
 compose ps
+# Where this stack listens and who the operator is, for the `switchyard`
+# CLI run from the repository (it reads deploy/stack.env when no flag or
+# SWITCHYARD_* variable says otherwise).
+certs=$(cd "${SWITCHYARD_CERTS:-deploy/certs}" && pwd)
+if [ "$file" = docker-compose.ha.yml ]; then
+  registries="https://127.0.0.1:${SWITCHYARD_REGISTRY1_GRPC_PORT:-7000},https://127.0.0.1:${SWITCHYARD_REGISTRY2_GRPC_PORT:-7100},https://127.0.0.1:${SWITCHYARD_REGISTRY3_GRPC_PORT:-7200}"
+else
+  registries=https://127.0.0.1:${SWITCHYARD_REGISTRY_GRPC_PORT:-7000}
+fi
+cat > deploy/stack.env <<ENV
+# Written by deploy/up.sh for the switchyard CLI: the stack it started.
+SWITCHYARD_REGISTRY=$registries
+SWITCHYARD_GATEWAY_ADMIN=http://127.0.0.1:${SWITCHYARD_GATEWAY_ADMIN_PORT:-8081}
+SWITCHYARD_MTLS_CA=$certs/ca.pem
+SWITCHYARD_MTLS_CERT=$certs/operator.pem
+SWITCHYARD_MTLS_KEY=$certs/operator-key.pem
+ENV
 if [ "$file" = docker-compose.ha.yml ]; then
   registry="  registry gRPC      localhost:7000, localhost:7100, localhost:7200 (replicas of one registry)
   registry HTTP/JSON http://localhost:7001/api/services (and :7101, :7201)"
@@ -51,6 +68,7 @@ Switchyard is up.
   gateway            http://localhost:8080       (admin http://localhost:8081/api/services)
 $registry
 Try:
+  target/x86_64-unknown-linux-gnu/release/switchyard services
   curl -s http://localhost:8080/hello/world
   target/x86_64-unknown-linux-gnu/release/echo-via-gateway http://localhost:8080 10
   curl -s http://localhost:8081/api/services
