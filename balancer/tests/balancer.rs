@@ -179,7 +179,7 @@ async fn joining_draining_and_dying_endpoints_reach_subscribers() {
         instance_id: "bb".into(),
         state: reg::State::Draining as i32,
         weight: None,
-        clear: false,
+        ..Default::default()
     })
     .await
     .expect("drain");

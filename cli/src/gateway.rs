@@ -122,7 +122,7 @@ pub(crate) async fn routes(g: &Global) -> Result<(), Failure> {
             routes
                 .iter()
                 .map(|r| {
-                    let matches = ["host", "path_prefix", "path_regex", "path"]
+                    let matches = ["host", "path_exact", "path_prefix", "path_regex"]
                         .iter()
                         .filter(|k| r[**k].as_str().is_some_and(|v| !v.is_empty()))
                         .map(|k| format!("{k}={}", text(&r[*k])))

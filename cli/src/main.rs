@@ -98,13 +98,17 @@ enum Command {
         instance: String,
         /// serving, draining or out-of-service.
         state: registry::ForcedState,
+        #[command(flatten)]
+        why: registry::Why,
     },
-    /// Drains an instance: DRAINING until `clear`.
+    /// Drains an instance: DRAINING until `clear` (or --for).
     Drain {
         /// The service.
         service: String,
         /// The instance's id.
         instance: String,
+        #[command(flatten)]
+        why: registry::Why,
     },
     /// Forces an instance's weight (1 to 10000).
     SetWeight {
@@ -114,6 +118,8 @@ enum Command {
         instance: String,
         /// The weight.
         weight: u32,
+        #[command(flatten)]
+        why: registry::Why,
     },
     /// Drops an instance's overrides (state and weight).
     Clear {
@@ -242,22 +248,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             service,
             instance,
             state,
+            why,
         } => {
             let mut c = registry().await?;
-            registry::set(&mut c, g, (&service, &instance), state.into(), None).await
+            let change = (state.into(), None, why);
+            registry::set(&mut c, g, (&service, &instance), change).await
         }
-        Command::Drain { service, instance } => {
-            let draining = registry::ForcedState::Draining.into();
+        Command::Drain {
+            service,
+            instance,
+            why,
+        } => {
             let mut c = registry().await?;
-            registry::set(&mut c, g, (&service, &instance), draining, None).await
+            let change = (registry::ForcedState::Draining.into(), None, why);
+            registry::set(&mut c, g, (&service, &instance), change).await
         }
         Command::SetWeight {
             service,
             instance,
             weight,
+            why,
         } => {
             let mut c = registry().await?;
-            registry::set(&mut c, g, (&service, &instance), None, Some(weight)).await
+            let change = (None, Some(weight), why);
+            registry::set(&mut c, g, (&service, &instance), change).await
         }
         Command::Clear { service, instance } => {
             registry::clear(&mut registry().await?, g, &service, &instance).await

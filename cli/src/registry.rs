@@ -81,6 +81,33 @@ pub(crate) enum HealthArg {
     Unhealthy,
 }
 
+/// Why an override is set, and for how long.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct Why {
+    /// Why, kept with the override for whoever reads it later.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Drop the override by itself after this long: 90s, 30m, 2h, 1d (1 s to 30 days).
+    #[arg(long = "for", value_parser = parse_span)]
+    expires_in: Option<Duration>,
+}
+
+/// `90`, `90s`, `30m`, `2h`, `1d`.
+fn parse_span(s: &str) -> Result<Duration, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 2h or 1d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("`{s}` is not a duration like 90s, 30m, 2h or 1d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
 /// A point in the registry's history: `EPOCH:REVISION`.
 #[derive(Clone, Debug)]
 pub(crate) struct Position(pb::WatchPosition);
@@ -449,7 +476,7 @@ pub(crate) async fn instances(
     table::print(
         &[
             "INSTANCE", "ADDRESS", "ZONE", "STATE", "HEALTH", "WEIGHT", "AGE", "REVISION", "FLAGS",
-            "CHECK",
+            "OVERRIDE", "CHECK",
         ],
         &rows,
     );
@@ -459,9 +486,6 @@ pub(crate) async fn instances(
 fn instance_row(i: &pb::Instance) -> Vec<String> {
     let spec = i.spec.clone().unwrap_or_default();
     let mut flags = Vec::new();
-    if i.r#override.is_some() {
-        flags.push("override");
-    }
     if i.expired_held {
         flags.push("held");
     }
@@ -478,8 +502,31 @@ fn instance_row(i: &pb::Instance) -> Vec<String> {
         i.registered_at.as_ref().map_or("-".into(), age),
         i.mod_revision.to_string(),
         or_dash(&flags.join(",")),
+        i.r#override.as_ref().map_or("-".into(), override_text),
         or_dash(&i.health_detail),
     ]
+}
+
+/// `draining, weight 5, 12m left: "disk swap"`.
+fn override_text(o: &pb::OperatorOverride) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = o.state {
+        parts.push(state_name(s));
+    }
+    if let Some(w) = o.weight {
+        parts.push(format!("weight {w}"));
+    }
+    if let Some(t) = &o.expires_at {
+        parts.push(match system_time(t).duration_since(SystemTime::now()) {
+            Ok(left) => format!("{} left", span(left)),
+            Err(_) => "expiring".into(),
+        });
+    }
+    let mut text = parts.join(", ");
+    if !o.reason.is_empty() {
+        text.push_str(&format!(": {:?}", o.reason));
+    }
+    text
 }
 
 fn instance_json(i: &pb::Instance) -> Value {
@@ -494,8 +541,9 @@ fn instance_json(i: &pb::Instance) -> Value {
         "mod_revision": i.mod_revision, "registered_at": i.registered_at.as_ref().map(rfc3339),
         "tags": spec.tags, "metadata": spec.metadata.iter().collect::<BTreeMap<_, _>>(),
         "override": i.r#override.as_ref().map(|o| json!({
-            "state": o.state.map(state_name), "weight": o.weight,
+            "state": o.state.map(state_name), "weight": o.weight, "reason": o.reason,
             "updated_at": o.updated_at.as_ref().map(rfc3339),
+            "expires_at": o.expires_at.as_ref().map(rfc3339),
         })),
     });
     if i.lease_id != 0 {
@@ -509,8 +557,7 @@ pub(crate) async fn set(
     c: &mut Client,
     g: &Global,
     (service, instance): (&str, &str),
-    state: Option<pb::State>,
-    weight: Option<u32>,
+    (state, weight, why): (Option<pb::State>, Option<u32>, Why),
 ) -> Result<(), Failure> {
     let done = c
         .set_state(pb::SetStateRequest {
@@ -518,6 +565,11 @@ pub(crate) async fn set(
             instance_id: instance.to_string(),
             state: state.map_or(0, |s| s as i32),
             weight,
+            reason: why.reason,
+            expires_in: why.expires_in.map(|d| prost_types::Duration {
+                seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
             clear: false,
         })
         .await?
@@ -536,9 +588,8 @@ pub(crate) async fn clear(
         .set_state(pb::SetStateRequest {
             service: service.to_string(),
             instance_id: instance.to_string(),
-            state: 0,
-            weight: None,
             clear: true,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -187,6 +187,9 @@ async fn overrides_need_the_operator_and_bad_input_changes_nothing() {
         (&["set-weight", "hello", "h1", "many"][..], "many"),
         (&["set-state", "hello", "h1", "starting"][..], "starting"),
         (&["watch", "--since", "17"][..], "EPOCH:REVISION"),
+        (&["drain", "hello", "h1", "--for", "soon"][..], "soon"),
+        (&["drain", "hello", "h1", "--for", "40d"][..], "expires_in"),
+        (&["drain", "hello", "h1", "--reason", "a\nb"][..], "reason"),
     ] {
         let (code, _, err) = run(&s, args, Some(OP));
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -207,6 +210,42 @@ async fn overrides_need_the_operator_and_bad_input_changes_nothing() {
     let (code, _, _) = run(&s, &["set-weight", "hello", "h1", "7"], Some(OP));
     assert_eq!(code, 0);
     assert_eq!(state_of(&s, "hello", "h1").await.map(|x| x.1), Some(7));
+    // A reason and an expiry, shown to whoever looks.
+    let args = [
+        "drain",
+        "hello",
+        "h22",
+        "--reason",
+        "disk swap",
+        "--for",
+        "30m",
+    ];
+    let (code, _, err) = run(&s, &args, Some(OP));
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&s, &["instances", "hello"], None);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("h22"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("draining, 30m left: \"disk swap\"")
+            || line.contains("draining, 29m left: \"disk swap\""),
+        "{out}"
+    );
+    let (_, out, _) = run(
+        &s,
+        &["instances", "hello", "-o", "json", "--zone", "b"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        v["instances"][0]["override"]["reason"], "disk swap",
+        "{out}"
+    );
+    assert!(
+        v["instances"][0]["override"]["expires_at"].is_string(),
+        "{out}"
+    );
     let (code, _, _) = run(&s, &["clear", "hello", "h1"], Some(OP));
     assert_eq!(code, 0);
     assert_eq!(state_of(&s, "hello", "h1").await, before);

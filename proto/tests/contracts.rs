@@ -289,7 +289,7 @@ async fn registry_contract_round_trips() {
             instance_id: "h1".into(),
             state: reg::State::Draining as i32,
             weight: Some(5),
-            clear: false,
+            ..Default::default()
         })
         .await
         .expect("set_state")

@@ -14,7 +14,7 @@ use crate::{
     error::Error,
     model::{
         self, Change, CheckKind, DeleteReason, Event, Health, HealthCheck, Instance, InstanceSpec,
-        Position, Protocol, State,
+        OverrideRequest, Position, Protocol, State,
     },
     state::{SnapshotReason, WatchBody, WatchMessage},
     validate,
@@ -122,6 +122,21 @@ fn duration_or(
             d.nanos.unsigned_abs(),
         )),
     }
+}
+
+/// A SetState call's override request, checked.
+pub fn override_request(r: pb::SetStateRequest) -> Result<OverrideRequest, Error> {
+    let expires_in = r
+        .expires_in
+        .map(|d| duration_or("expires_in", Some(d), Duration::ZERO))
+        .transpose()?;
+    validate::override_request(OverrideRequest {
+        state: operator_state("state", r.state)?,
+        weight: r.weight,
+        clear: r.clear,
+        reason: r.reason,
+        expires_in,
+    })
 }
 
 fn check_from_pb(field: &str, h: pb::HealthCheck) -> Result<HealthCheck, Error> {
@@ -298,6 +313,8 @@ pub fn instance_to_pb(i: &Instance) -> pb::Instance {
             state: o.state.map(|s| state_to_pb(s) as i32),
             weight: o.weight,
             updated_at: Some(timestamp(o.updated_at)),
+            reason: o.reason.clone(),
+            expires_at: o.expires_at.map(timestamp),
         }),
         mod_revision: i.mod_revision,
         registered_at: Some(timestamp(i.registered_at)),

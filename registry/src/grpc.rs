@@ -213,29 +213,9 @@ impl registry_server::Registry for RegistryService {
         self.require(&req, Role::Operator)?;
         let r = req.into_inner();
         let key = convert::key(&r.service, &r.instance_id)?;
-        let state = convert::operator_state("state", r.state)?;
-        let weight = r
-            .weight
-            .map(|w| match w {
-                0 => Err(Error::Invalid {
-                    field: "weight".into(),
-                    reason: format!("must be 1 to {}", validate::MAX_WEIGHT),
-                }),
-                w => validate::weight("weight", w),
-            })
-            .transpose()?;
-        if !r.clear && state.is_none() && weight.is_none() {
-            return Err(Error::Invalid {
-                field: "state".into(),
-                reason: "set state, weight, or clear".into(),
-            }
-            .into());
-        }
-        let (instance, position) = self
-            .registry
-            .set_state(&key, state, weight, r.clear)
-            .await?;
-        tracing::info!(instance = %key, state = ?state, weight = ?weight, clear = r.clear, "operator override");
+        let request = convert::override_request(r)?;
+        let (instance, position) = self.registry.set_state(&key, &request).await?;
+        tracing::info!(instance = %key, state = ?request.state, weight = ?request.weight, clear = request.clear, reason = %request.reason, expires_in = ?request.expires_in, "operator override");
         Ok(Response::new(pb::SetStateResponse {
             instance: Some(convert::instance_to_pb(&instance)),
             position: Some(convert::position_to_pb(&position)),

@@ -1,7 +1,7 @@
 //! The HTTP/JSON API on the admin port, for clients that do not speak gRPC.
 //! Same validation and auth as gRPC; errors are 4xx with `{"error": "..."}`.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -20,7 +20,7 @@ use crate::{
     config::Limits,
     convert,
     error::Error,
-    model::{Instance, Key, Protocol, State},
+    model::{Instance, Key, OverrideRequest, Protocol, State},
     state::{Registry, Renewal},
     validate,
 };
@@ -96,6 +96,12 @@ struct SetStateBody {
     weight: Option<u32>,
     #[serde(default)]
     clear: bool,
+    /// Why, kept with the override.
+    #[serde(default)]
+    reason: String,
+    /// Dropped by the registry after this many seconds (1 to 30 days).
+    #[serde(default)]
+    expires_in_seconds: Option<u64>,
 }
 
 /// An instance in JSON.
@@ -120,8 +126,27 @@ struct InstanceJson<'a> {
     lease_id: Option<u64>,
     mod_revision: u64,
     overridden: bool,
+    /// The operator's override, when there is one.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    override_: Option<OverrideJson<'a>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     tls: bool,
+}
+
+/// An operator's override in JSON.
+#[derive(Debug, Serialize)]
+struct OverrideJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<State>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<u32>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+    /// Seconds since the Unix epoch.
+    updated_at: u64,
+    /// Seconds since the Unix epoch; absent: kept until cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
 }
 
 // === impl ApiError ===
@@ -209,6 +234,19 @@ fn instance_json(i: &Instance, role: Role) -> InstanceJson<'_> {
         lease_id: (role == Role::Operator).then_some(i.lease_id),
         mod_revision: i.mod_revision,
         overridden: i.overrides.is_some(),
+        override_: i.overrides.as_ref().map(|o| {
+            let secs = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            };
+            OverrideJson {
+                state: o.state,
+                weight: o.weight,
+                reason: &o.reason,
+                updated_at: secs(o.updated_at),
+                expires_at: o.expires_at.map(secs),
+            }
+        }),
         tls: i.spec.tls,
     }
 }
@@ -363,36 +401,17 @@ async fn set_state(
         .map_err(Error::from)?;
     let key: Key = convert::key(&name, &id)?;
     let b: SetStateBody = parse(&body)?;
-    if b.state == Some(State::Starting) {
-        return Err(Error::Invalid {
-            field: "state".into(),
-            reason: "STARTING cannot be forced".into(),
-        }
-        .into());
-    }
-    let weight = match b.weight {
-        Some(0) => {
-            return Err(Error::Invalid {
-                field: "weight".into(),
-                reason: format!("must be 1 to {}", validate::MAX_WEIGHT),
-            }
-            .into());
-        }
-        Some(w) => Some(validate::weight("weight", w)?),
-        None => None,
-    };
-    if !b.clear && b.state.is_none() && weight.is_none() {
-        return Err(Error::Invalid {
-            field: "state".into(),
-            reason: "set state, weight, or clear".into(),
-        }
-        .into());
-    }
-    let (instance, _) = api
-        .registry
-        .set_state(&key, b.state, weight, b.clear)
-        .await?;
-    tracing::info!(instance = %key, state = ?b.state, weight = ?weight, clear = b.clear, "operator override");
+    let request = validate::override_request(OverrideRequest {
+        state: b.state,
+        weight: b.weight,
+        clear: b.clear,
+        reason: b.reason,
+        expires_in: b
+            .expires_in_seconds
+            .map(|s| Duration::from_secs(s.min(u64::from(u32::MAX)))),
+    })?;
+    let (instance, _) = api.registry.set_state(&key, &request).await?;
+    tracing::info!(instance = %key, state = ?request.state, weight = ?request.weight, clear = request.clear, reason = %request.reason, expires_in = ?request.expires_in, "operator override");
     Ok(Json(
         serde_json::to_value(instance_json(&instance, Role::Operator)).unwrap_or_default(),
     ))

@@ -285,7 +285,10 @@ async fn expiry_loop(
         let deadline = registry.next_deadline(Duration::from_secs(1));
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = clock.sleep_until(deadline) => registry.tick().await,
+            () = clock.sleep_until(deadline) => {
+                registry.tick().await;
+                registry.expire_overrides().await;
+            }
         }
     }
 }

@@ -128,6 +128,28 @@ pub struct Override {
     pub weight: Option<u32>,
     /// When it was last changed.
     pub updated_at: SystemTime,
+    /// Why, as the operator said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// When it is dropped by itself; `None`: kept until cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<SystemTime>,
+}
+
+/// What an operator asks of an instance's override (validated).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverrideRequest {
+    /// The state to force; `None` keeps the override's.
+    pub state: Option<State>,
+    /// The weight to force; `None` keeps the override's.
+    pub weight: Option<u32>,
+    /// Drop the override instead.
+    pub clear: bool,
+    /// Why; replaces the override's reason.
+    pub reason: String,
+    /// Dropped after this long; `None`: kept until cleared. Replaces the
+    /// override's expiry.
+    pub expires_in: Option<std::time::Duration>,
 }
 
 /// An instance as the registry holds it. Cheap to clone: the spec is shared.

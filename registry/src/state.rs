@@ -18,7 +18,10 @@ use crate::{
     checks::{self, Checks},
     error::Error,
     hub::Hub,
-    model::{DeleteReason, Event, Health, Instance, InstanceSpec, Key, Override, Position, State},
+    model::{
+        DeleteReason, Event, Health, Instance, InstanceSpec, Key, Override, OverrideRequest,
+        Position,
+    },
     store::Store,
 };
 
@@ -251,18 +254,16 @@ impl Registry {
     pub async fn set_state(
         &self,
         key: &Key,
-        state: Option<State>,
-        weight: Option<u32>,
-        clear: bool,
+        request: &OverrideRequest,
     ) -> Result<(Instance, Position), Error> {
         let wall = self.clock.wall();
         self.write(|inner, plan| {
             inner.get(key).ok_or_else(|| not_found(key))?;
             plan.expect(Expect::Instance(key.clone(), inner.instance_stamp(key)));
-            plan.push(if clear {
+            plan.push(if request.clear {
                 Op::DeleteOverride(key.clone())
             } else {
-                Op::PutOverride(key.clone(), inner.next_override(key, state, weight, wall))
+                Op::PutOverride(key.clone(), inner.next_override(key, request, wall))
             });
             Ok(())
         })
@@ -270,6 +271,45 @@ impl Registry {
         let inner = self.lock();
         let instance = inner.get(key).cloned().ok_or_else(|| not_found(key))?;
         Ok((instance, inner.position(&self.epoch)))
+    }
+
+    /// Drops the overrides whose expiry has passed; how many. Each is a
+    /// write of its own, made again from what the registry then holds: an
+    /// override an operator has just set again is left alone. On etcd
+    /// every replica may try; a replica that lost the race finds nothing
+    /// due.
+    pub async fn expire_overrides(&self) -> usize {
+        let wall = self.clock.wall();
+        let due = self.lock().due_overrides(wall);
+        let mut dropped = 0;
+        for key in due {
+            let done = self
+                .write(|inner, plan| {
+                    let still_due = inner
+                        .overrides
+                        .get(&key)
+                        .and_then(|o| o.expires_at)
+                        .is_some_and(|t| t <= wall);
+                    if !still_due {
+                        return Ok(false);
+                    }
+                    plan.expect(Expect::Instance(key.clone(), inner.instance_stamp(&key)));
+                    plan.push(Op::DeleteOverride(key.clone()));
+                    Ok(true)
+                })
+                .await;
+            match done {
+                Ok((true, _)) => {
+                    tracing::info!(instance = %key, "operator override expired");
+                    dropped += 1;
+                }
+                Ok((false, _)) => {}
+                Err(error) => {
+                    tracing::warn!(instance = %key, %error, "an expired operator override could not be dropped yet")
+                }
+            }
+        }
+        dropped
     }
 
     /// Records an active check's result (from `checks`), if the instance

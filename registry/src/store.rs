@@ -169,6 +169,10 @@ mod tests {
             state: Some(State::OutOfService),
             weight: Some(7),
             updated_at: std::time::SystemTime::UNIX_EPOCH,
+            reason: "disk swap".into(),
+            expires_at: Some(
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60),
+            ),
         };
         {
             let store = FileStore::open(&dir).expect("open");

@@ -1,9 +1,13 @@
 //! Field checks shared by the gRPC and JSON edges, so both refuse the same
 //! input with the same words. Every check names the field it refused.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
-use crate::{config::Limits, error::Error};
+use crate::{
+    config::Limits,
+    error::Error,
+    model::{OverrideRequest, State},
+};
 
 /// Most instances in one Register call.
 pub const MAX_INSTANCES_PER_CALL: usize = 1000;
@@ -130,6 +134,40 @@ pub fn short(field: &str, value: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// The longest an override may be set to last.
+pub const MAX_OVERRIDE_EXPIRY: Duration = Duration::from_secs(30 * 86_400);
+const MAX_REASON: usize = 256;
+
+/// An operator's override request: STARTING cannot be forced, a weight
+/// is 1 to 10000, something must be asked, a reason is short, an expiry
+/// is 1 s to 30 days.
+pub fn override_request(r: OverrideRequest) -> Result<OverrideRequest, Error> {
+    if r.state == Some(State::Starting) {
+        return Err(invalid("state", "STARTING cannot be forced"));
+    }
+    if let Some(w) = r.weight {
+        if w == 0 {
+            return Err(invalid("weight", format!("must be 1 to {MAX_WEIGHT}")));
+        }
+        weight("weight", w)?;
+    }
+    if !r.clear && r.state.is_none() && r.weight.is_none() {
+        return Err(invalid("state", "set state, weight, or clear"));
+    }
+    if r.reason.len() > MAX_REASON || r.reason.chars().any(char::is_control) {
+        return Err(invalid(
+            "reason",
+            format!("at most {MAX_REASON} bytes without control characters"),
+        ));
+    }
+    if let Some(d) = r.expires_in {
+        if d < Duration::from_secs(1) || d > MAX_OVERRIDE_EXPIRY {
+            return Err(invalid("expires_in", "must be 1 s to 30 days"));
+        }
+    }
+    Ok(r)
 }
 
 /// A lease TTL in seconds; 0 means the default.

@@ -85,7 +85,7 @@ async fn register_tokens_cannot_drain_or_remove_others() {
         instance_id: "theirs".into(),
         state: pb::State::Draining as i32,
         weight: None,
-        clear: false,
+        ..Default::default()
     };
     let err = c
         .set_state(authed(drain.clone(), REG))

@@ -150,3 +150,94 @@ async fn each_rpc_answers_the_codes_its_contract_lists() {
     );
     stop(r).await;
 }
+
+/// An override with a reason and an expiry (Consul's maintenance with a
+/// TTL, hashicorp/consul#9242): both are told to readers, and when the
+/// time is up the registry drops the override by itself, which a watcher
+/// sees as the instance's change back.
+#[tokio::test]
+async fn an_override_with_an_expiry_is_dropped_when_it_is_up() {
+    let r = started().await;
+    let mut c = client_of(&r).await;
+    let spec = pb::InstanceSpec {
+        service: "pay".into(),
+        instance_id: "p1".into(),
+        address: "10.0.0.1:80".into(),
+        ..Default::default()
+    };
+    c.register(authed(
+        pb::RegisterRequest {
+            lease_id: 0,
+            ttl_seconds: 300,
+            instances: vec![spec],
+        },
+        REG,
+    ))
+    .await
+    .expect("register");
+    let drain = pb::SetStateRequest {
+        service: "pay".into(),
+        instance_id: "p1".into(),
+        state: pb::State::Draining as i32,
+        reason: "disk swap".into(),
+        expires_in: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let set = c
+        .set_state(authed(drain, "operator-token-b"))
+        .await
+        .expect("set")
+        .into_inner()
+        .instance
+        .expect("instance");
+    let o = set.r#override.clone().expect("override");
+    assert_eq!(set.state(), pb::State::Draining);
+    assert_eq!(o.reason, "disk swap");
+    let (updated, expires) = (
+        o.updated_at.expect("updated"),
+        o.expires_at.expect("expires"),
+    );
+    assert_eq!(expires.seconds - updated.seconds, 60);
+
+    let mut watch = c
+        .watch(pb::WatchRequest {
+            services: vec!["pay".into()],
+            since: None,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let _snapshot = next(&mut watch).await;
+    // Not before its time.
+    r.advance(std::time::Duration::from_secs(59)).await;
+    r.advance(std::time::Duration::from_millis(500)).await;
+    let now = c
+        .get_service(pb::GetServiceRequest {
+            service: "pay".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(now.instances[0].state(), pb::State::Draining);
+    // Then by itself: the watcher sees p1 SERVING again, with no override
+    // (progress messages aside, within 5 s).
+    r.advance(std::time::Duration::from_secs(2)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let event = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no change within 5 s: the override did not expire"
+        );
+        if let Some(pb::watch_response::Kind::Delta(d)) = next(&mut watch).await.kind {
+            break d.events.into_iter().next().expect("an event");
+        }
+    };
+    assert_eq!(event.kind(), pb::event::Kind::Put);
+    let i = event.instance.expect("instance");
+    assert_eq!(i.state(), pb::State::Serving);
+    assert!(i.r#override.is_none(), "{i:?}");
+    stop(r).await;
+}

@@ -213,7 +213,8 @@ async fn operator_state_survives_a_restart_of_the_binary() {
         instance_id: "h1".into(),
         state: pb::State::OutOfService as i32,
         weight: Some(7),
-        clear: false,
+        reason: "disk swap".into(),
+        ..Default::default()
     })
     .await
     .expect("set_state");
@@ -255,7 +256,8 @@ async fn operator_state_survives_a_restart_of_the_binary() {
     let i = &got.instances[0];
     assert_eq!(i.state(), pb::State::OutOfService);
     assert_eq!(i.weight, 7);
-    assert!(i.r#override.is_some());
+    let o = i.r#override.as_ref().expect("override");
+    assert_eq!(o.reason, "disk swap", "the reason is durable too");
     let (status, _) = tokio::task::spawn_blocking(move || p.terminate())
         .await
         .expect("join");

@@ -160,3 +160,37 @@ async fn an_instance_served_over_tls_says_so_to_every_reader() {
     assert_eq!(tls, vec![("p1".into(), false), ("t1".into(), true)]);
     stop(r).await;
 }
+
+/// A drain over JSON with a reason and an expiry: both come back, and
+/// every JSON reader of the instance sees them.
+#[tokio::test]
+async fn a_json_drain_carries_its_reason_and_expiry() {
+    let r = started().await;
+    let body = r#"{"service":"hello","instance_id":"h1","address":"10.0.0.5:8080"}"#;
+    let (code, _) = http(r.http, "POST", "/api/register", Some(REG), Some(body)).await;
+    assert_eq!(code, 200);
+    let drain = r#"{"state":"DRAINING","reason":"disk swap","expires_in_seconds":600}"#;
+    let (code, json) = http(
+        r.http,
+        "PUT",
+        "/api/services/hello/instances/h1",
+        Some(OP),
+        Some(drain),
+    )
+    .await;
+    assert_eq!(code, 200, "{json}");
+    let o = &json["override"];
+    assert_eq!(o["reason"], "disk swap", "{json}");
+    assert_eq!(
+        o["expires_at"].as_u64().unwrap_or(0) - o["updated_at"].as_u64().unwrap_or(0),
+        600,
+        "{json}"
+    );
+    let (_, listed) = http(r.http, "GET", "/api/services/hello", None, None).await;
+    assert_eq!(listed["instances"][0]["state"], "DRAINING", "{listed}");
+    assert_eq!(
+        listed["instances"][0]["override"]["reason"], "disk swap",
+        "{listed}"
+    );
+    stop(r).await;
+}

@@ -178,7 +178,12 @@ async fn bad_grpc_operator_and_watch_calls_are_refused() {
         instance_id: id.into(),
         state: state as i32,
         weight,
-        clear: false,
+        ..Default::default()
+    };
+    let drain_with = |reason: &str, seconds: i64| pb::SetStateRequest {
+        reason: reason.into(),
+        expires_in: Some(prost_types::Duration { seconds, nanos: 0 }),
+        ..set(pb::State::Draining, None, "good")
     };
     let cases = [
         (
@@ -206,6 +211,23 @@ async fn bad_grpc_operator_and_watch_calls_are_refused() {
             Code::NotFound,
             "instance_id",
         ),
+        (
+            drain_with(&"x".repeat(257), 60),
+            Code::InvalidArgument,
+            "reason",
+        ),
+        (
+            drain_with("line\nbreak", 60),
+            Code::InvalidArgument,
+            "reason",
+        ),
+        (drain_with("ok", 0), Code::InvalidArgument, "expires_in"),
+        (
+            drain_with("ok", 31 * 86_400),
+            Code::InvalidArgument,
+            "expires_in",
+        ),
+        (drain_with("ok", -5), Code::InvalidArgument, "expires_in"),
     ];
     for (req, code, field) in cases {
         let err = c.set_state(req).await.expect_err(field);
@@ -277,7 +299,7 @@ async fn bad_json_requests_get_4xx_with_the_field_and_change_nothing() {
     let mut c = client_of(&r).await;
     let before = fingerprint(&mut c).await;
 
-    let cases: [(&str, &str, &str, u16, &str); 10] = [
+    let cases: [(&str, &str, &str, u16, &str); 12] = [
         ("POST", "/api/register", "{not json", 400, "body"),
         (
             "POST",
@@ -341,6 +363,20 @@ async fn bad_json_requests_get_4xx_with_the_field_and_change_nothing() {
             r#"{"weight":0}"#,
             400,
             "weight",
+        ),
+        (
+            "PUT",
+            "/api/services/hello/instances/j1",
+            r#"{"state":"DRAINING","expires_in_seconds":0}"#,
+            400,
+            "expires_in",
+        ),
+        (
+            "PUT",
+            "/api/services/hello/instances/j1",
+            r#"{"state":"DRAINING","reason":"bell\u0007"}"#,
+            400,
+            "reason",
         ),
     ];
     for (method, path, body, code, field) in cases {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CoreConfig, Inner, Lease};
 use crate::model::{
-    Change, DeleteReason, Event, Health, Instance, InstanceSpec, Key, Override, State,
+    Change, DeleteReason, Event, Health, Instance, InstanceSpec, Key, Override, OverrideRequest,
 };
 
 /// One change.
@@ -414,15 +414,25 @@ impl Inner {
     pub(super) fn next_override(
         &self,
         key: &Key,
-        state: Option<State>,
-        weight: Option<u32>,
+        request: &OverrideRequest,
         wall: std::time::SystemTime,
     ) -> Override {
         let base = self.get(key).and_then(|i| i.overrides.clone());
         Override {
-            state: state.or(base.as_ref().and_then(|o| o.state)),
-            weight: weight.or(base.as_ref().and_then(|o| o.weight)),
+            state: request.state.or(base.as_ref().and_then(|o| o.state)),
+            weight: request.weight.or(base.as_ref().and_then(|o| o.weight)),
             updated_at: wall,
+            reason: request.reason.clone(),
+            expires_at: request.expires_in.map(|d| wall + d),
         }
+    }
+
+    /// Overrides whose expiry is at or before `wall`.
+    pub(super) fn due_overrides(&self, wall: std::time::SystemTime) -> Vec<Key> {
+        self.overrides
+            .iter()
+            .filter(|(_, o)| o.expires_at.is_some_and(|t| t <= wall))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 }
