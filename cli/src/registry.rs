@@ -559,22 +559,19 @@ pub(crate) async fn set(
     (service, instance): (&str, &str),
     (state, weight, why): (Option<pb::State>, Option<u32>, Why),
 ) -> Result<(), Failure> {
-    let done = c
-        .set_state(pb::SetStateRequest {
-            service: service.to_string(),
-            instance_id: instance.to_string(),
-            state: state.map_or(0, |s| s as i32),
-            weight,
-            reason: why.reason,
-            expires_in: why.expires_in.map(|d| prost_types::Duration {
-                seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                nanos: 0,
-            }),
-            clear: false,
-        })
-        .await?
-        .into_inner();
-    print_changed(g, done)
+    let request = pb::SetStateRequest {
+        service: service.to_string(),
+        instance_id: instance.to_string(),
+        state: state.map_or(0, |s| s as i32),
+        weight,
+        reason: why.reason,
+        expires_in: why.expires_in.map(|d| prost_types::Duration {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: 0,
+        }),
+        clear: false,
+    };
+    print_changed(g, c.set_state(request).await?.into_inner())
 }
 
 /// `clear`: the instance's overrides dropped.
@@ -584,16 +581,13 @@ pub(crate) async fn clear(
     service: &str,
     instance: &str,
 ) -> Result<(), Failure> {
-    let done = c
-        .set_state(pb::SetStateRequest {
-            service: service.to_string(),
-            instance_id: instance.to_string(),
-            clear: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    print_changed(g, done)
+    let request = pb::SetStateRequest {
+        service: service.to_string(),
+        instance_id: instance.to_string(),
+        clear: true,
+        ..Default::default()
+    };
+    print_changed(g, c.set_state(request).await?.into_inner())
 }
 
 fn print_changed(g: &Global, done: pb::SetStateResponse) -> Result<(), Failure> {

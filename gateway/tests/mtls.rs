@@ -10,10 +10,7 @@ use std::{path::Path, time::Duration};
 use support::*;
 use switchyard_client::{Session, Target, instance, pb::Protocol};
 use switchyard_runtime::{ManualClock, testing::eventually};
-use switchyard_tls::{
-    Files, Identity,
-    dev::{DevCa, Leaf},
-};
+use switchyard_tls::{Files, Identity};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -23,30 +20,17 @@ path_prefix = "/hello/"
 "#;
 
 fn certificates(dir: &Path) {
-    let ca = DevCa::generate("Switchyard test CA").expect("CA");
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("ca.pem");
     // The balancer's certificate names no host: the gateway dials it at the
     // address it advertised, and checks it by identity.
-    for (name, identity, names) in [
-        ("registry", Identity::Registry, &["127.0.0.1"][..]),
-        ("balancer", Identity::Balancer, &[][..]),
-        ("gateway", Identity::Gateway, &[][..]),
-        ("hello", Identity::Service("hello".into()), &[][..]),
-    ] {
-        ca.issue(&Leaf::new(identity, names, 30))
-            .expect("issue")
-            .write(dir, name)
-            .expect("write");
-    }
-}
-
-fn files(dir: &Path, name: &str) -> Files {
-    Files::in_dir(dir, name)
-}
-
-/// The three settings as a binary takes them.
-fn paths(f: &Files) -> [String; 3] {
-    [&f.ca, &f.cert, &f.key].map(|p| p.display().to_string())
+    test_certificates(
+        dir,
+        &[
+            ("registry", Identity::Registry, &["127.0.0.1"]),
+            ("balancer", Identity::Balancer, &[]),
+            ("gateway", Identity::Gateway, &[]),
+            ("hello", Identity::Service("hello".into()), &[]),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +38,7 @@ async fn every_control_link_runs_over_mutual_tls() {
     let dir = temp_dir("mtls");
     certificates(&dir);
     let mut rcfg = switchyard_registry::testing::config();
-    [rcfg.mtls_ca, rcfg.mtls_cert, rcfg.mtls_key] = paths(&files(&dir, "registry"));
+    [rcfg.mtls_ca, rcfg.mtls_cert, rcfg.mtls_key] = mtls_paths(&dir, "registry");
     let registry = switchyard_registry::testing::start(rcfg, ManualClock::new())
         .await
         .expect("registry");
@@ -63,7 +47,7 @@ async fn every_control_link_runs_over_mutual_tls() {
     // The service registers itself with the SDK, as its own identity.
     let backend = Backend::start("b0").await;
     let target = Target::new([url.as_str()], None)
-        .and_then(|t| t.with_tls(Some(&files(&dir, "hello"))))
+        .and_then(|t| t.with_tls(Some(&Files::in_dir(&dir, "hello"))))
         .expect("target");
     let session = Session::start(target, Duration::from_secs(10));
     session.register(instance(
@@ -74,7 +58,7 @@ async fn every_control_link_runs_over_mutual_tls() {
     ));
 
     let mut bcfg = switchyard_balancer::testing::config(&url);
-    [bcfg.mtls_ca, bcfg.mtls_cert, bcfg.mtls_key] = paths(&files(&dir, "balancer"));
+    [bcfg.mtls_ca, bcfg.mtls_cert, bcfg.mtls_key] = mtls_paths(&dir, "balancer");
     bcfg.register_self = true;
     bcfg.report_interval = Duration::from_millis(200);
     let balancer = switchyard_balancer::testing::start(bcfg, ManualClock::new())
@@ -85,7 +69,7 @@ async fn every_control_link_runs_over_mutual_tls() {
     let routes = dir.join("routes.toml");
     std::fs::write(&routes, ROUTES).expect("routes");
     let mut gcfg = switchyard_gateway::testing::config(routes.to_str().expect("utf8"), &url);
-    [gcfg.mtls_ca, gcfg.mtls_cert, gcfg.mtls_key] = paths(&files(&dir, "gateway"));
+    [gcfg.mtls_ca, gcfg.mtls_cert, gcfg.mtls_key] = mtls_paths(&dir, "gateway");
     let gateway = switchyard_gateway::testing::start(gcfg)
         .await
         .expect("gateway");

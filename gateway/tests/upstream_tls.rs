@@ -52,22 +52,18 @@ path_prefix = "/impostor/"
 /// `wrong-ca` signed by another CA, `echo` a service of our CA that is not
 /// the one it will claim to be.
 fn certificates(dir: &Path) {
-    let ca = DevCa::generate("Switchyard test CA").expect("CA");
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("ca.pem");
-    for (name, identity, names) in [
-        ("registry", Identity::Registry, &["127.0.0.1"][..]),
-        ("gateway", Identity::Gateway, &[][..]),
-        ("balancer", Identity::Balancer, &[][..]),
-        ("operator", Identity::Operator, &[][..]),
-        ("hello", Identity::Service("hello".into()), &[][..]),
-        ("greet", Identity::Service("greet".into()), &[][..]),
-        ("echo", Identity::Service("echo".into()), &[][..]),
-    ] {
-        ca.issue(&Leaf::new(identity, names, 30))
-            .expect("issue")
-            .write(dir, name)
-            .expect("write");
-    }
+    test_certificates(
+        dir,
+        &[
+            ("registry", Identity::Registry, &["127.0.0.1"]),
+            ("gateway", Identity::Gateway, &[]),
+            ("balancer", Identity::Balancer, &[]),
+            ("operator", Identity::Operator, &[]),
+            ("hello", Identity::Service("hello".into()), &[]),
+            ("greet", Identity::Service("greet".into()), &[]),
+            ("echo", Identity::Service("echo".into()), &[]),
+        ],
+    );
     let other = DevCa::generate("Another CA").expect("CA");
     other
         .issue(&Leaf::new(
@@ -158,11 +154,6 @@ fn field(body: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The three settings as a binary takes them.
-fn paths(f: &Files) -> [String; 3] {
-    [&f.ca, &f.cert, &f.key].map(|p| p.display().to_string())
-}
-
 fn tls_instance(
     service: &str,
     id: &str,
@@ -179,7 +170,7 @@ async fn instances_served_over_tls_are_reached_over_tls_and_checked() {
     let dir = temp_dir("upstream-tls");
     certificates(&dir);
     let mut rcfg = switchyard_registry::testing::config();
-    [rcfg.mtls_ca, rcfg.mtls_cert, rcfg.mtls_key] = paths(&Files::in_dir(&dir, "registry"));
+    [rcfg.mtls_ca, rcfg.mtls_cert, rcfg.mtls_key] = mtls_paths(&dir, "registry");
     let registry = switchyard_registry::testing::start(rcfg, ManualClock::new())
         .await
         .expect("registry");
@@ -219,7 +210,7 @@ async fn instances_served_over_tls_are_reached_over_tls_and_checked() {
     let routes = dir.join("routes.toml");
     std::fs::write(&routes, ROUTES).expect("routes");
     let mut gcfg = switchyard_gateway::testing::config(routes.to_str().expect("utf8"), &url);
-    [gcfg.mtls_ca, gcfg.mtls_cert, gcfg.mtls_key] = paths(&Files::in_dir(&dir, "gateway"));
+    [gcfg.mtls_ca, gcfg.mtls_cert, gcfg.mtls_key] = mtls_paths(&dir, "gateway");
     let gateway = switchyard_gateway::testing::start(gcfg)
         .await
         .expect("gateway");
@@ -238,7 +229,7 @@ async fn instances_served_over_tls_are_reached_over_tls_and_checked() {
     // From the registry's view, then from a balancer's assignments.
     answers_over_tls(&gateway).await;
     let mut bcfg = switchyard_balancer::testing::config(&url);
-    [bcfg.mtls_ca, bcfg.mtls_cert, bcfg.mtls_key] = paths(&Files::in_dir(&dir, "balancer"));
+    [bcfg.mtls_ca, bcfg.mtls_cert, bcfg.mtls_key] = mtls_paths(&dir, "balancer");
     bcfg.register_self = true;
     bcfg.report_interval = Duration::from_millis(200);
     let balancer = switchyard_balancer::testing::start(bcfg, ManualClock::new())

@@ -407,3 +407,27 @@ pub fn instance_of(body: &str) -> String {
 pub use recorder::Recorder;
 pub use switchyard_runtime::testing::eventually;
 pub use wire::{Answer, closed, read_answer};
+
+/// A test CA in `dir/ca.pem` and a certificate signed by it for each
+/// `(file name, identity, host names)`, valid 30 days; the CA, for more.
+pub fn test_certificates(
+    dir: &std::path::Path,
+    leaves: &[(&str, switchyard_tls::Identity, &[&str])],
+) -> switchyard_tls::dev::DevCa {
+    let ca = switchyard_tls::dev::DevCa::generate("Switchyard test CA").expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("ca.pem");
+    for (name, identity, names) in leaves {
+        ca.issue(&switchyard_tls::dev::Leaf::new(identity.clone(), names, 30))
+            .expect("issue")
+            .write(dir, name)
+            .expect("write");
+    }
+    ca
+}
+
+/// `mtls_ca`, `mtls_cert` and `mtls_key` for the certificate `name` in
+/// `dir`, as a binary's settings take them.
+pub fn mtls_paths(dir: &std::path::Path, name: &str) -> [String; 3] {
+    let f = switchyard_tls::Files::in_dir(dir, name);
+    [&f.ca, &f.cert, &f.key].map(|p| p.display().to_string())
+}
