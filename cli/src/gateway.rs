@@ -28,23 +28,19 @@ async fn get(g: &Global, path: &str) -> Result<Value, Failure> {
     })
 }
 
-/// `endpoints SERVICE`: the gateway's endpoints of a service.
-pub(crate) async fn endpoints(g: &Global, service: &str) -> Result<(), Failure> {
+/// The gateway's view of `service`; `None` when it does not follow it.
+pub(crate) async fn service(g: &Global, service: &str) -> Result<Option<Value>, Failure> {
     let all = get(g, "/api/services").await?;
-    let Some(found) = all["services"]
+    Ok(all["services"]
         .as_array()
         .and_then(|list| list.iter().find(|s| s["service"] == service))
-    else {
-        return Err(Failure::NotFound(format!(
-            "the gateway has no service `{service}` (it follows the services its routes name, and those requested)"
-        )));
-    };
-    if g.output == Output::Json {
-        println!("{found}");
-        return Ok(());
-    }
+        .cloned())
+}
+
+/// The gateway's view as a table.
+pub(crate) fn print_service(service: &str, found: &Value) {
     println!(
-        "{service}: policy {}, endpoints from the {}",
+        "gateway: {service}, policy {}, endpoints from the {}",
         text(&found["policy"]),
         text(&found["source"])
     );
@@ -106,7 +102,6 @@ pub(crate) async fn endpoints(g: &Global, service: &str) -> Result<(), Failure> 
         ],
         &rows,
     );
-    Ok(())
 }
 
 /// `routes`: the gateway's route table.

@@ -9,6 +9,7 @@
 //! Exit codes: 0 done, 1 failed (unreachable, refused), 2 bad usage or
 //! input, 3 not found.
 
+mod balancers;
 mod gateway;
 mod registry;
 mod stack;
@@ -143,7 +144,8 @@ enum Command {
         #[arg(long, value_parser = registry::parse_position)]
         since: Option<registry::Position>,
     },
-    /// The gateway's view of a service's endpoints: in flight, latency, breakers, ejections.
+    /// A service's endpoints as the gateway uses them (in flight, latency, breakers, ejections)
+    /// and as each balancer assigns them (effective weights, ejections, reported load).
     Endpoints {
         /// The service.
         service: String,
@@ -178,6 +180,35 @@ impl Global {
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout.max(1))
     }
+
+    /// The certificate files for mutual TLS: with an `https://` registry,
+    /// all three or none; ignored for an `http://` one.
+    fn tls_files(&self) -> Result<Option<switchyard_client::connect::TlsFiles>, Failure> {
+        let https = self
+            .registry
+            .as_deref()
+            .is_some_and(|r| r.starts_with("https://"));
+        match (&self.mtls_ca, &self.mtls_cert, &self.mtls_key) {
+            _ if !https => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(switchyard_client::connect::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None, None) => Ok(None),
+            _ => Err(Failure::Invalid(
+                "set --mtls-ca, --mtls-cert and --mtls-key together".into(),
+            )),
+        }
+    }
+
+    /// [`Self::tls_files`], loaded.
+    fn client_tls(&self) -> Result<Option<switchyard_tls::ClientTls>, Failure> {
+        self.tls_files()?
+            .map(|f| switchyard_tls::ClientTls::load(&f))
+            .transpose()
+            .map_err(|e| Failure::Invalid(e.to_string()))
+    }
 }
 
 fn main() -> ExitCode {
@@ -211,6 +242,58 @@ fn main() -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+/// `endpoints SERVICE`: the gateway's view, then each balancer's. Not
+/// found (3) when none of them knows the service; failed (1) when none
+/// could be asked.
+async fn endpoints(g: &Global, service: &str) -> Result<(), Failure> {
+    let gateway = gateway::service(g, service).await;
+    let balancers = match registry::connect(g).await {
+        Ok(mut c) => balancers::views(&mut c, g, service).await,
+        Err(e) => Err(e),
+    };
+    let known = matches!(gateway, Ok(Some(_)))
+        || matches!(&balancers, Ok(v) if v.iter().any(|b| matches!(b.stats, Ok(Some(_)))));
+    let reached =
+        gateway.is_ok() || matches!(&balancers, Ok(v) if v.iter().any(|b| b.stats.is_ok()));
+    let text = |e: &Failure| match e {
+        Failure::Failed(m) | Failure::Invalid(m) | Failure::NotFound(m) => m.clone(),
+    };
+    if g.output == Output::Json {
+        let mut out = serde_json::json!({ "service": service });
+        match &gateway {
+            Ok(v) => out["gateway"] = v.clone().unwrap_or_default(),
+            Err(e) => out["gateway_error"] = text(e).into(),
+        }
+        match &balancers {
+            Ok(v) => out["balancers"] = balancers::json(v),
+            Err(e) => out["balancers_error"] = text(e).into(),
+        }
+        println!("{out}");
+    } else {
+        match &gateway {
+            Ok(Some(v)) => gateway::print_service(service, v),
+            Ok(None) => println!("gateway: does not follow `{service}`"),
+            Err(e) => println!("gateway: {}", text(e)),
+        }
+        match &balancers {
+            Ok(v) if v.is_empty() => println!("\nbalancers: none registered"),
+            Ok(v) => balancers::print(v),
+            Err(e) => println!("\nbalancers: {}", text(e)),
+        }
+    }
+    if !reached {
+        return Err(Failure::Failed(
+            "neither the gateway nor a balancer could be asked".into(),
+        ));
+    }
+    if !known {
+        return Err(Failure::NotFound(format!(
+            "neither the gateway nor a balancer follows `{service}`"
+        )));
+    }
+    Ok(())
 }
 
 /// Help and version as clap prints them; a usage error as one line naming
@@ -282,7 +365,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Watch { services, since } => {
             registry::watch(&mut registry().await?, g, services, since).await
         }
-        Command::Endpoints { service } => gateway::endpoints(g, &service).await,
+        Command::Endpoints { service } => endpoints(g, &service).await,
         Command::Routes => gateway::routes(g).await,
     }
 }

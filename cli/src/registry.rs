@@ -7,11 +7,7 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
-use switchyard_client::{
-    Target,
-    connect::{Client, TlsFiles},
-    pb,
-};
+use switchyard_client::{Target, connect::Client, pb};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Failure, Global, Output, table};
@@ -201,20 +197,7 @@ pub(crate) async fn connect(g: &Global) -> Result<Client, Failure> {
         ),
         (None, None) => None,
     };
-    let files = match (&g.mtls_ca, &g.mtls_cert, &g.mtls_key) {
-        (Some(ca), Some(cert), Some(key)) if address.starts_with("https://") => Some(TlsFiles {
-            ca: ca.clone(),
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        (None, None, None) => None,
-        _ if !address.starts_with("https://") => None,
-        _ => {
-            return Err(Failure::Invalid(
-                "set --mtls-ca, --mtls-cert and --mtls-key together".into(),
-            ));
-        }
-    };
+    let files = g.tls_files()?;
     let target = Target::new([address.as_str()], token.as_deref())
         .and_then(|t| t.with_tls(files.as_ref()))
         .map_err(|e| Failure::Invalid(format!("--registry {address}: {e}")))?;

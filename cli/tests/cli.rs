@@ -318,3 +318,69 @@ async fn watch_streams_changes_and_the_stack_file_stands_in_for_flags() {
     let _ = child.wait();
     s.registry.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_show_the_gateways_view_and_each_balancers() {
+    let s = stack().await;
+    let mut bcfg = switchyard_balancer::testing::config(&s.url);
+    bcfg.register_self = true;
+    bcfg.registry_token = REG.into();
+    let balancer = switchyard_balancer::testing::start(bcfg, ManualClock::new())
+        .await
+        .expect("balancer");
+    let routes = s.dir.join("routes.toml");
+    let file = "[[route]]\nname = \"hello\"\nservice = \"hello\"\npath_prefix = \"/hello/\"\n";
+    std::fs::write(&routes, file).expect("routes");
+    let gcfg = switchyard_gateway::testing::config(routes.to_str().expect("utf8"), &s.url);
+    let gateway = switchyard_gateway::testing::start(gcfg)
+        .await
+        .expect("gateway");
+    let admin = format!("http://{}", gateway.admin);
+    let endpoints = |args: &[&str]| {
+        let mut all = vec!["--gateway-admin", admin.as_str(), "endpoints"];
+        all.extend_from_slice(args);
+        run(&s, &all, None)
+    };
+    // The gateway follows the balancer's assignment once it found it.
+    let started = Instant::now();
+    let v = loop {
+        balancer.advance(Duration::from_millis(200)).await;
+        let (code, out, err) = endpoints(&["hello", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if code == 0 && v["gateway"]["source"] == "balancer" {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{code} {out} {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        v["gateway"]["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
+    let b = &v["balancers"][0];
+    assert!(b["error"].is_null(), "{v}");
+    let ids: Vec<&str> = b["stats"]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["instance_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["h1", "h22"], "{v}");
+    assert!(b["stats"]["subscribers"].as_u64() >= Some(1), "{v}");
+
+    let (code, out, _) = endpoints(&["hello"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("gateway: hello, policy "), "{out}");
+    assert!(out.contains("\nbalancer "), "{out}");
+    assert!(out.contains("EFFECTIVE"), "{out}");
+    // A service nobody follows: not found.
+    let (code, _, err) = endpoints(&["nobody"]);
+    assert_eq!(code, 3, "{err}");
+    gateway.stop().await.expect("gateway stops");
+    balancer.stop.cancel();
+    s.registry.stop().await.expect("stop");
+}
