@@ -480,7 +480,10 @@ fn instance_row(i: &pb::Instance) -> Vec<String> {
         spec.address,
         or_dash(&spec.zone),
         state_name(i.state),
-        health_name(i.health),
+        match &i.health_changed_at {
+            Some(t) => format!("{} {}", health_name(i.health), age(t)),
+            None => health_name(i.health),
+        },
         i.weight.to_string(),
         i.registered_at.as_ref().map_or("-".into(), age),
         i.mod_revision.to_string(),
@@ -521,6 +524,7 @@ fn instance_json(i: &pb::Instance) -> Value {
         "protocol": protocol, "tls": spec.tls, "zone": spec.zone, "version": spec.version,
         "state": state_name(i.state), "weight": i.weight, "health": health_name(i.health),
         "health_detail": i.health_detail, "expired_held": i.expired_held,
+        "health_changed_at": i.health_changed_at.as_ref().map(rfc3339),
         "mod_revision": i.mod_revision, "registered_at": i.registered_at.as_ref().map(rfc3339),
         "tags": spec.tags, "metadata": spec.metadata.iter().collect::<BTreeMap<_, _>>(),
         "override": i.r#override.as_ref().map(|o| json!({

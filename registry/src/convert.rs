@@ -319,6 +319,7 @@ pub fn instance_to_pb(i: &Instance) -> pb::Instance {
         mod_revision: i.mod_revision,
         registered_at: Some(timestamp(i.registered_at)),
         health_detail: i.health_detail.clone(),
+        health_changed_at: i.health_changed_at.map(timestamp),
     }
 }
 

@@ -116,6 +116,9 @@ struct InstanceJson<'a> {
     health: crate::model::Health,
     #[serde(skip_serializing_if = "str::is_empty")]
     health_detail: &'a str,
+    /// Seconds since the Unix epoch of the check's last change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_changed_at: Option<u64>,
     expired_held: bool,
     zone: &'a str,
     version: &'a str,
@@ -226,6 +229,10 @@ fn instance_json(i: &Instance, role: Role) -> InstanceJson<'_> {
         weight: i.weight(),
         health: i.health,
         health_detail: &i.health_detail,
+        health_changed_at: i.health_changed_at.map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        }),
         expired_held: i.expired_held,
         zone: &i.spec.zone,
         version: &i.spec.version,

@@ -163,6 +163,8 @@ pub struct Instance {
     pub health: Health,
     /// Why the last check failed.
     pub health_detail: String,
+    /// When the check's result last changed; `None` before it first did.
+    pub health_changed_at: Option<SystemTime>,
     /// Held by the mass-expiry brake after its lease lapsed.
     pub expired_held: bool,
     /// The operator's override, if any.

@@ -325,7 +325,11 @@ impl Registry {
         if !inner.has_spec(key, spec) {
             return false;
         }
+        let wall = self.clock.wall();
         let Some(next) = inner.updated(key, |i| {
+            if i.health != health {
+                i.health_changed_at = Some(wall);
+            }
             i.health = health;
             i.health_detail = detail;
         }) else {

@@ -25,6 +25,11 @@ fn tcp_check() -> Option<pb::HealthCheck> {
 }
 
 async fn health(r: &Running) -> (pb::Health, String) {
+    let i = checked(r).await;
+    (i.health(), i.health_detail.clone())
+}
+
+async fn checked(r: &Running) -> pb::Instance {
     let mut c = client_of(r).await;
     let got = c
         .get_service(pb::GetServiceRequest {
@@ -33,8 +38,7 @@ async fn health(r: &Running) -> (pb::Health, String) {
         .await
         .expect("get")
         .into_inner();
-    let i = &got.instances[0];
-    (i.health(), i.health_detail.clone())
+    got.instances[0].clone()
 }
 
 #[tokio::test]
@@ -63,7 +67,13 @@ async fn a_closed_port_turns_an_instance_unhealthy() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(health(&r).await.0, pb::Health::Healthy);
+    let healthy_at = checked(&r)
+        .await
+        .health_changed_at
+        .expect("when it turned healthy");
 
+    // Five seconds later on the registry's clock, the port closes.
+    r.advance(Duration::from_secs(5)).await;
     accept.abort();
     let _ = accept.await; // the listener is dropped: the port closes
     for _ in 0..100 {
@@ -75,6 +85,11 @@ async fn a_closed_port_turns_an_instance_unhealthy() {
     let (h, detail) = health(&r).await;
     assert_eq!(h, pb::Health::Unhealthy);
     assert!(detail.contains("connect"), "{detail}");
+    let unhealthy_at = checked(&r)
+        .await
+        .health_changed_at
+        .expect("when it turned unhealthy");
+    assert_eq!(unhealthy_at.seconds - healthy_at.seconds, 5);
     // The lifecycle state is untouched: health sits beside it.
     let mut c = client_of(&r).await;
     let got = c

@@ -72,6 +72,8 @@ pub(crate) struct InstanceRecord {
     health: Health,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     health_detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health_changed_at: Option<SystemTime>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     expired_held: bool,
     registered_at: SystemTime,
@@ -347,6 +349,7 @@ impl Etcd {
                     lease_id: r.lease_id,
                     health: r.health,
                     health_detail: r.health_detail,
+                    health_changed_at: r.health_changed_at,
                     expired_held: r.expired_held,
                     overrides: None,
                     mod_revision: 0,
@@ -510,6 +513,7 @@ impl Etcd {
                     lease_id: i.lease_id,
                     health: i.health,
                     health_detail: i.health_detail,
+                    health_changed_at: i.health_changed_at,
                     expired_held: i.expired_held,
                     registered_at: i.registered_at,
                 };

@@ -338,6 +338,7 @@ impl Inner {
                     } else {
                         String::new()
                     },
+                    health_changed_at: prev.health_changed_at.filter(|_| same_check),
                     expired_held: false,
                     overrides: None,
                     mod_revision: prev.mod_revision,
@@ -349,6 +350,7 @@ impl Inner {
                 lease_id,
                 health: Health::Unknown,
                 health_detail: String::new(),
+                health_changed_at: None,
                 expired_held: false,
                 overrides: None,
                 mod_revision: 0,
