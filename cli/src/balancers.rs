@@ -7,7 +7,7 @@ use switchyard_client::{connect::Client, pb};
 use switchyard_proto::balancer::v1 as bpb;
 use tonic::transport::Endpoint;
 
-use crate::{Failure, Global, table};
+use crate::{Failure, Global, render::state_name, table};
 
 /// What one balancer said, or why it could not be asked.
 pub(crate) struct View {
@@ -170,13 +170,4 @@ pub(crate) fn print(views: &[View]) {
             }
         }
     }
-}
-
-fn state_name(s: i32) -> String {
-    pb::State::try_from(s).map_or("unknown".into(), |s| {
-        s.as_str_name()
-            .trim_start_matches("STATE_")
-            .to_ascii_lowercase()
-            .replace('_', "-")
-    })
 }

@@ -9,11 +9,16 @@
 //! Exit codes: 0 done, 1 failed (unreachable, refused), 2 bad usage or
 //! input, 3 not found.
 
+mod args;
 mod balancers;
+mod endpoints;
 mod gateway;
+mod overrides;
 mod registry;
+mod render;
 mod stack;
 mod table;
+mod watch;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -83,13 +88,13 @@ enum Command {
     /// The registry: revision, warm-up, the mass-expiry brake, leases, services.
     Status,
     /// Services with their instances counted by state.
-    Services(registry::ServiceFilters),
+    Services(args::ServiceFilters),
     /// One service's instances.
     Instances {
         /// The service.
         service: String,
         #[command(flatten)]
-        filters: registry::InstanceFilters,
+        filters: args::InstanceFilters,
     },
     /// Forces an instance's state (an operator override, kept until cleared).
     SetState {
@@ -98,9 +103,9 @@ enum Command {
         /// The instance's id.
         instance: String,
         /// serving, draining or out-of-service.
-        state: registry::ForcedState,
+        state: args::ForcedState,
         #[command(flatten)]
-        why: registry::Why,
+        why: args::Why,
     },
     /// Drains an instance: DRAINING until `clear` (or --for).
     Drain {
@@ -109,7 +114,7 @@ enum Command {
         /// The instance's id.
         instance: String,
         #[command(flatten)]
-        why: registry::Why,
+        why: args::Why,
     },
     /// Forces an instance's weight (1 to 10000).
     SetWeight {
@@ -120,7 +125,7 @@ enum Command {
         /// The weight.
         weight: u32,
         #[command(flatten)]
-        why: registry::Why,
+        why: args::Why,
     },
     /// Drops an instance's overrides (state and weight).
     Clear {
@@ -141,8 +146,8 @@ enum Command {
         /// Services to watch.
         services: Vec<String>,
         /// Resume after EPOCH:REVISION (as printed); a reset snapshot if it cannot.
-        #[arg(long, value_parser = registry::parse_position)]
-        since: Option<registry::Position>,
+        #[arg(long, value_parser = args::parse_position)]
+        since: Option<args::Position>,
     },
     /// A service's endpoints as the gateway uses them (in flight, latency, breakers, ejections)
     /// and as each balancer assigns them (effective weights, ejections, reported load).
@@ -244,58 +249,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// `endpoints SERVICE`: the gateway's view, then each balancer's. Not
-/// found (3) when none of them knows the service; failed (1) when none
-/// could be asked.
-async fn endpoints(g: &Global, service: &str) -> Result<(), Failure> {
-    let gateway = gateway::service(g, service).await;
-    let balancers = match registry::connect(g).await {
-        Ok(mut c) => balancers::views(&mut c, g, service).await,
-        Err(e) => Err(e),
-    };
-    let known = matches!(gateway, Ok(Some(_)))
-        || matches!(&balancers, Ok(v) if v.iter().any(|b| matches!(b.stats, Ok(Some(_)))));
-    let reached =
-        gateway.is_ok() || matches!(&balancers, Ok(v) if v.iter().any(|b| b.stats.is_ok()));
-    let text = |e: &Failure| match e {
-        Failure::Failed(m) | Failure::Invalid(m) | Failure::NotFound(m) => m.clone(),
-    };
-    if g.output == Output::Json {
-        let mut out = serde_json::json!({ "service": service });
-        match &gateway {
-            Ok(v) => out["gateway"] = v.clone().unwrap_or_default(),
-            Err(e) => out["gateway_error"] = text(e).into(),
-        }
-        match &balancers {
-            Ok(v) => out["balancers"] = balancers::json(v),
-            Err(e) => out["balancers_error"] = text(e).into(),
-        }
-        println!("{out}");
-    } else {
-        match &gateway {
-            Ok(Some(v)) => gateway::print_service(service, v),
-            Ok(None) => println!("gateway: does not follow `{service}`"),
-            Err(e) => println!("gateway: {}", text(e)),
-        }
-        match &balancers {
-            Ok(v) if v.is_empty() => println!("\nbalancers: none registered"),
-            Ok(v) => balancers::print(v),
-            Err(e) => println!("\nbalancers: {}", text(e)),
-        }
-    }
-    if !reached {
-        return Err(Failure::Failed(
-            "neither the gateway nor a balancer could be asked".into(),
-        ));
-    }
-    if !known {
-        return Err(Failure::NotFound(format!(
-            "neither the gateway nor a balancer follows `{service}`"
-        )));
-    }
-    Ok(())
-}
-
 /// Help and version as clap prints them; a usage error as one line naming
 /// the problem (exit 2).
 fn usage(e: &clap::Error) -> ExitCode {
@@ -333,18 +286,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             state,
             why,
         } => {
-            let mut c = registry().await?;
-            let change = (state.into(), None, why);
-            registry::set(&mut c, g, (&service, &instance), change).await
+            let change = overrides::Change {
+                state: state.into(),
+                weight: None,
+                why,
+            };
+            overrides::set(&mut registry().await?, g, &service, &instance, change).await
         }
         Command::Drain {
             service,
             instance,
             why,
         } => {
-            let mut c = registry().await?;
-            let change = (registry::ForcedState::Draining.into(), None, why);
-            registry::set(&mut c, g, (&service, &instance), change).await
+            let change = overrides::Change {
+                state: args::ForcedState::Draining.into(),
+                weight: None,
+                why,
+            };
+            overrides::set(&mut registry().await?, g, &service, &instance, change).await
         }
         Command::SetWeight {
             service,
@@ -352,20 +311,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             weight,
             why,
         } => {
-            let mut c = registry().await?;
-            let change = (None, Some(weight), why);
-            registry::set(&mut c, g, (&service, &instance), change).await
+            let change = overrides::Change {
+                state: None,
+                weight: Some(weight),
+                why,
+            };
+            overrides::set(&mut registry().await?, g, &service, &instance, change).await
         }
         Command::Clear { service, instance } => {
-            registry::clear(&mut registry().await?, g, &service, &instance).await
+            overrides::clear(&mut registry().await?, g, &service, &instance).await
         }
         Command::Deregister { service, instance } => {
-            registry::deregister(&mut registry().await?, g, &service, &instance).await
+            overrides::deregister(&mut registry().await?, g, &service, &instance).await
         }
         Command::Watch { services, since } => {
-            registry::watch(&mut registry().await?, g, services, since).await
+            watch::watch(&mut registry().await?, g, services, since).await
         }
-        Command::Endpoints { service } => endpoints(g, &service).await,
+        Command::Endpoints { service } => endpoints::show(g, &service).await,
         Command::Routes => gateway::routes(g).await,
     }
 }

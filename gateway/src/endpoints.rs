@@ -461,7 +461,8 @@ impl ServiceState {
         inputs: &mut Inputs,
         id: &str,
         address: &str,
-        (protocol, tls): (i32, bool),
+        protocol: i32,
+        tls: bool,
     ) -> Option<Arc<Endpoint>> {
         let h2 = protocol == reg::Protocol::H2c as i32 || protocol == reg::Protocol::Grpc as i32;
         if let Some(e) = inputs
@@ -526,7 +527,7 @@ impl ServiceState {
         let mut endpoints = Vec::new();
         let mut base = Vec::new();
         for e in &a.endpoints {
-            let Some(ep) = self.endpoint(inputs, &e.instance_id, &e.address, (e.protocol, e.tls))
+            let Some(ep) = self.endpoint(inputs, &e.instance_id, &e.address, e.protocol, e.tls)
             else {
                 continue;
             };
@@ -595,7 +596,8 @@ impl ServiceState {
                 inputs,
                 &spec.instance_id,
                 &spec.address,
-                (spec.protocol, spec.tls),
+                spec.protocol,
+                spec.tls,
             ) else {
                 continue;
             };
