@@ -286,8 +286,8 @@ pub(crate) async fn instances(
     let rows: Vec<Vec<String>> = kept.iter().map(|i| instance_row(i)).collect();
     table::print(
         &[
-            "INSTANCE", "ADDRESS", "ZONE", "STATE", "HEALTH", "WEIGHT", "AGE", "REVISION", "FLAGS",
-            "OVERRIDE", "CHECK",
+            "INSTANCE", "ADDRESS", "ZONE", "STATE", "HEALTH", "WEIGHT", "AGE", "LEASE", "REVISION",
+            "FLAGS", "OVERRIDE", "CHECK",
         ],
         &rows,
     );

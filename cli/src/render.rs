@@ -29,6 +29,8 @@ pub(crate) fn instance_row(i: &pb::Instance) -> Vec<String> {
         },
         i.weight.to_string(),
         i.registered_at.as_ref().map_or("-".into(), age),
+        i.lease_remaining
+            .map_or("-".into(), |d| format!("{}s", d.seconds)),
         i.mod_revision.to_string(),
         or_dash(&flags.join(",")),
         i.r#override.as_ref().map_or("-".into(), override_text),
@@ -68,6 +70,7 @@ pub(crate) fn instance_json(i: &pb::Instance) -> Value {
         "state": state_name(i.state), "weight": i.weight, "health": health_name(i.health),
         "health_detail": i.health_detail, "expired_held": i.expired_held,
         "health_changed_at": i.health_changed_at.as_ref().map(rfc3339),
+        "lease_remaining_seconds": i.lease_remaining.map(|d| d.seconds),
         "mod_revision": i.mod_revision, "registered_at": i.registered_at.as_ref().map(rfc3339),
         "tags": spec.tags, "metadata": spec.metadata.iter().collect::<BTreeMap<_, _>>(),
         "override": i.r#override.as_ref().map(|o| json!({

@@ -154,6 +154,10 @@ async fn reads_filter_and_print_tables_or_json() {
     assert_eq!(v["instances"].as_array().map(Vec::len), Some(1), "{out}");
     assert_eq!(v["instances"][0]["instance_id"], "h22");
     assert_eq!(v["instances"][0]["zone"], "b");
+    let left = v["instances"][0]["lease_remaining_seconds"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!((290..=300).contains(&left), "{out}");
 
     let (code, out, _) = run(&s, &["status", "-o", "json"], None);
     assert_eq!(code, 0);

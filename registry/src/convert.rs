@@ -320,6 +320,8 @@ pub fn instance_to_pb(i: &Instance) -> pb::Instance {
         registered_at: Some(timestamp(i.registered_at)),
         health_detail: i.health_detail.clone(),
         health_changed_at: i.health_changed_at.map(timestamp),
+        // Where the replica keeps the lease: filled by GetService.
+        lease_remaining: None,
     }
 }
 

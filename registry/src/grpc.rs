@@ -231,7 +231,17 @@ impl registry_server::Registry for RegistryService {
         let service = req.into_inner().service;
         validate::service("service", &service)?;
         let view = self.registry.service(&service);
-        let mut instances: Vec<_> = view.instances.iter().map(convert::instance_to_pb).collect();
+        let mut instances: Vec<_> = view
+            .instances
+            .iter()
+            .map(|i| pb::Instance {
+                lease_remaining: self
+                    .registry
+                    .lease_remaining(i.lease_id)
+                    .map(switchyard_proto::duration),
+                ..convert::instance_to_pb(i)
+            })
+            .collect();
         if role != Role::Operator {
             convert::hide_lease_ids(&mut instances);
         }

@@ -181,3 +181,23 @@ async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> (u16, Strin
         Err(e) => panic!("{e}"),
     }
 }
+
+/// GetService tells the time left on each instance's lease (the replica
+/// that answers keeps it): what an operator looks at before a lapse.
+#[tokio::test]
+async fn get_service_tells_the_time_left_on_each_lease() {
+    let r = start(config()).await;
+    let mut c = client_of(&r).await;
+    register(&mut c, 0, vec![spec("hello", "h1")]).await;
+    r.advance(Duration::from_secs(3)).await;
+    let got = c
+        .get_service(pb::GetServiceRequest {
+            service: "hello".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let left = got.instances[0].lease_remaining.expect("time left");
+    assert_eq!(left.seconds, 7, "{left:?} of a 10 s TTL after 3 s");
+    stop(r).await;
+}

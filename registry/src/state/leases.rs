@@ -169,6 +169,15 @@ impl Registry {
             .map(|k| k.service.clone())
     }
 
+    /// Time left on `lease_id` before it lapses, where this replica keeps
+    /// it and the brake does not hold it.
+    pub fn lease_remaining(&self, lease_id: u64) -> Option<Duration> {
+        let now = self.clock.now();
+        let inner = self.lock();
+        let lease = inner.leases.get(&lease_id).filter(|l| l.owned && !l.held)?;
+        Some(lease.expires_at.saturating_duration_since(now))
+    }
+
     /// Ends a lease and removes its instances.
     pub async fn revoke(&self, lease_id: u64) -> Result<(u32, Position), Error> {
         self.write(|inner, plan| {
