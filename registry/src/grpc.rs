@@ -231,14 +231,14 @@ impl registry_server::Registry for RegistryService {
         let service = req.into_inner().service;
         validate::service("service", &service)?;
         let view = self.registry.service(&service);
+        let leases: Vec<u64> = view.instances.iter().map(|i| i.lease_id).collect();
+        let left = self.registry.leases_remaining(&leases);
         let mut instances: Vec<_> = view
             .instances
             .iter()
-            .map(|i| pb::Instance {
-                lease_remaining: self
-                    .registry
-                    .lease_remaining(i.lease_id)
-                    .map(switchyard_proto::duration),
+            .zip(left)
+            .map(|(i, left)| pb::Instance {
+                lease_remaining: left.map(switchyard_proto::duration),
                 ..convert::instance_to_pb(i)
             })
             .collect();

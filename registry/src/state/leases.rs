@@ -169,13 +169,19 @@ impl Registry {
             .map(|k| k.service.clone())
     }
 
-    /// Time left on `lease_id` before it lapses, where this replica keeps
-    /// it and the brake does not hold it.
-    pub fn lease_remaining(&self, lease_id: u64) -> Option<Duration> {
+    /// Time left on each of `lease_ids` before it lapses, where this
+    /// replica keeps it and the brake does not hold it; one look under the
+    /// lock for all of them.
+    pub fn leases_remaining(&self, lease_ids: &[u64]) -> Vec<Option<Duration>> {
         let now = self.clock.now();
         let inner = self.lock();
-        let lease = inner.leases.get(&lease_id).filter(|l| l.owned && !l.held)?;
-        Some(lease.expires_at.saturating_duration_since(now))
+        lease_ids
+            .iter()
+            .map(|id| {
+                let lease = inner.leases.get(id).filter(|l| l.owned && !l.held)?;
+                Some(lease.expires_at.saturating_duration_since(now))
+            })
+            .collect()
     }
 
     /// Ends a lease and removes its instances.
