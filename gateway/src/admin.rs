@@ -1,32 +1,68 @@
-//! The gateway's admin API: `/api/routes`, `/api/services`, `POST /api/reload`.
+//! The gateway's admin API: `/api/routes`, `/api/services`, `POST /api/reload`,
+//! and the dashboard's endpoint views (`/ui/`, fed by `/api/events`).
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, State},
+    extract::{ConnectInfo, Query, State},
     http::{HeaderMap, StatusCode},
+    response::sse::{Event as SseEvent, KeepAlive, Sse},
     routing::{get, post},
 };
+use futures_util::Stream;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_runtime::auth::{Role, Tokens};
+use tokio_util::sync::CancellationToken;
 
 use crate::app::Gateway;
+
+/// How often the dashboard's endpoint figures are sampled: in flight and
+/// EWMA change with every request, so they are read, not pushed per change.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 struct Admin {
     gw: Arc<Gateway>,
     routes: PathBuf,
     tokens: Arc<Tokens>,
+    stop: CancellationToken,
 }
 
-/// The admin routes, to merge with the runtime's.
-pub fn router(gw: Arc<Gateway>, routes: PathBuf, tokens: Arc<Tokens>) -> Router {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    service: Option<String>,
+}
+
+/// The admin routes, to merge with the runtime's; streams end when `stop`
+/// is cancelled.
+pub fn router(
+    gw: Arc<Gateway>,
+    routes: PathBuf,
+    tokens: Arc<Tokens>,
+    stop: CancellationToken,
+) -> Router {
     Router::new()
         .route("/api/routes", get(list_routes))
         .route("/api/services", get(services))
+        .route("/api/events", get(events))
         .route("/api/reload", post(reload))
-        .with_state(Admin { gw, routes, tokens })
+        .with_state(Admin {
+            gw,
+            routes,
+            tokens,
+            stop,
+        })
+        .merge(switchyard_runtime::ui::router("gateway"))
 }
 
 async fn list_routes(State(a): State<Admin>) -> Json<Value> {
@@ -60,10 +96,43 @@ async fn list_routes(State(a): State<Admin>) -> Json<Value> {
 }
 
 async fn services(State(a): State<Admin>) -> Json<Value> {
+    Json(describe(&a.gw, None))
+}
+
+/// Every service the gateway follows (or the one named), with its
+/// endpoints and their figures.
+fn describe(gw: &Gateway, only: Option<&str>) -> Value {
     let now = Instant::now();
-    let mut services: Vec<Value> = a.gw.services().iter().map(|s| s.describe(now)).collect();
+    let mut services: Vec<Value> = gw
+        .services()
+        .iter()
+        .filter(|s| only.is_none_or(|name| *s.name == *name))
+        .map(|s| s.describe(now))
+        .collect();
     services.sort_by(|x, y| x["service"].as_str().cmp(&y["service"].as_str()));
-    Json(json!({ "services": services }))
+    json!({ "services": services })
+}
+
+/// `GET /api/events[?service=NAME]`: server-sent events, a `services`
+/// message like `/api/services` each second.
+async fn events(
+    State(a): State<Admin>,
+    Query(q): Query<EventsQuery>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let ticks = tokio::time::interval(SAMPLE_EVERY);
+    let stream = futures_util::stream::unfold((a, ticks), move |(a, mut ticks)| {
+        let only = q.service.clone();
+        async move {
+            tokio::select! {
+                () = a.stop.cancelled() => return None,
+                _ = ticks.tick() => {}
+            }
+            let body = describe(&a.gw, only.as_deref());
+            let event = SseEvent::default().event("services").data(body.to_string());
+            Some((Ok(event), (a, ticks)))
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn reload(

@@ -196,9 +196,13 @@ pub async fn serve(
         .map(TcpListener::local_addr)
         .transpose()?;
     let tokens = Arc::new(Tokens::new(&[], &config.operator_tokens, true));
-    let admin_router =
-        runtime_admin::router(readiness).merge(admin::router(gw.clone(), routes_path, tokens));
     let admin_stop = CancellationToken::new();
+    let admin_router = runtime_admin::router(readiness).merge(admin::router(
+        gw.clone(),
+        routes_path,
+        tokens,
+        admin_stop.clone(),
+    ));
     let admin = tokio::spawn(runtime_admin::serve(
         listeners.admin,
         admin_router,

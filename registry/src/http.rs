@@ -34,7 +34,7 @@ struct Api {
 
 /// An error as the JSON API shows it.
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +106,7 @@ struct SetStateBody {
 
 /// An instance in JSON.
 #[derive(Debug, Serialize)]
-struct InstanceJson<'a> {
+pub(crate) struct InstanceJson<'a> {
     service: &'a str,
     instance_id: &'a str,
     address: &'a str,
@@ -214,12 +214,33 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     Ok(value)
 }
 
-fn auth(api: &Api, headers: &HeaderMap, role: Role) -> Result<Role, ApiError> {
-    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
-    Ok(api.tokens.require(header, role).map_err(Error::from)?)
+/// The `authorization` header's value.
+pub(crate) fn auth_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("authorization").and_then(|v| v.to_str().ok())
 }
 
-fn instance_json(i: &Instance, role: Role) -> InstanceJson<'_> {
+fn auth(api: &Api, headers: &HeaderMap, role: Role) -> Result<Role, ApiError> {
+    Ok(api
+        .tokens
+        .require(auth_header(headers), role)
+        .map_err(Error::from)?)
+}
+
+/// An override's JSON body, validated.
+pub(crate) fn override_body(body: &Bytes) -> Result<OverrideRequest, ApiError> {
+    let b: SetStateBody = parse(body)?;
+    Ok(validate::override_request(OverrideRequest {
+        state: b.state,
+        weight: b.weight,
+        clear: b.clear,
+        reason: b.reason,
+        expires_in: b
+            .expires_in_seconds
+            .map(|s| Duration::from_secs(s.min(u64::from(u32::MAX)))),
+    })?)
+}
+
+pub(crate) fn instance_json(i: &Instance, role: Role) -> InstanceJson<'_> {
     InstanceJson {
         service: &i.spec.service,
         instance_id: &i.spec.instance_id,
@@ -402,21 +423,11 @@ async fn set_state(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     // An operator's change: without tokens, from loopback only.
-    let header = headers.get("authorization").and_then(|v| v.to_str().ok());
     api.tokens
-        .require_from(header, Role::Operator, peer.ip())
+        .require_from(auth_header(&headers), Role::Operator, peer.ip())
         .map_err(Error::from)?;
     let key: Key = convert::key(&name, &id)?;
-    let b: SetStateBody = parse(&body)?;
-    let request = validate::override_request(OverrideRequest {
-        state: b.state,
-        weight: b.weight,
-        clear: b.clear,
-        reason: b.reason,
-        expires_in: b
-            .expires_in_seconds
-            .map(|s| Duration::from_secs(s.min(u64::from(u32::MAX)))),
-    })?;
+    let request = override_body(&body)?;
     let (instance, _) = api.registry.set_state(&key, &request).await?;
     tracing::info!(instance = %key, state = ?request.state, weight = ?request.weight, clear = request.clear, reason = %request.reason, expires_in = ?request.expires_in, "operator override");
     Ok(Json(

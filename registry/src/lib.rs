@@ -11,6 +11,8 @@
 //! - [`store`]: durable operator overrides behind a trait.
 //! - [`grpc`], [`convert`]: the tonic service and prost conversions.
 //! - [`http`]: the JSON API.
+//! - [`dashboard`]: the dashboard at `/ui/` and what it reads: server-sent
+//!   events from the Watch, a service's history, the operator's override.
 //! - [`watch`]: the task behind each Watch stream.
 //! - [`validate`], [`error`], [`config`].
 //! - [`testing`]: the real registry in-process on port 0, for tests.
@@ -21,6 +23,7 @@ pub mod brake;
 mod checks;
 pub mod config;
 pub mod convert;
+pub mod dashboard;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -208,8 +211,18 @@ pub async fn serve(
         listeners.grpc,
         shutdown.clone(),
     )?;
-    let router =
-        admin::router(readiness).merge(http::router(registry.clone(), tokens, config.limits()));
+    let router = admin::router(readiness)
+        .merge(http::router(
+            registry.clone(),
+            tokens.clone(),
+            config.limits(),
+        ))
+        .merge(dashboard::router(
+            registry.clone(),
+            tokens,
+            config.progress_interval,
+            shutdown.clone(),
+        ));
     let http = tokio::spawn(admin::serve(
         listeners.http,
         router,

@@ -213,6 +213,8 @@ pub struct Event {
     pub change: Change,
     /// The instance after a put, before a delete.
     pub instance: Instance,
+    /// When this replica applied it (wall clock): the dashboard's history.
+    pub at: std::time::SystemTime,
 }
 
 // === impl State ===

@@ -33,7 +33,7 @@ mod watching;
 
 pub use etcd::EtcdSettings;
 pub use leases::{Registered, Renewal};
-pub use listing::{BrakeView, Listing, ServiceView, Summary};
+pub use listing::{Banner, BrakeView, Listing, ServiceView, Summary};
 pub use watching::{SnapshotReason, WatchBody, WatchMessage};
 
 use ops::{CheckSync, Ctx, Expect, Op, Plan};
@@ -442,6 +442,7 @@ impl Registry {
             cfg: &self.cfg,
             me: &self.me,
             now: self.clock.now(),
+            wall: self.clock.wall(),
         };
         let mut checks = Vec::new();
         for op in plan.ops {

@@ -17,6 +17,8 @@
 //! - [`grpc`]: a gRPC service served beside health and reflection.
 //! - [`tls`]: the certificate settings of mutual TLS between components.
 //! - [`testing`]: bounded polling and joins for tests of the real servers.
+//! - [`ui`]: the dashboard's pages (`/ui/`), embedded, for the registry and
+//!   the gateway's admin port.
 
 pub mod admin;
 pub mod advertise;
@@ -30,6 +32,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod testing;
 pub mod tls;
+pub mod ui;
 
 pub use readiness::Readiness;
 pub use settings::{ConfigError, Settings};

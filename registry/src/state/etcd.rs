@@ -177,6 +177,7 @@ impl Registry {
             cfg: &self.cfg,
             me: &self.me,
             now: ctx_now,
+            wall: self.clock.wall(),
         };
         let Backend::Etcd(etcd) = &self.backend else {
             return;

@@ -1,11 +1,11 @@
 //! Listing: one service's instances, and every service with counts.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use super::Registry;
 use crate::{
     brake::Engaged,
-    model::{Health, Instance, Position},
+    model::{Event, Health, Instance, Position},
 };
 
 /// One service's instances.
@@ -43,6 +43,17 @@ pub struct BrakeView {
     pub engaged: Option<(SystemTime, SystemTime, String)>,
     /// Leases held.
     pub held_leases: u32,
+}
+
+/// The states a dashboard shows as a banner.
+#[derive(Debug, Clone, Default)]
+pub struct Banner {
+    /// In warm-up after start: expiries wait.
+    pub warming_up: bool,
+    /// The brake's reason while it holds expiries.
+    pub brake: Option<String>,
+    /// False during warm-up and while the brake holds.
+    pub authoritative: bool,
 }
 
 /// Every service.
@@ -83,6 +94,49 @@ impl Registry {
     /// Whether the warm-up after start is still on (cheap: no listing).
     pub fn warming_up(&self) -> bool {
         self.lock().warming
+    }
+
+    /// What the dashboard's banners say, without a listing.
+    pub fn banner(&self) -> Banner {
+        let inner = self.lock();
+        Banner {
+            warming_up: inner.warming,
+            brake: inner.brake.engaged().map(|e| e.reason.clone()),
+            authoritative: inner.authoritative(),
+        }
+    }
+
+    /// Counts for the services named; a service with no instance left is
+    /// `None` (it is gone from the list).
+    pub fn summaries<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(String, Option<Summary>)> {
+        let inner = self.lock();
+        names
+            .into_iter()
+            .map(|name| {
+                let summary = inner.services.get(name).map(|m| summarize(name, m));
+                (name.to_string(), summary)
+            })
+            .collect()
+    }
+
+    /// The changes to `service` the registry still holds (its watch
+    /// history, shared by every service and bounded), oldest first, at most
+    /// the last `limit`.
+    pub fn history(&self, service: &str, limit: usize) -> Vec<Arc<Event>> {
+        let inner = self.lock();
+        let mut events: Vec<Arc<Event>> = inner
+            .history
+            .iter()
+            .rev()
+            .filter(|e| e.instance.spec.service == service)
+            .take(limit)
+            .cloned()
+            .collect();
+        events.reverse();
+        events
     }
 
     /// Every service, with counts.

@@ -79,6 +79,8 @@ pub(crate) struct Ctx<'a> {
     /// This replica.
     pub me: &'a str,
     pub now: Instant,
+    /// The wall clock at the same moment: when events happened.
+    pub wall: std::time::SystemTime,
 }
 
 /// The record an op writes.
@@ -164,7 +166,7 @@ impl Inner {
             Op::PutInstance(instance) => self.put_instance(instance, revision, stored, ctx, checks),
             Op::DeleteInstance(key, reason) => {
                 self.stored.remove(&key);
-                self.remove(&key, reason, revision, ctx.cfg);
+                self.remove(&key, reason, revision, ctx);
                 checks.push((key, None));
             }
             Op::PutLease(id, record) => self.put_lease(id, &record, stored, ctx),
@@ -173,11 +175,11 @@ impl Inner {
             }
             Op::PutOverride(key, value) => {
                 self.overrides.insert(key.clone(), value.clone());
-                self.update(&key, revision, ctx.cfg, |i| i.overrides = Some(value));
+                self.update(&key, revision, ctx, |i| i.overrides = Some(value));
             }
             Op::DeleteOverride(key) => {
                 self.overrides.remove(&key);
-                self.update(&key, revision, ctx.cfg, |i| i.overrides = None);
+                self.update(&key, revision, ctx, |i| i.overrides = None);
             }
         }
     }
@@ -212,7 +214,7 @@ impl Inner {
         if let Some(lease) = self.leases.get_mut(&next.lease_id) {
             lease.instances.insert(key.clone());
         }
-        let stored = self.emit(Change::Put, next, revision, ctx.cfg);
+        let stored = self.emit(Change::Put, next, revision, ctx);
         self.services
             .entry(key.service)
             .or_default()
@@ -241,13 +243,7 @@ impl Inner {
     }
 
     /// Emits a put when `f` changes the instance at `key`.
-    fn update(
-        &mut self,
-        key: &Key,
-        revision: u64,
-        cfg: &CoreConfig,
-        f: impl FnOnce(&mut Instance),
-    ) {
+    fn update(&mut self, key: &Key, revision: u64, ctx: Ctx<'_>, f: impl FnOnce(&mut Instance)) {
         let Some(current) = self.get(key) else {
             return;
         };
@@ -256,7 +252,7 @@ impl Inner {
         if next == *current {
             return;
         }
-        let stored = self.emit(Change::Put, next, revision, cfg);
+        let stored = self.emit(Change::Put, next, revision, ctx);
         if let Some(slot) = self
             .services
             .get_mut(&key.service)
@@ -266,7 +262,7 @@ impl Inner {
         }
     }
 
-    fn remove(&mut self, key: &Key, reason: DeleteReason, revision: u64, cfg: &CoreConfig) {
+    fn remove(&mut self, key: &Key, reason: DeleteReason, revision: u64, ctx: Ctx<'_>) {
         let Some(instances) = self.services.get_mut(&key.service) else {
             return;
         };
@@ -279,7 +275,7 @@ impl Inner {
         if let Some(lease) = self.leases.get_mut(&instance.lease_id) {
             lease.instances.remove(key);
         }
-        self.emit(Change::Delete(reason), instance, revision, cfg);
+        self.emit(Change::Delete(reason), instance, revision, ctx);
     }
 
     fn emit(
@@ -287,7 +283,7 @@ impl Inner {
         change: Change,
         mut instance: Instance,
         revision: u64,
-        cfg: &CoreConfig,
+        ctx: Ctx<'_>,
     ) -> Instance {
         self.revision = self.revision.max(revision);
         instance.mod_revision = revision;
@@ -295,9 +291,10 @@ impl Inner {
             revision,
             change,
             instance: instance.clone(),
+            at: ctx.wall,
         });
         self.history.push_back(event.clone());
-        while self.history.len() > cfg.history_limit {
+        while self.history.len() > ctx.cfg.history_limit {
             if let Some(gone) = self.history.pop_front() {
                 // Events after this revision are all still held.
                 self.floor = self.floor.max(gone.revision);
