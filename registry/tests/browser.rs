@@ -339,3 +339,220 @@ async fn without_the_token_a_drain_from_the_page_is_refused_and_changes_nothing(
     drop(b);
     stop(r).await;
 }
+
+/// The dashboard with 1,000 services and 10,000 instances (issue 22): how
+/// long the services page takes to show them all, to follow one
+/// registration and a burst of 1,000, to filter, and a service page to
+/// load. A measurement, not a test: `bench/dashboard.sh` runs it and
+/// prints the figures (the registry runs in this debug test binary, so its
+/// share is an upper bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: bench/dashboard.sh"]
+async fn dashboard_at_scale() {
+    const SERVICES: usize = 1_000;
+    const PER_SERVICE: usize = 10;
+    let r = start(with_tokens()).await;
+    let service = |s: usize| format!("svc-{s:04}");
+    for chunk in (0..SERVICES).collect::<Vec<_>>().chunks(100) {
+        let specs = chunk
+            .iter()
+            .flat_map(|&s| {
+                (0..PER_SERVICE).map(move |i| {
+                    instance(
+                        &service(s),
+                        &format!("{}-{i}", service(s)),
+                        "eu-west-1a",
+                        "1.0.0",
+                    )
+                })
+            })
+            .collect();
+        register(&r, specs).await;
+    }
+    let mut b = Browser::launch().await;
+    let figure = |name: &str, v: f64, unit: &str| println!("dashboard {name}: {v:.0} {unit}");
+
+    b.goto(&format!("http://{}/ui/", r.http)).await;
+    b.wait_for(
+        &format!(
+            "document.getElementById('counts').textContent.startsWith('{SERVICES} of {SERVICES} services') \
+             && document.querySelectorAll('tr[data-service]').length === 200"
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    let shown = b
+        .eval("performance.now()")
+        .await
+        .as_f64()
+        .unwrap_or_default();
+    figure(
+        "services page, 1,000 services listed (the first 200 shown) after",
+        shown,
+        "ms from navigation",
+    );
+    let render = b
+        .eval(
+            "(async () => { const t = performance.now(); const i = document.getElementById('search'); \
+             i.dispatchEvent(new Event('input')); \
+             await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); \
+             return performance.now() - t; })()",
+        )
+        .await
+        .as_f64()
+        .unwrap_or(-1.0);
+    figure("services page, a render (200 rows)", render, "ms");
+    let idle = b
+        .eval(
+            "(async () => { const t = performance.now(); \
+             await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); \
+             return performance.now() - t; })()",
+        )
+        .await
+        .as_f64()
+        .unwrap_or(-1.0);
+    figure(
+        "two frames with nothing to render (the floor of the figures above)",
+        idle,
+        "ms",
+    );
+    let split = b
+        .eval(
+            "(() => { const t = document.getElementById('table'); const html = t.innerHTML; \
+             const a = performance.now(); t.innerHTML = html; const b = performance.now(); \
+             void document.body.offsetHeight; const c = performance.now(); \
+             return `parse ${(b - a).toFixed(1)} ms, layout ${(c - b).toFixed(1)} ms`; })()",
+        )
+        .await;
+    println!("dashboard 200 rows: {split}");
+    register(
+        &r,
+        vec![instance("svc-new", "svc-new-0", "eu-west-1a", "1.0.0")],
+    )
+    .await;
+    let registered = Instant::now();
+    b.wait_for(
+        "document.getElementById('counts').textContent.startsWith('1001 of 1001 services')",
+        Duration::from_secs(10),
+    )
+    .await;
+    figure(
+        "a new service's registration shown after",
+        registered.elapsed().as_secs_f64() * 1e3,
+        "ms",
+    );
+
+    register(
+        &r,
+        vec![instance(
+            "svc-0001",
+            "svc-0001-extra",
+            "eu-west-1a",
+            "1.0.0",
+        )],
+    )
+    .await;
+    let registered = Instant::now();
+    b.wait_for(
+        r#"document.querySelector('tr[data-service="svc-0001"]').children[1].textContent === '11'"#,
+        Duration::from_secs(10),
+    )
+    .await;
+    figure(
+        "an instance added to a listed service shown after",
+        registered.elapsed().as_secs_f64() * 1e3,
+        "ms",
+    );
+
+    let burst = (0..1_000)
+        .map(|i| {
+            instance(
+                &service(i),
+                &format!("{}-burst", service(i)),
+                "eu-west-1b",
+                "1.0.1",
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    register(&r, burst).await;
+    b.wait_for(
+        "document.getElementById('counts').textContent.includes('11002 instances')",
+        Duration::from_secs(30),
+    )
+    .await;
+    figure(
+        "a burst of 1,000 registrations in 1,000 services shown after",
+        started.elapsed().as_secs_f64() * 1e3,
+        "ms",
+    );
+
+    let search = b
+        .eval(
+            "(async () => { const t = performance.now(); const i = document.getElementById('search'); \
+             i.value = 'svc-0999'; i.dispatchEvent(new Event('input')); \
+             await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); \
+             return document.querySelectorAll('tr[data-service]').length === 1 ? performance.now() - t : -1; })()",
+        )
+        .await
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert!(search >= 0.0, "the search did not narrow the list");
+    figure("search narrowed 1,001 services to one in", search, "ms");
+    b.fill("#search", "").await;
+    b.wait_for(
+        "document.getElementById('show-all') !== null",
+        Duration::from_secs(5),
+    )
+    .await;
+    let all = b
+        .eval(
+            "(async () => { const t = performance.now(); document.getElementById('show-all').click(); \
+             await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); \
+             return document.querySelectorAll('tr[data-service]').length === 1001 ? performance.now() - t : -1; })()",
+        )
+        .await
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert!(all >= 0.0, "show all did not show them all");
+    figure("services page, show all 1,001 rows", all, "ms");
+
+    register(
+        &r,
+        vec![instance("svc-new-2", "svc-new-2-0", "eu-west-1a", "1.0.0")],
+    )
+    .await;
+    let registered = Instant::now();
+    b.wait_for(
+        r#"document.querySelector('tr[data-service="svc-new-2"]') !== null"#,
+        Duration::from_secs(10),
+    )
+    .await;
+    figure(
+        "with all shown, a new service's registration shown after",
+        registered.elapsed().as_secs_f64() * 1e3,
+        "ms",
+    );
+    let heap = b
+        .eval("performance.memory ? performance.memory.usedJSHeapSize : 0")
+        .await
+        .as_f64()
+        .unwrap_or_default();
+    figure("page's JavaScript heap", heap / 1e6, "MB");
+
+    let opened = Instant::now();
+    b.goto(&format!("http://{}/ui/#/services/svc-0500", r.http))
+        .await;
+    b.wait_for(
+        "document.querySelectorAll('tr[data-instance]').length === 11 && document.getElementById('history').querySelector('tbody') !== null",
+        Duration::from_secs(10),
+    )
+    .await;
+    figure(
+        "a service page (11 instances, its history) shown after",
+        opened.elapsed().as_secs_f64() * 1e3,
+        "ms",
+    );
+    drop(b);
+    stop(r).await;
+}

@@ -19,6 +19,8 @@ mod brake;
 mod checks;
 #[path = "contract.rs"]
 mod contract;
+#[path = "dashboard.rs"]
+mod dashboard;
 #[path = "leases.rs"]
 mod leases;
 #[path = "mtls.rs"]

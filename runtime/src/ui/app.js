@@ -162,11 +162,37 @@ function showBanners(banner, extra) {
 
 // ---------------------------------------------------- registry: services
 
+// Rows a list shows before "Show all": trouble sorts first, so what needs
+// a look is on the first screen; a table of a thousand rows takes Chromium
+// half a second to lay out on a small machine (bench/dashboard.sh), two
+// hundred a fifth of that.
+const FIRST_ROWS = 200;
+
+// Trouble first: unhealthy or held, then draining or out of service.
+function serviceRank(s) {
+  if (s.unhealthy + s.expired_held > 0) return 0;
+  return (s.by_state.DRAINING || 0) + (s.by_state.OUT_OF_SERVICE || 0) > 0 ? 1 : 2;
+}
+
+function serviceCells(s) {
+  const st = (k) => s.by_state[k] || 0;
+  return `<td><a href="#/services/${encodeURIComponent(s.service)}">${esc(s.service)}</a></td>
+    <td class="num">${s.instances}</td><td class="num">${st("SERVING")}</td>
+    <td class="num">${st("STARTING")}</td><td class="num">${st("DRAINING")}</td>
+    <td class="num">${st("OUT_OF_SERVICE")}</td><td class="num">${s.unhealthy}</td>
+    <td class="num">${s.expired_held}</td><td class="num">${s.mod_revision}</td>`;
+}
+
 function servicesPage(main) {
   const el = scoped(main);
   const services = new Map();
   let banner = null;
-  const filters = { text: "", show: "all" };
+  const filters = { text: "", show: "all", all: false };
+  // What the last full render decided for each service (passes the
+  // filters, its rank) and the rows it made: a change that keeps both is
+  // patched into its row, no new table.
+  let decided = new Map();
+  let rows = new Map();
   main.innerHTML = `
     <h1>Services</h1>
     <div class="toolbar">
@@ -181,42 +207,59 @@ function servicesPage(main) {
       <span class="counts" id="counts"></span>
     </div>
     <div id="table"></div>`;
-  const render = throttle(main, () => {
-    const text = filters.text.toLowerCase();
-    const rows = [...services.values()].filter((s) => {
-      if (text && !s.service.toLowerCase().includes(text)) return false;
-      switch (filters.show) {
-        case "unhealthy": return s.unhealthy > 0;
-        case "held": return s.expired_held > 0;
-        case "all": return true;
-        default: return (s.by_state[filters.show] || 0) > 0;
-      }
-    });
-    // Trouble first: unhealthy or held, then draining or out of service.
-    const rank = (s) => (s.unhealthy + s.expired_held > 0 ? 0
-      : (s.by_state.DRAINING || 0) + (s.by_state.OUT_OF_SERVICE || 0) > 0 ? 1 : 2);
-    rows.sort((a, b) => rank(a) - rank(b) || a.service.localeCompare(b.service));
+  const passes = (s) => {
+    if (filters.text && !s.service.toLowerCase().includes(filters.text.toLowerCase())) return false;
+    switch (filters.show) {
+      case "unhealthy": return s.unhealthy > 0;
+      case "held": return s.expired_held > 0;
+      case "all": return true;
+      default: return (s.by_state[filters.show] || 0) > 0;
+    }
+  };
+  const verdict = (s) => (passes(s) ? serviceRank(s) : -1);
+  const counts = (matching) => {
     let instances = 0;
     for (const s of services.values()) instances += s.instances;
-    el("counts").textContent = `${rows.length} of ${services.size} services, ${instances} instances`;
-    if (!rows.length) {
+    el("counts").textContent = `${matching} of ${services.size} services, ${instances} instances`;
+  };
+  const render = throttle(main, () => {
+    const list = [...services.values()].filter(passes);
+    list.sort((a, b) => serviceRank(a) - serviceRank(b) || a.service.localeCompare(b.service));
+    decided = new Map([...services.values()].map((s) => [s.service, verdict(s)]));
+    rows = new Map();
+    counts(list.length);
+    if (!list.length) {
       el("table").innerHTML = `<div class="empty">${services.size ? "No service matches." : "No service is registered yet."}</div>`;
       return;
     }
-    const body = rows.map((s) => {
-      const st = (k) => s.by_state[k] || 0;
-      const cls = s.unhealthy + s.expired_held > 0 ? "unhealthy" : st("DRAINING") + st("OUT_OF_SERVICE") > 0 ? "draining" : "";
-      return `<tr class="${cls}" data-service="${esc(s.service)}">
-        <td><a href="#/services/${encodeURIComponent(s.service)}">${esc(s.service)}</a></td>
-        <td class="num">${s.instances}</td><td class="num">${st("SERVING")}</td>
-        <td class="num">${st("STARTING")}</td><td class="num">${st("DRAINING")}</td>
-        <td class="num">${st("OUT_OF_SERVICE")}</td><td class="num">${s.unhealthy}</td>
-        <td class="num">${s.expired_held}</td><td class="num">${s.mod_revision}</td></tr>`;
+    const shown = filters.all ? list : list.slice(0, FIRST_ROWS);
+    const more = list.length - shown.length;
+    const body = shown.map((s) => {
+      const cls = ["unhealthy", "draining", ""][serviceRank(s)];
+      return `<tr class="${cls}" data-service="${esc(s.service)}">${serviceCells(s)}</tr>`;
     }).join("");
-    el("table").innerHTML = `<table><thead><tr><th>Service</th><th class="num">Instances</th>
+    el("table").innerHTML = `<table class="fixed"><thead><tr><th>Service</th><th class="num">Instances</th>
       <th class="num">Serving</th><th class="num">Starting</th><th class="num">Draining</th>
       <th class="num">Out of service</th><th class="num">Unhealthy</th><th class="num">Held</th>
-      <th class="num">Revision</th></tr></thead><tbody>${body}</tbody></table>`;
+      <th class="num">Revision</th></tr></thead><tbody>${body}</tbody></table>
+      ${more > 0 ? `<p class="muted">${more} more services. Search or filter to narrow them, or
+        <button type="button" class="small" id="show-all">show all ${list.length}</button></p>` : ""}`;
+    for (const tr of el("table").querySelectorAll("tr[data-service]")) rows.set(tr.dataset.service, tr);
+  });
+  // Changes that keep every changed service where it was are patched in.
+  const apply = (changed, removed) => {
+    if (removed.length || changed.some((s) => decided.get(s.service) !== verdict(s))) {
+      render();
+      return;
+    }
+    for (const s of changed) {
+      const tr = rows.get(s.service);
+      if (tr) tr.innerHTML = serviceCells(s);
+    }
+    counts([...decided.values()].filter((v) => v >= 0).length);
+  };
+  main.addEventListener("click", (e) => {
+    if (e.target.id === "show-all") { filters.all = true; render(); }
   });
   el("search").addEventListener("input", (e) => { filters.text = e.target.value; render(); });
   el("show").addEventListener("change", (e) => { filters.show = e.target.value; render(); });
@@ -227,7 +270,7 @@ function servicesPage(main) {
     if (m.reset) services.clear();
     for (const s of m.services) services.set(s.service, s);
     for (const name of m.removed) services.delete(name);
-    render();
+    if (m.reset) render(); else apply(m.services, m.removed);
   }, (error) => showBanners(banner, ["bad", `The registry refused the stream: ${error}`]));
 }
 
