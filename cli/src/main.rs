@@ -17,6 +17,7 @@ mod overrides;
 mod registry;
 mod render;
 mod stack;
+mod status;
 mod table;
 mod watch;
 
@@ -43,7 +44,7 @@ struct Cli {
 }
 
 /// Where the stack is and who we are to it.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub(crate) struct Global {
     /// The registry's gRPC address; https:// dials it with mutual TLS.
     #[arg(long, env = "SWITCHYARD_REGISTRY", global = true)]
@@ -170,6 +171,15 @@ pub(crate) enum Failure {
     NotFound(String),
 }
 
+impl Failure {
+    /// What it says, without its exit code.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            Self::Failed(m) | Self::Invalid(m) | Self::NotFound(m) => m,
+        }
+    }
+}
+
 impl From<tonic::Status> for Failure {
     fn from(s: tonic::Status) -> Self {
         let message = s.message().to_string();
@@ -275,7 +285,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let g = &cli.global;
     let registry = || registry::connect(g);
     match cli.command {
-        Command::Status => registry::status(&mut registry().await?, g).await,
+        Command::Status => status::status(g).await,
         Command::Services(f) => registry::services(&mut registry().await?, g, &f).await,
         Command::Instances { service, filters } => {
             registry::instances(&mut registry().await?, g, &service, &filters).await

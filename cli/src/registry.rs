@@ -1,5 +1,5 @@
-//! Reading the registry over its gRPC API: connecting, `status`,
-//! `services`, `instances`.
+//! Reading the registry over its gRPC API: connecting, `services`,
+//! `instances`.
 
 use serde_json::{Value, json};
 use switchyard_client::{Target, connect::Client, pb};
@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Failure, Global, Output,
     args::{InstanceFilters, ServiceFilters},
-    render::{instance_json, instance_row, relative, rfc3339},
+    render::{instance_json, instance_row},
     table,
 };
 
@@ -43,84 +43,6 @@ pub(crate) async fn connect(g: &Global) -> Result<Client, Failure> {
             )))
         }
     }
-}
-
-/// `status`.
-pub(crate) async fn status(c: &mut Client, g: &Global) -> Result<(), Failure> {
-    let l = c
-        .list_services(pb::ListServicesRequest {})
-        .await?
-        .into_inner();
-    let position = l.position.clone().unwrap_or_default();
-    let brake = l.brake.clone().unwrap_or_default();
-    let instances: u32 = l.services.iter().map(|s| s.instances).sum();
-    let unhealthy: u32 = l.services.iter().map(|s| s.unhealthy).sum();
-    if g.output == Output::Json {
-        println!(
-            "{}",
-            json!({
-                "registry": g.registry,
-                "epoch": position.epoch,
-                "revision": position.revision,
-                "authoritative": l.authoritative,
-                "warming_up": l.warming_up,
-                "brake": {
-                    "engaged": brake.engaged,
-                    "held_leases": brake.held_leases,
-                    "reason": brake.reason,
-                    "engaged_at": brake.engaged_at.as_ref().map(rfc3339),
-                    "releases_at": brake.releases_at.as_ref().map(rfc3339),
-                },
-                "leases": l.leases,
-                "services": l.services.len(),
-                "instances": instances,
-                "unhealthy": unhealthy,
-            })
-        );
-        return Ok(());
-    }
-    let view = if l.authoritative {
-        "authoritative".to_string()
-    } else {
-        "NOT authoritative: clients keep the view they hold".to_string()
-    };
-    let warm = if l.warming_up {
-        "warming up: expiry paused"
-    } else {
-        "over"
-    };
-    let brake_line = if brake.engaged {
-        format!(
-            "ENGAGED ({}), holding {} leases, releases {}",
-            brake.reason,
-            brake.held_leases,
-            brake.releases_at.as_ref().map_or("-".into(), relative)
-        )
-    } else {
-        "released".to_string()
-    };
-    let rows = [
-        ("registry", g.registry.clone().unwrap_or_default()),
-        (
-            "position",
-            format!("{}:{}", position.epoch, position.revision),
-        ),
-        ("view", view),
-        ("warm-up", warm.to_string()),
-        ("brake", brake_line),
-        ("leases", l.leases.to_string()),
-        (
-            "services",
-            format!(
-                "{} ({instances} instances, {unhealthy} unhealthy)",
-                l.services.len()
-            ),
-        ),
-    ];
-    for (k, v) in rows {
-        println!("{k:<10} {v}");
-    }
-    Ok(())
 }
 
 /// Instances counted by state.

@@ -166,6 +166,8 @@ async fn reads_filter_and_print_tables_or_json() {
     assert_eq!(v["instances"], 3);
     assert_eq!(v["authoritative"], true);
     assert_eq!(v["brake"]["engaged"], false);
+    assert_eq!(v["replicas"][0]["store"], "file");
+    assert_eq!(v["etcd"], serde_json::Value::Null);
 
     // Not found: exit 3, one line.
     let (code, _, err) = run(&s, &["instances", "nope"], None);
@@ -386,5 +388,74 @@ async fn endpoints_show_the_gateways_view_and_each_balancers() {
     assert_eq!(code, 3, "{err}");
     gateway.stop().await.expect("gateway stops");
     balancer.stop.cancel();
+    s.registry.stop().await.expect("stop");
+}
+
+/// `status` asks every replica given (HA: the stack file names three) and,
+/// on the etcd store, shows etcd's members, leader, revision and size; a
+/// replica that does not answer is a row saying so, not a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_replica_and_etcd() {
+    let etcd = switchyard_etcd::testing::Cluster::start(1, &[]).await;
+    let mut replicas = Vec::new();
+    for name in ["r1", "r2"] {
+        let mut cfg = switchyard_registry::testing::config();
+        cfg.store = switchyard_registry::StoreKind::Etcd;
+        cfg.etcd_endpoints = etcd.endpoints();
+        cfg.replica_name = name.into();
+        replicas.push(
+            switchyard_registry::testing::start(cfg, ManualClock::new())
+                .await
+                .expect("registry"),
+        );
+    }
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let addresses = format!("{},{},http://{dead}", replicas[0].url(), replicas[1].url());
+    let s = Stack {
+        url: addresses,
+        dir: std::env::temp_dir(),
+        registry: replicas.remove(0),
+    };
+    let (code, out, err) = run(&s, &["status", "--timeout", "2", "-o", "json"], None);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let names: Vec<&serde_json::Value> = v["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| &r["replica"])
+        .collect();
+    assert_eq!(
+        names[..2],
+        [&serde_json::json!("r1"), &serde_json::json!("r2")]
+    );
+    assert_eq!(v["replicas"][0]["store"], "etcd");
+    assert!(v["replicas"][2]["error"].is_string(), "{out}");
+    let members = v["etcd"]["members"].as_array().expect("members");
+    assert_eq!(members.len(), 1, "{out}");
+    assert_eq!(members[0]["leader"], true);
+    assert_eq!(v["etcd"]["leader"], members[0]["id"]);
+    assert!(v["etcd"]["revision"].as_i64().unwrap_or(0) > 0, "{out}");
+    assert!(v["etcd"]["db_size"].as_i64().unwrap_or(0) > 0, "{out}");
+
+    let (code, out, err) = run(&s, &["status", "--timeout", "2"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .next()
+            .unwrap_or_default()
+            .starts_with("ADDRESS"),
+        "{out}"
+    );
+    assert!(out.contains("unreachable"), "{out}");
+    assert!(out.contains("etcd       revision"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("MEMBER")), "{out}");
+    for r in replicas {
+        r.stop().await.expect("stop");
+    }
     s.registry.stop().await.expect("stop");
 }

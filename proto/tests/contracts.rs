@@ -116,6 +116,26 @@ impl registry_server::Registry for FakeRegistry {
         }))
     }
 
+    async fn get_status(
+        &self,
+        _: Request<reg::GetStatusRequest>,
+    ) -> Result<Response<reg::GetStatusResponse>, Status> {
+        Ok(Response::new(reg::GetStatusResponse {
+            replica: "r1".into(),
+            store: "etcd".into(),
+            etcd: Some(reg::EtcdStatus {
+                members: vec![reg::EtcdMember {
+                    id: 7,
+                    name: "etcd1".into(),
+                    client_urls: vec!["https://etcd1:2379".into()],
+                }],
+                leader: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
     type WatchStream = Boxed<reg::WatchResponse>;
 
     async fn watch(
@@ -329,6 +349,13 @@ async fn registry_contract_round_trips() {
         .expect("list")
         .into_inner();
     assert!(!list.brake.expect("brake").engaged);
+    let status = client
+        .get_status(reg::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let etcd = status.etcd.expect("etcd");
+    assert_eq!((etcd.leader, etcd.members[0].name.as_str()), (7, "etcd1"));
     let svc = client
         .get_service(reg::GetServiceRequest {
             service: "hello".into(),

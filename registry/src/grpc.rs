@@ -276,13 +276,7 @@ impl registry_server::Registry for RegistryService {
                 mod_revision: s.mod_revision,
             })
             .collect();
-        let brake = pb::BrakeStatus {
-            engaged: l.brake.engaged.is_some(),
-            engaged_at: l.brake.engaged.as_ref().map(|e| convert::timestamp(e.0)),
-            releases_at: l.brake.engaged.as_ref().map(|e| convert::timestamp(e.1)),
-            held_leases: l.brake.held_leases,
-            reason: l.brake.engaged.map(|e| e.2).unwrap_or_default(),
-        };
+        let brake = brake_pb(&l.brake);
         Ok(Response::new(pb::ListServicesResponse {
             services,
             brake: Some(brake),
@@ -290,6 +284,52 @@ impl registry_server::Registry for RegistryService {
             leases: l.leases,
             position: Some(convert::position_to_pb(&l.position)),
             authoritative: l.authoritative,
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let _t = timer("GetStatus");
+        self.require(&req, Role::Reader)?;
+        let l = self.registry.list();
+        let brake = brake_pb(&l.brake);
+        let etcd = self.registry.etcd_status().await.map(|r| match r {
+            Ok((members, status)) => pb::EtcdStatus {
+                members: members
+                    .members
+                    .into_iter()
+                    .map(|m| pb::EtcdMember {
+                        id: m.id,
+                        name: m.name,
+                        client_urls: m.client_ur_ls,
+                    })
+                    .collect(),
+                leader: status.leader,
+                revision: status.header.as_ref().map_or(0, |h| h.revision),
+                db_size: status.db_size,
+                db_size_in_use: status.db_size_in_use,
+                version: status.version,
+                member_id: status.header.as_ref().map_or(0, |h| h.member_id),
+                error: String::new(),
+            },
+            Err(e) => pb::EtcdStatus {
+                error: e.to_string(),
+                ..Default::default()
+            },
+        });
+        Ok(Response::new(pb::GetStatusResponse {
+            replica: self.registry.replica().to_string(),
+            position: Some(convert::position_to_pb(&l.position)),
+            authoritative: l.authoritative,
+            warming_up: l.warming_up,
+            brake: Some(brake),
+            leases: l.leases,
+            watchers: u32::try_from(self.registry.watchers()).unwrap_or(u32::MAX),
+            store: if etcd.is_some() { "etcd" } else { "file" }.into(),
+            etcd,
+            version: env!("CARGO_PKG_VERSION").into(),
         }))
     }
 
@@ -320,5 +360,16 @@ impl registry_server::Registry for RegistryService {
             Ok(m)
         });
         Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// The brake as ListServices and GetStatus show it.
+fn brake_pb(b: &crate::state::BrakeView) -> pb::BrakeStatus {
+    pb::BrakeStatus {
+        engaged: b.engaged.is_some(),
+        engaged_at: b.engaged.as_ref().map(|e| convert::timestamp(e.0)),
+        releases_at: b.engaged.as_ref().map(|e| convert::timestamp(e.1)),
+        held_leases: b.held_leases,
+        reason: b.engaged.as_ref().map(|e| e.2.clone()).unwrap_or_default(),
     }
 }

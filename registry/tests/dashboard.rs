@@ -482,3 +482,46 @@ async fn the_pages_are_served_from_the_binary_and_keep_to_themselves() {
     assert_eq!(parts.headers["location"], "/ui/");
     stop(r).await;
 }
+
+/// GetStatus (what `switchyard status` shows per replica) counts the
+/// dashboard's streams among the watchers, and on etcd tells its members.
+#[tokio::test]
+async fn get_status_counts_the_dashboards_streams_and_tells_the_store() {
+    let r = start(support::config()).await;
+    let mut c = client_of(&r).await;
+    let reader = c.clone();
+    let status = || {
+        let mut c = reader.clone();
+        async move {
+            c.get_status(pb::GetStatusRequest {})
+                .await
+                .expect("status")
+                .into_inner()
+        }
+    };
+    let before = status().await.watchers;
+    let mut events = open(r.http, "/api/events", None).await;
+    events.next().await;
+    support::eventually("the stream counted", || async {
+        status().await.watchers == before + 1
+    })
+    .await;
+    register(&mut c, 0, vec![spec("orders", "o-1")]).await;
+    let s = status().await;
+    assert_eq!(s.leases, 1);
+    assert!(s.authoritative && !s.warming_up);
+    assert!(s.position.expect("position").revision > 0);
+    if support::on_etcd() {
+        assert_eq!(s.store, "etcd");
+        let etcd = s.etcd.expect("etcd status");
+        assert!(etcd.error.is_empty(), "{}", etcd.error);
+        assert_eq!(etcd.members.len(), 1);
+        assert_eq!(etcd.leader, etcd.members[0].id);
+        assert!(etcd.db_size > 0 && etcd.revision > 0);
+    } else {
+        assert_eq!(s.store, "file");
+        assert!(s.etcd.is_none());
+    }
+    drop(events);
+    stop(r).await;
+}

@@ -162,6 +162,27 @@ impl Registry {
         Ok(registry)
     }
 
+    /// etcd's members and the status of the member this replica talks to;
+    /// `None` on the file store.
+    pub async fn etcd_status(
+        &self,
+    ) -> Option<Result<(pb::MemberListResponse, pb::StatusResponse), switchyard_etcd::Error>> {
+        let Backend::Etcd(etcd) = &self.backend else {
+            return None;
+        };
+        let status = async {
+            let members = etcd.client.member_list().await?;
+            let status = etcd.client.status().await?;
+            Ok((members, status))
+        };
+        Some(status.await)
+    }
+
+    /// This replica's name.
+    pub fn replica(&self) -> &str {
+        &self.me
+    }
+
     /// Whether this replica is fenced (lost its etcd session).
     pub fn fenced(&self) -> bool {
         match &self.backend {
