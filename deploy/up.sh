@@ -55,6 +55,8 @@ SWITCHYARD_MTLS_CA=$certs/ca.pem
 SWITCHYARD_MTLS_CERT=$certs/operator.pem
 SWITCHYARD_MTLS_KEY=$certs/operator-key.pem
 ENV
+ui_port=${SWITCHYARD_REGISTRY_HTTP_PORT:-7001}
+[ "$file" = docker-compose.ha.yml ] && ui_port=${SWITCHYARD_REGISTRY1_HTTP_PORT:-7001}
 if [ "$file" = docker-compose.ha.yml ]; then
   registry="  registry gRPC      localhost:7000, localhost:7100, localhost:7200 (replicas of one registry)
   registry HTTP/JSON http://localhost:7001/api/services (and :7101, :7201)"
@@ -65,6 +67,8 @@ fi
 cat <<MSG
 
 Switchyard is up.
+  dashboard          http://localhost:$ui_port/ui/  (drain and weight: operator token dev-operator-token)
+                     http://localhost:${SWITCHYARD_GATEWAY_ADMIN_PORT:-8081}/ui/  (the gateway's endpoints and their figures)
   gateway            http://localhost:8080       (admin http://localhost:8081/api/services)
 $registry
 Try:
