@@ -11,7 +11,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, Query, State},
+    extract::{ConnectInfo, Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode},
     response::sse::{Event as SseEvent, KeepAlive, Sse},
     routing::{get, post},
@@ -117,8 +117,12 @@ fn describe(gw: &Gateway, only: Option<&str>) -> Value {
 /// message like `/api/services` each second.
 async fn events(
     State(a): State<Admin>,
-    Query(q): Query<EventsQuery>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, (StatusCode, Json<Value>)> {
+    let Query(q) = query.map_err(|e| {
+        let error = format!("query: {}", e.body_text());
+        (StatusCode::BAD_REQUEST, Json(json!({ "error": error })))
+    })?;
     let ticks = tokio::time::interval(SAMPLE_EVERY);
     let stream = futures_util::stream::unfold((a, ticks), move |(a, mut ticks)| {
         let only = q.service.clone();
@@ -132,7 +136,7 @@ async fn events(
             Some((Ok(event), (a, ticks)))
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 async fn reload(

@@ -37,6 +37,12 @@ async fn the_endpoint_view_shows_figures_that_follow_the_traffic() {
     )
     .await;
     let url = s.gateway.url();
+    let (code, body) = get(&format!("http://{}/api/events?nope=1", s.gateway.admin)).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("\"error\"") && body.contains("nope"),
+        "{body}"
+    );
     for _ in 0..20 {
         assert_eq!(get(&format!("{url}/hello/x")).await.0, 200);
     }
