@@ -54,24 +54,12 @@ fn instance(service: &str, id: &str, zone: &str, version: &str) -> pb::InstanceS
     }
 }
 
-/// `spec` with a TCP check each second: to a port that listens (healthy)
-/// or one that does not (unhealthy).
+/// `spec` at `address` with a TCP check each second: to a port that
+/// listens (healthy) or one that does not (unhealthy).
 fn checked(spec: pb::InstanceSpec, address: std::net::SocketAddr) -> pb::InstanceSpec {
     pb::InstanceSpec {
         address: address.to_string(),
-        health_check: Some(pb::HealthCheck {
-            kind: Some(pb::health_check::Kind::Tcp(pb::TcpHealthCheck {})),
-            interval: Some(prost_types::Duration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            timeout: Some(prost_types::Duration {
-                seconds: 0,
-                nanos: 500_000_000,
-            }),
-            unhealthy_threshold: 1,
-            healthy_threshold: 1,
-        }),
+        health_check: support::tcp_check(),
         ..spec
     }
 }
@@ -97,19 +85,7 @@ async fn drain(r: &support::Running, service: &str, id: &str, reason: &str) {
 }
 
 async fn instance_json(r: &support::Running, service: &str, id: &str) -> serde_json::Value {
-    let (_, body) = http(
-        r.http,
-        "GET",
-        &format!("/api/services/{service}"),
-        None,
-        None,
-    )
-    .await;
-    body["instances"]
-        .as_array()
-        .and_then(|a| a.iter().find(|i| i["instance_id"] == id))
-        .cloned()
-        .unwrap_or_default()
+    support::listed_instance(r.http, service, id, None).await
 }
 
 /// Saves a screenshot when `SWITCHYARD_SCREENSHOTS` names a directory.
@@ -553,6 +529,39 @@ async fn dashboard_at_scale() {
         opened.elapsed().as_secs_f64() * 1e3,
         "ms",
     );
+    drop(b);
+    stop(r).await;
+}
+
+/// A registry in its warm-up window says so on every page, and stops
+/// saying so when the window ends, without a reload.
+#[tokio::test]
+async fn the_warm_up_shows_as_a_banner_until_it_ends() {
+    let r = start(switchyard_registry::Config {
+        warm_up: Duration::from_secs(30),
+        ..with_tokens()
+    })
+    .await;
+    register(
+        &r,
+        vec![instance("orders", "orders-1", "eu-west-1a", "1.4.2")],
+    )
+    .await;
+    let mut b = Browser::launch().await;
+    b.goto(&format!("http://{}/ui/", r.http)).await;
+    b.wait_for(
+        "document.getElementById('banners').innerText.includes('Warming up')",
+        Duration::from_secs(5),
+    )
+    .await;
+    screenshot(&mut b, "dashboard-warm-up.png").await;
+    // The window ends on the registry's clock; the next message says so.
+    r.advance(Duration::from_secs(31)).await;
+    b.wait_for(
+        "document.getElementById('banners').innerText === ''",
+        Duration::from_secs(5),
+    )
+    .await;
     drop(b);
     stop(r).await;
 }

@@ -8,22 +8,6 @@ use std::time::Duration;
 use support::*;
 use switchyard_proto::registry::v1 as pb;
 
-fn tcp_check() -> Option<pb::HealthCheck> {
-    Some(pb::HealthCheck {
-        kind: Some(pb::health_check::Kind::Tcp(pb::TcpHealthCheck {})),
-        interval: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        timeout: Some(prost_types::Duration {
-            seconds: 0,
-            nanos: 500_000_000,
-        }),
-        unhealthy_threshold: 1,
-        healthy_threshold: 1,
-    })
-}
-
 async fn health(r: &Running) -> (pb::Health, String) {
     let i = checked(r).await;
     (i.health(), i.health_detail.clone())

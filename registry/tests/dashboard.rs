@@ -11,10 +11,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{Value, json};
-use support::{authed, client_of, http, register, spec, start, stop};
+use support::{authed, client_of, http, listed_instance, register, send_http, spec, start, stop};
 use switchyard_proto::registry::v1 as pb;
 
 const OPERATOR: &str = "dashboard-operator-token";
@@ -38,22 +38,11 @@ struct Message {
 
 /// Opens `path` (with `last_event_id`, when given) and checks it streams.
 async fn open(addr: SocketAddr, path: &str, last_event_id: Option<&str>) -> Events {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .uri(path)
-        .header("host", addr.to_string());
+    let mut req = hyper::Request::builder().uri(path);
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id);
     }
-    let res = sender
-        .send_request(req.body(Empty::<Bytes>::new()).expect("request"))
-        .await
-        .expect("response");
+    let res = send_http(addr, req.body(Full::new(Bytes::new())).expect("request")).await;
     assert_eq!(res.status(), 200, "GET {path}");
     let content_type = res
         .headers()
@@ -313,19 +302,8 @@ async fn history_lists_a_services_changes_oldest_first() {
 }
 
 async fn state_of(r: &support::Running, service: &str, id: &str) -> String {
-    let (_, body) = http(
-        r.http,
-        "GET",
-        &format!("/api/services/{service}"),
-        Some(OPERATOR),
-        None,
-    )
-    .await;
-    body["instances"]
-        .as_array()
-        .and_then(|a| a.iter().find(|i| i["instance_id"] == id))
-        .map(|i| i["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
+    let i = listed_instance(r.http, service, id, Some(OPERATOR)).await;
+    i["state"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test]
@@ -437,21 +415,13 @@ async fn without_tokens_the_dashboard_cannot_change_anything() {
 
 #[tokio::test]
 async fn the_pages_are_served_from_the_binary_and_keep_to_themselves() {
-    use http_body_util::Full;
     let r = start(support::config()).await;
     let addr = r.http;
     let get = |path: &'static str| async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("handshake");
-        tokio::spawn(conn);
         let req = hyper::Request::get(path)
-            .header("host", addr.to_string())
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let res = sender.send_request(req).await.expect("response");
+        let res = send_http(addr, req).await;
         let (parts, body) = res.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
         (parts, String::from_utf8_lossy(&body).into_owned())

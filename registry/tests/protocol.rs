@@ -94,19 +94,7 @@ async fn metrics_show_instances_leases_watchers_and_latency() {
 }
 
 fn check(kind: pb::health_check::Kind) -> Option<pb::HealthCheck> {
-    Some(pb::HealthCheck {
-        kind: Some(kind),
-        interval: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        timeout: Some(prost_types::Duration {
-            seconds: 0,
-            nanos: 500_000_000,
-        }),
-        unhealthy_threshold: 1,
-        healthy_threshold: 1,
-    })
+    support::check_each_second(kind)
 }
 
 async fn health_of(r: &Running, id: &str) -> pb::Health {

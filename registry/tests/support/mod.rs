@@ -168,6 +168,23 @@ pub fn snapshot(m: &pb::WatchResponse) -> pb::Snapshot {
 
 pub use switchyard_runtime::testing::eventually;
 
+/// Sends `req` (its `host` set here) on a fresh HTTP/1.1 connection to
+/// `addr`; the answer's body is left to read.
+pub async fn send_http(
+    addr: SocketAddr,
+    mut req: hyper::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> hyper::Response<hyper::body::Incoming> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    req.headers_mut()
+        .insert("host", addr.to_string().parse().expect("host header"));
+    sender.send_request(req).await.expect("response")
+}
+
 /// A small JSON HTTP call: (status, body as JSON, or Null).
 pub async fn http(
     addr: SocketAddr,
@@ -178,16 +195,9 @@ pub async fn http(
 ) -> (u16, serde_json::Value) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string())
         .header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -195,11 +205,56 @@ pub async fn http(
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
         .expect("request");
-    let res = sender.send_request(req).await.expect("response");
+    let res = send_http(addr, req).await;
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await.expect("body").to_bytes();
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// One instance as the JSON API lists it (Null when it is not listed).
+pub async fn listed_instance(
+    addr: SocketAddr,
+    service: &str,
+    id: &str,
+    token: Option<&str>,
+) -> serde_json::Value {
+    let (_, body) = http(
+        addr,
+        "GET",
+        &format!("/api/services/{service}"),
+        token,
+        None,
+    )
+    .await;
+    body["instances"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["instance_id"] == id))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// An active check of `kind` each second (half a second to answer, one
+/// result turns it).
+pub fn check_each_second(kind: pb::health_check::Kind) -> Option<pb::HealthCheck> {
+    Some(pb::HealthCheck {
+        kind: Some(kind),
+        interval: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        timeout: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 500_000_000,
+        }),
+        unhealthy_threshold: 1,
+        healthy_threshold: 1,
+    })
+}
+
+/// A TCP check each second.
+pub fn tcp_check() -> Option<pb::HealthCheck> {
+    check_each_second(pb::health_check::Kind::Tcp(pb::TcpHealthCheck {}))
 }
