@@ -40,8 +40,15 @@ pub struct Browser {
     profile: PathBuf,
 }
 
-/// Finds Chromium, installing Debian's package when root may.
+/// Finds Chromium, installing Debian's package when root may: once per
+/// test binary, however many of its tests start a browser at the same time
+/// (two apt-get runs at once fail on dpkg's lock).
 fn chromium() -> PathBuf {
+    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_or_install).clone()
+}
+
+fn find_or_install() -> PathBuf {
     if let Ok(p) = std::env::var("SWITCHYARD_CHROMIUM") {
         return PathBuf::from(p);
     }
