@@ -10,5 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-cargo test --locked -q -p switchyard-registry --test browser -- --ignored --nocapture dashboard_at_scale 2>&1 \
+cargo test --locked -q -p switchyard-registry --test browser -- --nocapture dashboard_at_scale 2>&1 \
   | grep '^dashboard '

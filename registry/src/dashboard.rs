@@ -31,9 +31,9 @@ use switchyard_runtime::auth::{Role, Tokens};
 use crate::{
     convert,
     error::Error,
-    http::{ApiError, auth_header, instance_json, override_body},
+    http::{ApiError, auth_header, instance_json, override_body, summary_json},
     model::{Change, DeleteReason, Event, Position},
-    state::{Registry, Summary, WatchBody, WatchMessage},
+    state::{Registry, WatchBody, WatchMessage},
     validate, watch,
 };
 
@@ -189,17 +189,6 @@ fn sse(kind: &str, position: &Position, mut body: Value, registry: &Registry) ->
         .event(kind)
         .id(format!("{}:{}", position.epoch, position.revision))
         .data(body.to_string())
-}
-
-fn summary_json(s: &Summary) -> Value {
-    json!({
-        "service": s.service,
-        "instances": s.instances,
-        "by_state": s.by_state,
-        "unhealthy": s.unhealthy,
-        "expired_held": s.expired_held,
-        "mod_revision": s.mod_revision,
-    })
 }
 
 fn listing_event(registry: &Registry) -> SseEvent {

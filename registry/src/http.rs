@@ -214,6 +214,18 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// One service's counts, as the list and the dashboard's stream show them.
+pub(crate) fn summary_json(s: &crate::state::Summary) -> serde_json::Value {
+    json!({
+        "service": s.service,
+        "instances": s.instances,
+        "by_state": s.by_state,
+        "unhealthy": s.unhealthy,
+        "expired_held": s.expired_held,
+        "mod_revision": s.mod_revision,
+    })
+}
+
 /// The `authorization` header's value.
 pub(crate) fn auth_header(headers: &HeaderMap) -> Option<&str> {
     headers.get("authorization").and_then(|v| v.to_str().ok())
@@ -441,20 +453,7 @@ async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     auth(&api, &headers, Role::Reader)?;
     let l = api.registry.list();
-    let services: Vec<_> = l
-        .services
-        .iter()
-        .map(|s| {
-            json!({
-                "service": s.service,
-                "instances": s.instances,
-                "by_state": s.by_state,
-                "unhealthy": s.unhealthy,
-                "expired_held": s.expired_held,
-                "mod_revision": s.mod_revision,
-            })
-        })
-        .collect();
+    let services: Vec<_> = l.services.iter().map(summary_json).collect();
     let brake = match &l.brake.engaged {
         Some((at, until, reason)) => json!({
             "engaged": true,

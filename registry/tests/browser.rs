@@ -319,11 +319,12 @@ async fn without_the_token_a_drain_from_the_page_is_refused_and_changes_nothing(
 /// The dashboard with 1,000 services and 10,000 instances (issue 22): how
 /// long the services page takes to show them all, to follow one
 /// registration and a burst of 1,000, to filter, and a service page to
-/// load. A measurement, not a test: `bench/dashboard.sh` runs it and
-/// prints the figures (the registry runs in this debug test binary, so its
-/// share is an upper bound).
+/// load. It checks that the pages work at that size (every service listed,
+/// the first 200 shown, a burst counted, search and "show all"); the times
+/// it prints are not asserted: `bench/dashboard.sh` runs it and reads them
+/// (the registry runs in this debug test binary, so its share is an upper
+/// bound).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: bench/dashboard.sh"]
 async fn dashboard_at_scale() {
     const SERVICES: usize = 1_000;
     const PER_SERVICE: usize = 10;
