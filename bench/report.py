@@ -204,7 +204,7 @@ if lat:
 
 # --- instructions ----------------------------------------------------------------
 ins = {f[1]: int(f[3]) for f in lines("instructions.txt") if f[0] == "instructions"}
-if ins:
+if {"nginx", "gateway"} & ins.keys():
     print("### User-space instructions per request (callgrind)\n")
     print("CPU time moves by ±20 % between runs on this machine; instruction counts by a few percent (the gateway's")
     print("timers and background work follow the clock; nginx 16,500 to 16,700). `bench/run.sh instructions`")
@@ -223,6 +223,22 @@ if ins:
     print()
     if "gateway" in ins and "nginx" in ins:
         print(f"gateway/nginx user instructions per request ratio: {ins['gateway'] / ins['nginx']:.2f}\n")
+h2_protos = [p for p in ["h2c", "h2-tls"] if f"gateway-{p}" in ins or f"nginx-{p}" in ins]
+if h2_protos:
+    print("HTTP/2 counted the same way: h2load, 10 connections of up to 10 streams, 500 requests/s; over TLS 1.3")
+    print("the handshakes are in both counts and cancel out, so these are the records' cost (`PROTOS=\"h2c h2-tls\"")
+    print("bench/run.sh instructions`). The gateway serves HTTP/2 with hyper's server and the h2 crate.\n")
+    print("| protocol | nginx | gateway | gateway/nginx |")
+    print("|---|---|---|---|")
+    for p in h2_protos:
+        g, n = ins.get(f"gateway-{p}"), ins.get(f"nginx-{p}")
+        ratio = f"{g / n:.2f}" if g and n else "–"
+        print(f"| {p} | {n:,} | {g:,} | {ratio} |" if g and n else f"| {p} | {n or '–'} | {g or '–'} | – |")
+    print()
+    for p in h2_protos:
+        if f"gateway-{p}" in ins and f"nginx-{p}" in ins:
+            print(f"gateway/nginx {p} user instructions per request ratio: {ins[f'gateway-{p}'] / ins[f'nginx-{p}']:.2f}")
+    print()
 
 # --- latency plot --------------------------------------------------------------
 curves = {}

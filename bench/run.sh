@@ -782,7 +782,7 @@ tls_url() { # kind name
 # a few percent for the same binary and load whatever else the machine is
 # doing, where CPU time from /proc moves by about ±20 % between runs here. Each
 # proxy runs under callgrind twice, for N1 and for N2 requests (500/s, 8
-# connections); (Ir(N2) - Ir(N1)) / (N2 - N1) leaves out start-up, shutdown
+# connections; for h2c and h2 over TLS, see below); (Ir(N2) - Ir(N1)) / (N2 - N1) leaves out start-up, shutdown
 # and work done per second rather than per request. System calls are the
 # kernel's and are not counted. The gateway runs its `profiling` build (the
 # release build with symbols), so that the clock calibration of the metrics
@@ -796,42 +796,64 @@ instructions() {
   start_backends 0
   start_registry peak_ewma
   write_routes
-  write_nginx_conf "master_process off;"
+  tls_cert
+  TLS_DIR=$OUT/tls write_nginx_conf "master_process off;"
   names=(nginx gateway)
   [ -x "$OUT/gateway-baseline-profiling" ] && [ -n "${BASELINE:-}" ] && names+=(baseline)
   # COUNT=gateway counts the current gateway alone (a quicker look while
   # working; the figures to report come from a run of all of them).
   [ -n "${COUNT:-}" ] && read -ra names <<< "$COUNT"
-  for name in "${names[@]}"; do
-    local counts=()
-    for n in "$n1" "$n2"; do
-      local out=$OUT/callgrind-$name-$n.out port=8380 cmd
-      case $name in
-        nginx) port=8180; cmd=(nginx -c "$OUT/nginx/nginx.conf") ;;
-        gateway) read -ra cmd < <(echo "$profiled" "$(gateway_args 8380 8381)") ;;
-        baseline) read -ra cmd < <(echo "$OUT/gateway-baseline-profiling" "$(gateway_args 8380 8381)") ;;
-      esac
-      valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >/dev/null 2>&1 &
-      local vp=$!
-      # Ready: /readyz for a gateway (no proxied request before the count),
-      # the port for nginx.
-      if [ "$name" = nginx ]; then
-        for _ in $(seq 1 300); do (echo > /dev/tcp/127.0.0.1/8180) 2>/dev/null && break; sleep 0.2; done
-      else
-        wait_ready 8381 600
-      fi
-      # Counted from here: start-up (route compilation, the metrics
-      # recorder's clock calibration, whose length varies with the
-      # machine's load) is left out by zeroing the counters once ready.
-      callgrind_control -z "$vp" >/dev/null 2>&1
-      local ok
-      ok=$(taskset -c 0 "$BIN/bench-load" "http://127.0.0.1:$port/" "$rate" $((n / rate)) 8 | json ok)
-      kill -TERM "$vp"; wait "$vp" 2>/dev/null || true
-      local total
-      total=$(awk '/^summary:/ {print $2}' "$out")
-      counts+=("$ok" "$total")
+  # HTTP/1.1 (8 connections, bench-load), then h2c and h2 over TLS 1.3
+  # (h2load, 10 connections of up to 10 streams, as in the tls scenario;
+  # its handshakes are in both counts and cancel out). PROTOS= narrows.
+  local proto
+  for proto in ${PROTOS:-h1 h2c h2-tls}; do
+    for name in "${names[@]}"; do
+      # The baseline commit is counted on HTTP/1.1 only.
+      [ "$proto" != h1 ] && [ "$name" = baseline ] && continue
+      local counts=() label=$name
+      [ "$proto" = h1 ] || label=$name-$proto
+      for n in "$n1" "$n2"; do
+        local out=$OUT/callgrind-$label-$n.out cmd url
+        case $name in
+          nginx) cmd=(nginx -c "$OUT/nginx/nginx.conf") ;;
+          gateway) read -ra cmd < <(echo "$profiled" "$(GATEWAY_EXTRA="--https-listen 127.0.0.1:8343 --tls-cert $OUT/tls/cert.pem --tls-key $OUT/tls/key.pem" gateway_args 8380 8381)") ;;
+          baseline) read -ra cmd < <(echo "$OUT/gateway-baseline-profiling" "$(gateway_args 8380 8381)") ;;
+        esac
+        case $proto/$name in
+          h1/nginx) url=http://127.0.0.1:8180/ ;;
+          h2c/nginx) url=http://127.0.0.1:8181/ ;;
+          h2-tls/nginx) url=https://127.0.0.1:8443/ ;;
+          h2-tls/*) url=https://127.0.0.1:8343/ ;;
+          *) url=http://127.0.0.1:8380/ ;;
+        esac
+        valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >/dev/null 2>&1 &
+        local vp=$!
+        # Ready: /readyz for a gateway (no proxied request before the count),
+        # the port for nginx.
+        if [ "$name" = nginx ]; then
+          for _ in $(seq 1 300); do (echo > /dev/tcp/127.0.0.1/8180) 2>/dev/null && break; sleep 0.2; done
+        else
+          wait_ready 8381 600
+        fi
+        # Counted from here: start-up (route compilation, the metrics
+        # recorder's clock calibration, whose length varies with the
+        # machine's load) is left out by zeroing the counters once ready.
+        callgrind_control -z "$vp" >/dev/null 2>&1
+        local ok
+        if [ "$proto" = h1 ]; then
+          ok=$(taskset -c 0 "$BIN/bench-load" "$url" "$rate" $((n / rate)) 8 | json ok)
+        else
+          ok=$(SECS=$((n / rate)) H2_CONNS=10 H2_STREAMS=10 h2load_at "$url" "$rate" 2>&1 |
+            sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p')
+        fi
+        kill -TERM "$vp"; wait "$vp" 2>/dev/null || true
+        local total
+        total=$(awk '/^summary:/ {print $2}' "$out")
+        counts+=("${ok:-0}" "$total")
+      done
+      echo "instructions $label per_request $(python3 -c "print(round((${counts[3]} - ${counts[1]}) / max(${counts[2]} - ${counts[0]}, 1)))") runs ${counts[0]}/${counts[1]} ${counts[2]}/${counts[3]}" | tee -a "$OUT/instructions.txt"
     done
-    echo "instructions $name per_request $(python3 -c "print(round((${counts[3]} - ${counts[1]}) / max(${counts[2]} - ${counts[0]}, 1)))") runs ${counts[0]}/${counts[1]} ${counts[2]}/${counts[3]}" | tee -a "$OUT/instructions.txt"
   done
   cleanup; pids=()
 }

@@ -7,9 +7,15 @@
 //! ([`crate::http1::server`]), which hands what it does not serve to hyper's server;
 //! TLS connections go to hyper's server directly.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
 
-use hyper::{Request, body::Incoming, service::service_fn};
+use hyper::{
+    Request, Response,
+    body::Incoming,
+    service::{Service, service_fn},
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -23,6 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     app::{Gateway, Peer},
     http1::server::{self, ConnSettings, Ended},
+    proxy::ProxyBody,
 };
 
 /// A listening socket for the setting `key`, with `SO_REUSEPORT` so that
@@ -110,9 +117,7 @@ pub async fn serve(
                         Ended::Closed => return,
                         Ended::Handoff(io) => io,
                     };
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        gw.clone().handle(req, peer.clone())
-                    });
+                    let service = hyper_service(gw, peer);
                     // Boxed: hyper's connection is large, and inline every
                     // connection of the gateway's own path (most of them,
                     // idle ones included) would carry its size.
@@ -125,8 +130,7 @@ pub async fn serve(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
-                let service =
-                    service_fn(move |req: Request<Incoming>| gw.clone().handle(req, peer.clone()));
+                let service = hyper_service(gw, peer);
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(
                         Duration::from_secs(10),
@@ -156,6 +160,22 @@ pub async fn serve(
         () = tokio::time::sleep(deadline) => tracing::warn!("drain deadline passed with connections open"),
     }
 }
+
+/// What hyper calls per request. The request's future is boxed: HTTP/2
+/// spawns it as a task per stream, and inline it (several KB) was copied
+/// into hyper's stream future and again into the task, more time than the
+/// allocation takes (bench/PROFILE.md, eighth round).
+fn hyper_service(
+    gw: Arc<Gateway>,
+    peer: Peer,
+) -> impl Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible, Future = Handled>
+{
+    service_fn(move |req: Request<Incoming>| -> Handled {
+        Box::pin(gw.clone().handle(req, peer.clone()))
+    })
+}
+
+type Handled = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 /// hyper's server for what the gateway's own HTTP/1.1 path hands over and
 /// for TLS: HTTP/1.1 with upgrades on this worker's timer, and HTTP/2.

@@ -143,12 +143,18 @@ async fn http2_prior_knowledge_is_balanced_per_request() {
         .http2_only(true)
         .build_http::<Full<Bytes>>();
     let mut seen = BTreeSet::new();
+    let mut ids = BTreeSet::new();
     for _ in 0..20 {
         let req = hyper::Request::get(format!("{}/hello/h2", s.gateway.url()))
             .body(Full::new(Bytes::new()))
             .expect("req");
         let res = h2.request(req).await.expect("h2 response");
         assert_eq!(res.version(), hyper::Version::HTTP_2);
+        // Each answer names its request (the id goes out never indexed by
+        // HPACK, and still arrives whole on every answer).
+        let id = res.headers()["x-request-id"].to_str().expect("ascii id");
+        assert_eq!(id.len(), 32, "{id}");
+        ids.insert(id.to_owned());
         let body = res.into_body().collect().await.expect("body").to_bytes();
         seen.insert(instance_of(&String::from_utf8_lossy(&body)));
     }
@@ -157,6 +163,7 @@ async fn http2_prior_knowledge_is_balanced_per_request() {
         2,
         "one HTTP/2 connection, requests spread over both backends"
     );
+    assert_eq!(ids.len(), 20, "a new id for each request");
 }
 
 #[tokio::test]
