@@ -232,8 +232,8 @@ if h2_protos:
     print("|---|---|---|---|")
     for p in h2_protos:
         g, n = ins.get(f"gateway-{p}"), ins.get(f"nginx-{p}")
-        ratio = f"{g / n:.2f}" if g and n else "–"
-        print(f"| {p} | {n:,} | {g:,} | {ratio} |" if g and n else f"| {p} | {n or '–'} | {g or '–'} | – |")
+        cell = lambda v: f"{v:,}" if v else "–"
+        print(f"| {p} | {cell(n)} | {cell(g)} | {f'{g / n:.2f}' if g and n else '–'} |")
     print()
     for p in h2_protos:
         if f"gateway-{p}" in ins and f"nginx-{p}" in ins:

@@ -253,13 +253,9 @@ impl Gateway {
         peer: Peer,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let (mut parts, body) = req.into_parts();
-        let (mut res, mut id) = self
+        let (mut res, id) = self
             .respond(&mut parts, Inbound::Streamed(body), &peer, None)
             .await;
-        // Never indexed by HPACK: a value new with every request would
-        // only push the table's useful entries out (and cost the encoder
-        // an insertion and an eviction per answer).
-        id.set_sensitive(true);
         res.headers_mut().insert(headers::REQUEST_ID.clone(), id);
         Ok(*res)
     }
