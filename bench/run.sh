@@ -267,6 +267,36 @@ EOF
   sleep 0.5
 }
 
+# The floor for item 3 of issue 20: HAProxy as a layer-4 relay (`mode tcp`,
+# port 8580, one thread on CPU 1). Each client connection is paired with
+# one backend connection and bytes are copied both ways, no HTTP read or
+# written: the same receives, sends and loopback TCP work per request as
+# an HTTP proxy's, with next to no work of its own. No HTTP proxy's CPU per
+# request can be below it on this benchmark.
+start_relay() {
+  cat > "$OUT/relay.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 5000
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+frontend f
+  bind 127.0.0.1:8580
+  default_backend b
+backend b
+  balance roundrobin
+  server s1 127.0.0.1:9001
+  server s2 127.0.0.1:9002
+  server s3 127.0.0.1:9003
+EOF
+  on_cpu 1 haproxy -db -f "$OUT/relay.cfg" >/dev/null & pids+=($!)
+  RELAY_PID=$!
+  sleep 0.5
+}
+
 # With BASELINE set, starts that commit's gateway (port 8480) and adds it
 # to the calling scenario's names, url and pid.
 add_baseline() {
@@ -420,9 +450,12 @@ concurrent() {
   declare -A url=([nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
   declare -A pid=([nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
   names=(nginx haproxy gateway)
-  add_baseline
-  # Each proxy's share: together about the proxies scenario's fixed rate.
+  # Each proxy's share: together about the proxies scenario's fixed rate
+  # (the relay and the baseline are offered the same on top).
   local rate=${CONCURRENT_RATE:-$((16000 / ${#names[@]}))}
+  add_baseline
+  start_relay
+  url[relay]=http://127.0.0.1:8580/; pid[relay]=$RELAY_PID; names+=(relay)
   : > "$OUT/concurrent.txt"
   for name in "${names[@]}"; do load "${url[$name]}" 0 2 64 >/dev/null; done # warm up
   for run in $(seq 1 "$RUNS"); do
@@ -865,29 +898,33 @@ instructions() {
 # per request by kind (perf's syscall tracepoints; skipped without perf).
 syscalls() {
   start_pinned
-  declare -A url=([nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/)
-  declare -A pid=([nginx]=$(pgrep -P "$NGINX_PID" | head -1) [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID)
+  start_relay
+  declare -A url=([nginx]=http://127.0.0.1:8180/ [haproxy]=http://127.0.0.1:8280/ [gateway]=http://127.0.0.1:8380/ [relay]=http://127.0.0.1:8580/)
+  declare -A pid=([nginx]=$(pgrep -P "$NGINX_PID" | head -1) [haproxy]=$HAPROXY_PID [gateway]=$GATEWAY_PID [relay]=$RELAY_PID)
   local rate=${SYSCALL_RATE:-5000} kinds=read,write,recvfrom,sendto,readv,writev,recvmsg,sendmsg,epoll_wait,epoll_ctl,futex
   local events=raw_syscalls:sys_enter
   for k in ${kinds//,/ }; do events+=",syscalls:sys_enter_$k"; done
   : > "$OUT/syscalls.txt"
-  for name in nginx haproxy gateway; do load "${url[$name]}" 0 1 64 >/dev/null; done # warm up
+  for name in nginx haproxy gateway relay; do load "${url[$name]}" 0 1 64 >/dev/null; done # warm up
   for run in $(seq 1 "$RUNS"); do
-    for name in nginx haproxy gateway; do
+    for name in nginx haproxy gateway relay; do
       local p=${pid[$name]} before after sp="" ok
-      before=$(awk '{print $14, $15}' "/proc/$p/stat")
+      before=$(awk '{print $14, $15, $10}' "/proc/$p/stat")
       if command -v perf >/dev/null; then
         perf stat -x, -e "$events" -p "$p" -o "$OUT/perf-$name.txt" -- sleep "$SECS" & sp=$!
       fi
       ok=$(load "${url[$name]}" "$rate" "$SECS" 64 | json ok)
       [ -n "$sp" ] && wait "$sp"
-      after=$(awk '{print $14, $15}' "/proc/$p/stat")
+      after=$(awk '{print $14, $15, $10}' "/proc/$p/stat")
       python3 - "$name" "$run" "$ok" "$before" "$after" "$TICKS" "$OUT/perf-$name.txt" "$sp" <<'PY' | tee -a "$OUT/syscalls.txt"
 import sys
 name, run, ok, before, after, hz, perf, sp = sys.argv[1:]
 ok, hz = max(int(ok), 1), int(hz)
-(u0, s0), (u1, s1) = map(int, before.split()), map(int, after.split())
+(u0, s0, f0), (u1, s1, f1) = map(int, before.split()), map(int, after.split())
 line = f"syscalls {name} {run} user_us {(u1 - u0) / hz * 1e6 / ok:.2f} sys_us {(s1 - s0) / hz * 1e6 / ok:.2f}"
+# Minor page faults: kernel time that is no system call (an allocator
+# giving pages back and touching them again).
+line += f" faults {(f1 - f0) / ok:.3f}"
 if sp:
     for row in open(perf):
         f = row.strip().split(",")
