@@ -233,6 +233,30 @@ start_nginx() {
   sleep 0.5
 }
 
+# HAProxy's configuration in `mode` (http, or tcp for the relay) on port,
+# with the given global and defaults lines, before the three backends.
+haproxy_cfg() { # mode port global-lines defaults-lines
+  cat <<EOF
+global
+  maxconn ${HAPROXY_CONNS:-5000}
+  $3
+defaults
+  mode $1
+  $4
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+frontend f
+  bind 127.0.0.1:$2
+  default_backend b
+backend b
+  balance roundrobin
+  server s1 127.0.0.1:9001
+  server s2 127.0.0.1:9002
+  server s3 127.0.0.1:9003
+EOF
+}
+
 start_haproxy() { # HAPROXY_THREADS (1; "default": HAProxy's own, one per CPU), HAPROXY_CONNS
   local threads="nbthread ${HAPROXY_THREADS:-1}" log="" logging="" out=/dev/null
   [ "${HAPROXY_THREADS:-1}" = default ] && threads=""
@@ -241,27 +265,7 @@ start_haproxy() { # HAPROXY_THREADS (1; "default": HAProxy's own, one per CPU), 
   if [ "${ACCESS_LOG:-false}" = true ]; then
     log="log stdout format raw local0"; logging=$'log global\n  option httplog'; out=$OUT/haproxy-access.log
   fi
-  cat > "$OUT/haproxy.cfg" <<EOF
-global
-  $threads
-  maxconn ${HAPROXY_CONNS:-5000}
-  $log
-defaults
-  mode http
-  $logging
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend f
-  bind 127.0.0.1:8280
-  default_backend b
-backend b
-  balance roundrobin
-  server s1 127.0.0.1:9001
-  server s2 127.0.0.1:9002
-  server s3 127.0.0.1:9003
-EOF
+  haproxy_cfg http 8280 "$threads"$'\n  '"$log" "$logging"$'\n  http-reuse always' > "$OUT/haproxy.cfg"
   on_cpu 1 haproxy -db -f "$OUT/haproxy.cfg" >"$out" & pids+=($!)
   HAPROXY_PID=$!
   sleep 0.5
@@ -274,24 +278,7 @@ EOF
 # an HTTP proxy's, with next to no work of its own. No HTTP proxy's CPU per
 # request can be below it on this benchmark.
 start_relay() {
-  cat > "$OUT/relay.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 5000
-defaults
-  mode tcp
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-frontend f
-  bind 127.0.0.1:8580
-  default_backend b
-backend b
-  balance roundrobin
-  server s1 127.0.0.1:9001
-  server s2 127.0.0.1:9002
-  server s3 127.0.0.1:9003
-EOF
+  haproxy_cfg tcp 8580 "nbthread 1" "" > "$OUT/relay.cfg"
   on_cpu 1 haproxy -db -f "$OUT/relay.cfg" >/dev/null & pids+=($!)
   RELAY_PID=$!
   sleep 0.5
