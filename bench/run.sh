@@ -275,8 +275,8 @@ start_haproxy() { # HAPROXY_THREADS (1; "default": HAProxy's own, one per CPU), 
 # port 8580, one thread on CPU 1). Each client connection is paired with
 # one backend connection and bytes are copied both ways, no HTTP read or
 # written: the same receives, sends and loopback TCP work per request as
-# an HTTP proxy's, with next to no work of its own. No HTTP proxy's CPU per
-# request can be below it on this benchmark.
+# an HTTP proxy's, with next to no work of its own: about what a proxy
+# costs here once its HTTP work is taken away.
 start_relay() {
   haproxy_cfg tcp 8580 "nbthread 1" "" > "$OUT/relay.cfg"
   on_cpu 1 haproxy -db -f "$OUT/relay.cfg" >/dev/null & pids+=($!)
