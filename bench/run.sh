@@ -892,9 +892,10 @@ syscalls() {
   local events=raw_syscalls:sys_enter
   for k in ${kinds//,/ }; do events+=",syscalls:sys_enter_$k"; done
   : > "$OUT/syscalls.txt"
-  for name in nginx haproxy gateway relay; do load "${url[$name]}" 0 1 64 >/dev/null; done # warm up
+  local names=(nginx haproxy gateway relay) name
+  for name in "${names[@]}"; do load "${url[$name]}" 0 1 64 >/dev/null; done # warm up
   for run in $(seq 1 "$RUNS"); do
-    for name in nginx haproxy gateway relay; do
+    for name in "${names[@]}"; do
       local p=${pid[$name]} before after sp="" ok
       before=$(awk '{print $14, $15, $10}' "/proc/$p/stat")
       if command -v perf >/dev/null; then
